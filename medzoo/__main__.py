@@ -1,0 +1,5 @@
+import sys
+
+from medzoo.cli import main
+
+sys.exit(main())

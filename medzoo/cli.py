@@ -1,0 +1,278 @@
+"""The ``medzoo`` command: one sub-command per step of the chain (DESIGN.md).
+
+Thin by design: parse, call one function, print. Nothing heavy is imported at module level, so
+``medzoo --help`` answers without loading TensorFlow. Bad usage or bad input → one line on stderr
+and exit status 2; a batch that finished with rejections exits 0 (1 with ``--strict``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from medzoo import __version__
+from medzoo.errors import MedzooError
+
+EXAMPLES = """examples:
+  medzoo demo --out demo-out
+  medzoo data synth phantoms --patients 60 --seed 0
+  medzoo data ingest phantoms --labels phantoms/labels.csv --out ds --size 64
+  medzoo train cnn --data ds --out runs/cnn --epochs 12
+  medzoo export runs/cnn --out models --bless-if "auc>=0.85"
+  medzoo evaluate models/cnn/1 --data ds --out eval
+  medzoo cv cnn unet --data ds --folds 5 --out cv
+"""
+
+
+def _formatter(prog):
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+def _add(sub, name: str, help_text: str, example: str):
+    return sub.add_parser(name, help=help_text, description=help_text,
+                          epilog=f"example:\n  {example}", formatter_class=_formatter)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medzoo", description="A TensorFlow/Keras model zoo for medical imaging.",
+        epilog=EXAMPLES, formatter_class=_formatter)
+    parser.add_argument("--version", action="version", version=f"medzoo {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = _add(sub, "models", "list the zoo: name, task, inputs, outputs, parameters",
+             "medzoo models --json")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--size", type=int, default=64, help="input size for parameter counts")
+
+    data = _add(sub, "data", "make, ingest and inspect datasets", "medzoo data synth phantoms")
+    data_sub = data.add_subparsers(dest="data_command", metavar="STEP", required=True)
+    p = _add(data_sub, "synth", "write synthetic phantom DICOM studies and labels.csv",
+             "medzoo data synth phantoms --patients 60 --modality ct --size 64 --seed 0")
+    p.add_argument("out")
+    p.add_argument("--patients", type=int, default=60)
+    p.add_argument("--modality", default="ct", choices=["ct", "mr", "cr", "us", "mixed"])
+    p.add_argument("--size", type=int, default=64, help="rows and columns of each image")
+    p.add_argument("--slices", type=int, default=4, help="slices per patient")
+    p.add_argument("--seed", type=int, default=0)
+    p = _add(data_sub, "ingest", "DICOM folder + labels.csv → dataset dir (TFRecord shards)",
+             "medzoo data ingest phantoms --labels phantoms/labels.csv --out ds")
+    p.add_argument("dicom_dir")
+    p.add_argument("--labels", required=True, help="labels.csv: path,label[,mask]")
+    p.add_argument("--out", required=True)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--window", default="auto", help="auto, or CENTER,WIDTH")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--key-file", help="pseudonymisation key (kept by the data owner)")
+    p.add_argument("--strict", action="store_true", help="exit 1 when any input is rejected")
+    p = _add(data_sub, "info", "counts per class, fold, modality; rejects by reason",
+             "medzoo data info ds")
+    p.add_argument("ds")
+
+    p = _add(sub, "train", "train a zoo model with Keras fit → run dir",
+             "medzoo train cnn --data ds --out runs/cnn --epochs 12 --test-fold 0")
+    p.add_argument("model")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--test-fold", type=int, default=0)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--augment", action="store_true")
+    p.add_argument("--init-from", help="earlier run dir to start matching layers from")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = _add(sub, "export", "run dir → BASE/NAME/VERSION (SavedModel, ONNX, card, blessing)",
+             'medzoo export runs/cnn --out models --bless-if "auc>=0.85"')
+    p.add_argument("run")
+    p.add_argument("--out", required=True, help="model base folder")
+    p.add_argument("--name")
+    p.add_argument("--version", type=int)
+    p.add_argument("--bless-if", action="append", default=[], metavar="RULE",
+                   help="e.g. auc>=0.85 (repeatable)")
+    p.add_argument("--baseline", help="blessed version the candidate must not be worse than")
+    p.add_argument("--margin", type=float, default=0.0)
+    p.add_argument("--tolerance", type=float, default=1e-4, help="parity tolerance")
+    p.add_argument("--data", help="dataset dir for parity/validation (default: the run's)")
+    p.add_argument("--onnx-opset", type=int)
+
+    p = _add(sub, "push", "copy a BLESSED export version into a TF Serving model dir",
+             "medzoo push models/cnn/1 --to serving")
+    p.add_argument("version_dir")
+    p.add_argument("--to", required=True)
+
+    p = _add(sub, "evaluate", "score an export (or model.onnx) with onnxruntime",
+             "medzoo evaluate models/cnn/1 --data ds --out eval --split test")
+    p.add_argument("model")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--split", default="test", help="test (default), fold:I or all")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--json", action="store_true")
+
+    p = _add(sub, "cv", "k-fold cross-validation of one or more zoo models, with statistics",
+             "medzoo cv cnn unet --data ds --folds 5 --out cv")
+    p.add_argument("models", nargs="+")
+    p.add_argument("--data", required=True)
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--out", required=True)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--seed", type=int, default=0)
+
+    p = _add(sub, "report", "write report.html for a CV or eval dir", "medzoo report cv")
+    p.add_argument("dir")
+
+    p = _add(sub, "demo", "the whole chain on generated data, in a few minutes",
+             "medzoo demo --out demo-out")
+    p.add_argument("--out", default="medzoo-demo")
+    p.add_argument("--patients", type=int, default=60)
+    p.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def _cmd_models(args) -> int:
+    from medzoo.zoo import describe
+
+    rows = describe.describe_all(size=args.size)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            print(f"{row['name']:<18} {row['task']:<15} {row['parameters']:>10,}  {row['description']}")
+    return 0
+
+
+def _cmd_data(args) -> int:
+    if args.data_command == "synth":
+        from medzoo.datasets.synth import write_synthetic
+
+        summary = write_synthetic(args.out, patients=args.patients, modality=args.modality,
+                                  size=args.size, slices=args.slices, seed=args.seed)
+        print(f"wrote {summary['files']} DICOM files for {summary['patients']} patients "
+              f"to {args.out} (labels: {os.path.join(args.out, 'labels.csv')})")
+        return 0
+    if args.data_command == "ingest":
+        from medzoo.datasets.ingest import ingest
+
+        summary = ingest(args.dicom_dir, args.labels, args.out, size=args.size,
+                         window=_window(args.window), workers=args.workers, folds=args.folds,
+                         seed=args.seed, key_file=args.key_file, strict=args.strict)
+        print(f"ingested {summary['loaded']} of {summary['inputs']} inputs "
+              f"({summary['records']} images), rejected {summary['rejected']} → {args.out}")
+        return 1 if args.strict and summary["rejected"] else 0
+    from medzoo.datasets.info import describe
+
+    print(describe(args.ds))
+    return 0
+
+
+def _window(text: str):
+    if text == "auto" or "," not in text:
+        return text
+    try:
+        center, width = (float(v) for v in text.split(","))
+    except ValueError:
+        raise MedzooError(f"--window expects auto or CENTER,WIDTH. Received: {text!r}") from None
+    if width < 1:
+        raise MedzooError(f"--window width must be >= 1. Received: {width:g}")
+    return (center, width)
+
+
+def _cmd_train(args) -> int:
+    from medzoo.training.fit import train
+
+    config = train(args.model, args.data, args.out, epochs=args.epochs,
+                   batch_size=args.batch_size, test_fold=args.test_fold, seed=args.seed,
+                   augment=args.augment, learning_rate=args.learning_rate,
+                   init_from=args.init_from)
+    last = {k: round(v, 4) for k, v in config.get("history", {}).items() if k != "epoch"}
+    print(f"trained {args.model} for {config['epochs_run']} epochs → {args.out}  {last}")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from medzoo.export.exporter import export_run
+
+    version_dir = export_run(args.run, args.out, name=args.name, version=args.version,
+                             bless_if=args.bless_if, baseline=args.baseline, margin=args.margin,
+                             tolerance=args.tolerance, data_dir=args.data, opset=args.onnx_opset)
+    status = "BLESSED" if (version_dir / "BLESSED").exists() else "NOT_BLESSED"
+    print(f"exported {version_dir} ({status})")
+    return 0
+
+
+def _cmd_push(args) -> int:
+    from medzoo.export.push import push
+
+    print(f"pushed → {push(args.version_dir, args.to)}")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from medzoo.evaluation.evaluate import evaluate
+
+    result = evaluate(args.model, args.data, args.out, split=args.split,
+                      batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print(_headline(result) + f"  → {args.out}")
+    return 0
+
+
+def _headline(result: dict) -> str:
+    metrics = result.get("metrics", {})
+    keys = ("accuracy", "sensitivity", "specificity", "auc", "dice")
+    shown = ", ".join(f"{k}={metrics[k]:.3f}" for k in keys if isinstance(metrics.get(k), float))
+    return f"n={result.get('n')} {shown}"
+
+
+def _cmd_cv(args) -> int:
+    from medzoo.evaluation.crossval import run_cv
+
+    summary = run_cv(args.models, args.data, args.out, folds=args.folds, epochs=args.epochs,
+                     seed=args.seed)
+    for line in summary["lines"]:
+        print(line)
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from medzoo.evaluation.report import write_report
+
+    print(f"wrote {write_report(args.dir)}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from medzoo.demo import run_demo
+
+    run_demo(args.out, patients=args.patients, seed=args.seed)
+    return 0
+
+
+COMMANDS = {"models": _cmd_models, "data": _cmd_data, "train": _cmd_train,
+            "export": _cmd_export, "push": _cmd_push, "evaluate": _cmd_evaluate, "cv": _cmd_cv,
+            "report": _cmd_report, "demo": _cmd_demo}
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``medzoo`` console script; returns the exit status."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except MedzooError as exc:
+        print(f"medzoo {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"medzoo {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

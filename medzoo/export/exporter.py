@@ -1,0 +1,189 @@
+"""``medzoo export``: run dir → ``BASE/NAME/VERSION`` (SavedModel + ONNX + card + blessing).
+
+The version is built in a hidden folder beside its final place and renamed at the end, so a
+half-written export is never visible; an existing version is never overwritten.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from medzoo import __version__, fsio
+from medzoo.errors import InputError
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def existing_versions(model_dir: Path) -> list[int]:
+    """Integer version folders under ``BASE/NAME`` (hidden temp folders are not versions)."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def export_run(run_dir, base, *, name: str | None = None, version: int | None = None,
+               bless_if: list[str] | None = None, baseline=None, margin: float = 0.0,
+               tolerance: float | None = None, data_dir=None, opset: int | None = None) -> Path:
+    """Export a finished run; return the version dir.
+
+    Parameters
+    ----------
+    run_dir : path-like
+        A finished run dir (``config.json`` + ``model.keras``).
+    base : path-like
+        The model base folder; the export goes to ``base/name/version``.
+    name : str, optional
+        Model name (default: the zoo model's name).
+    version : int, optional
+        Version number (default: one more than the highest existing version, starting at 1).
+    bless_if : list of str
+        Rules such as ``"auc>=0.85"`` on validation metrics; all must hold to bless.
+    baseline : path-like, optional
+        A blessed version dir; the candidate must not be worse by more than ``margin``.
+    tolerance : float
+        Largest allowed difference between Keras, SavedModel and ONNX outputs (default 1e-4).
+    data_dir : path-like, optional
+        Dataset dir for parity inputs and validation metrics (default: the one trained on).
+
+    Raises
+    ------
+    InputError
+        Not a finished run, a bad name, or an existing version.
+    medzoo.export.parity.ParityError
+        When the exported models disagree with Keras past ``tolerance``.
+    """
+    from medzoo.export import blessing, card, onnx, parity, saved_model
+    from medzoo.training.fit import read_config
+    from medzoo.zoo import saving
+
+    run_dir, base = Path(run_dir), Path(base)
+    config = read_config(run_dir)
+    name = name or config["model"]
+    if not _NAME.match(name):
+        raise InputError(f"--name must be letters, digits, '_', '.', '-'. Received: {name!r}")
+    model_dir = base / name
+    versions = existing_versions(model_dir)
+    version = int(version) if version is not None else (versions[-1] + 1 if versions else 1)
+    if version < 1:
+        raise InputError(f"--version must be a positive integer. Received: {version}")
+    final_dir = model_dir / str(version)
+    if final_dir.exists():
+        raise InputError(f"{final_dir}: version {version} exists already; exports are never "
+                         "overwritten (omit --version to take the next one)")
+    data_dir = Path(data_dir or config["data"]["dir"])
+    model = saving.load_model(run_dir / "model.keras")
+    input_shape = tuple(config["input_shape"])
+    model_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}.partial-", dir=model_dir))
+    try:
+        signatures = saved_model.write_saved_model(model, staging, task=config["task"],
+                                                   input_shape=input_shape)
+        metadata = {"model": config["model"], "name": name, "version": version,
+                    "task": config["task"], "classes": config["classes"],
+                    "image_size": list(input_shape[:2]), "channels": input_shape[-1],
+                    "test_fold": config["test_fold"], "folds": config["folds"],
+                    "seed": config["split_seed"], "data_fingerprint": config["data"]["fingerprint"],
+                    "window": config["data"].get("window")}
+        onnx_paths = onnx.write_onnx(model, staging, task=config["task"], input_shape=input_shape,
+                                     metadata=metadata, **({"opset": opset} if opset else {}))
+        float_feeds, raw_feeds = parity_inputs(data_dir, config)
+        keras_outputs = _keras_outputs(model, float_feeds["image"], config["task"])
+        report = parity.check_parity(
+            keras_outputs=keras_outputs, signatures=saved_model.load_signatures(staging),
+            onnx_paths=onnx_paths, float_feeds=float_feeds, raw_feeds=raw_feeds,
+            tolerance=tolerance if tolerance is not None else parity.DEFAULT_TOLERANCE)
+        fsio.write_json(staging / "parity.json", report)
+        metrics = validation_metrics(staging / "model.onnx", data_dir, config)
+        baseline_metrics = _blessed_metrics(Path(baseline)) if baseline else None
+        blessed, reasons = blessing.decide(metrics.get("metrics", {}), list(bless_if or []),
+                                           parity_passed=report["passed"],
+                                           baseline=baseline_metrics, margin=margin)
+        model_card = card.build_card(
+            config=config, name=name, version=version, parameters=int(model.count_params()),
+            signatures=signatures, metrics=metrics, parity=report, blessed=blessed,
+            reasons=reasons, artefacts=card.artefact_hashes(staging), versions=_versions())
+        fsio.write_json(staging / "model_card.json", model_card)
+        fsio.write_text(staging / "model_card.md", card.render_markdown(model_card))
+        fsio.write_text(staging / ("BLESSED" if blessed else "NOT_BLESSED"),
+                        "\n".join(reasons) + "\n")
+        _publish(staging, final_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return final_dir
+
+
+def _publish(staging: Path, final_dir: Path) -> None:
+    """Rename the finished staging folder into place; never replace an existing version."""
+    if final_dir.exists():
+        raise InputError(f"{final_dir}: appeared while exporting; not overwritten")
+    os.rename(staging, final_dir)
+
+
+def parity_inputs(data_dir: Path, config: dict, n: int = 8) -> tuple[dict, dict]:
+    """Real validation images (float path) and raw int pixels in a CT-like range (raw path)."""
+    from medzoo.datasets import records, splits
+
+    input_shape = tuple(config["input_shape"])
+    images = []
+    if (data_dir / "dataset.json").exists():
+        fold_of = splits.fold_assignment(data_dir, config["folds"], config["split_seed"])
+        wanted = sorted(r for r, f in fold_of.items() if f == config["val_fold"])[:n]
+        images = [rec["image"] for rec in records.read_records(data_dir, wanted)]
+    rng = np.random.default_rng(config.get("seed", 0))
+    if not images:
+        images = list(rng.random((n, *input_shape), dtype=np.float32))
+    float_feeds = {"image": np.stack(images).astype(np.float32)}
+    rows, cols = 2 * input_shape[0] + 3, 2 * input_shape[1] - 5  # exercise the in-graph resize
+    count = len(images)
+    raw_feeds = {
+        "pixels": rng.integers(0, 2400, size=(count, rows, cols)).astype(np.int32),
+        "rescale_slope": np.ones(count, np.float32),
+        "rescale_intercept": np.full(count, -1024.0, np.float32),
+        "window_center": np.full(count, 40.0, np.float32),
+        "window_width": np.full(count, 400.0, np.float32),
+        "invert": (np.arange(count) % 2).astype(np.float32),
+    }
+    return float_feeds, raw_feeds
+
+
+def _keras_outputs(model, images: np.ndarray, task: str) -> dict:
+    predictions = np.asarray(model(images, training=False))
+    if task == "segmentation":
+        return {"mask": predictions, "score": predictions.reshape(len(predictions), -1).max(1)}
+    return {"probabilities": predictions}
+
+
+def validation_metrics(onnx_path: Path, data_dir: Path, config: dict) -> dict:
+    """Metrics of the exported ONNX model on the validation fold (onnxruntime), or a note why not."""
+    if not (data_dir / "dataset.json").exists():
+        return {"split": None, "note": f"dataset not found; no validation metrics"}
+    from medzoo.evaluation.evaluate import evaluate
+
+    with tempfile.TemporaryDirectory() as scratch:
+        result = evaluate(onnx_path, data_dir, scratch, split=f"fold:{config['val_fold']}")
+    return {"split": f"validation fold {config['val_fold']}", **result}
+
+
+def _blessed_metrics(version_dir: Path) -> dict:
+    if not (version_dir / "BLESSED").exists():
+        raise InputError(f"{version_dir}: --baseline must be a BLESSED export version")
+    return fsio.read_json(version_dir / "model_card.json")["metrics"].get("metrics", {})
+
+
+def _versions() -> dict:
+    import keras
+    import onnx
+    import onnxruntime
+    import tensorflow as tf
+    import tf2onnx
+
+    return {"medzoo": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+            "tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__}

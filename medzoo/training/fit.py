@@ -1,0 +1,246 @@
+"""Train a zoo model with Keras ``fit`` on a dataset dir, writing a run dir (DESIGN.md).
+
+The run dir holds ``config.json`` (everything needed to rebuild and re-run), ``model.keras``
+(best weights by validation loss), ``history.csv``, ``curves.png``, ``checkpoints/``, ``backup/``
+(Keras ``BackupAndRestore``: re-running the same command after a crash resumes) and ``logs/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+from medzoo import __version__, fsio
+from medzoo.datasets import manifest, splits
+from medzoo.errors import InputError
+
+CONFIG_KEYS_THAT_MUST_MATCH = ("model", "data", "test_fold", "folds", "seed", "model_options",
+                               "epochs", "batch_size", "learning_rate", "augment", "init_from")
+
+
+def split_record_ids(fold_of: dict, test_fold: int, folds: int) -> dict[str, list[str]]:
+    """Record ids of the train, validation and test parts for ``test_fold`` (DESIGN.md Splits).
+
+    The test fold is ``test_fold``; validation is ``(test_fold + 1) mod folds``; training is the rest.
+    """
+    if not 0 <= test_fold < folds:
+        raise InputError(
+            f"--test-fold must be in 0..{folds - 1} for {folds} folds. Received: {test_fold}"
+        )
+    val_fold = (test_fold + 1) % folds
+    parts: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for record_id, fold in sorted(fold_of.items()):
+        key = "test" if fold == test_fold else "val" if fold == val_fold else "train"
+        parts[key].append(record_id)
+    for key, ids in parts.items():
+        if not ids:
+            raise InputError(f"the {key} part of fold {test_fold} is empty; use fewer folds")
+    return parts
+
+
+def dataset_fingerprint(ds_dir) -> str:
+    """sha256 of ``dataset.json`` and ``index.csv``: which data a model saw, with no PHI."""
+    digest = hashlib.sha256()
+    for name in ("dataset.json", "index.csv"):
+        digest.update(Path(ds_dir, name).read_bytes())
+    return digest.hexdigest()
+
+
+def default_epochs(task: str) -> int:
+    return 12 if task == "classification" else 15
+
+
+def train(model: str, ds_dir, run_dir, *, epochs: int | None = None, batch_size: int = 16,
+          test_fold: int = 0, folds: int | None = None, seed: int = 0, augment: bool = False,
+          learning_rate: float = 1e-3, patience: int = 6, model_options: dict | None = None,
+          init_from=None, verbose: int = 1) -> dict:
+    """Train zoo model ``model`` on ``ds_dir``; write the run dir; return its config.
+
+    Parameters
+    ----------
+    model : str
+        A registered zoo name (``medzoo models``).
+    ds_dir, run_dir : path-like
+        Dataset dir from ``medzoo data ingest``; run dir to create (or to resume after a crash).
+    epochs, batch_size, learning_rate, patience : training schedule (early stopping on val loss).
+    test_fold, folds : the held-out fold and the fold count (default: the dataset's).
+    seed : weight initialisation and shuffling.
+    augment : random flips/shifts in the input pipeline (image and mask alike).
+    model_options : keyword options passed to the zoo builder.
+    init_from : path-like, optional
+        An earlier run dir; layers with matching names and shapes start from its weights.
+
+    Returns
+    -------
+    dict
+        The run's ``config.json`` content, with ``history`` (last epoch's metrics) added.
+
+    Raises
+    ------
+    InputError
+        Unknown model, a dataset dir that is not one, a task the dataset cannot feed (segmentation
+        without masks), or a run dir that already holds a finished, different run.
+    """
+    import keras
+
+    from medzoo.datasets import pipeline
+    from medzoo.zoo import registry
+
+    try:
+        entry = registry.get(model)
+    except KeyError as exc:
+        raise InputError(str(exc.args[0])) from exc
+    ds_dir, run_dir = Path(ds_dir), Path(run_dir)
+    info = manifest.read_dataset_info(ds_dir)
+    if entry.task == "segmentation" and not info.get("has_mask"):
+        raise InputError(
+            f"{ds_dir}: model {model!r} needs lesion masks; the dataset has none "
+            "(add a mask column to labels.csv and ingest again)"
+        )
+    folds = int(folds or info["folds"])
+    split_seed = int(info["seed"])
+    fold_of = splits.fold_assignment(ds_dir, folds, split_seed)
+    parts = split_record_ids(fold_of, test_fold, folds)
+    height, width = info["image_size"]
+    input_shape = (height, width, int(info["channels"]))
+    classes = list(info["classes"])
+    epochs = int(epochs or default_epochs(entry.task))
+    config = {
+        "medzoo_version": __version__,
+        "model": model,
+        "task": entry.task,
+        "model_options": model_options or {},
+        "input_shape": list(input_shape),
+        "classes": classes,
+        "data": {"dir": str(ds_dir.resolve()), "fingerprint": dataset_fingerprint(ds_dir),
+                 "window": info.get("window"), "image_size": list(info["image_size"]),
+                 "key_fingerprint": info.get("key_fingerprint"),
+                 "counts": {k: len(v) for k, v in parts.items()},
+                 "pixel_stats": info.get("pixel_stats")},
+        "folds": folds, "split_seed": split_seed, "test_fold": test_fold,
+        "val_fold": (test_fold + 1) % folds,
+        "seed": seed, "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
+        "patience": patience, "augment": bool(augment),
+        "init_from": str(init_from) if init_from else None,
+    }
+    _prepare_run_dir(run_dir, config)
+    keras.utils.set_random_seed(seed)
+    target = "mask" if entry.task == "segmentation" else "label"
+    train_ds = pipeline.make_dataset(ds_dir, parts["train"], target=target, batch_size=batch_size,
+                                     shuffle=True, seed=seed, augment=augment)
+    val_ds = pipeline.make_dataset(ds_dir, parts["val"], target=target, batch_size=batch_size,
+                                   shuffle=False, seed=seed)
+    net = registry.build(model, input_shape, len(classes), **(model_options or {}))
+    if init_from:
+        config["init_layers"] = transfer_weights(net, Path(init_from))
+    _compile(net, entry.task, learning_rate)
+    started = time.monotonic()
+    net.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose,
+            callbacks=_callbacks(run_dir, patience))
+    config["train_seconds"] = round(time.monotonic() - started, 2)
+    _finish(run_dir, config)
+    return config
+
+
+def _compile(net, task: str, learning_rate: float) -> None:
+    import keras
+
+    from medzoo.zoo import losses
+
+    if task == "segmentation":
+        loss, metrics = losses.DiceBCELoss(), [losses.DiceScore()]
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy()
+        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    net.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
+
+
+def _callbacks(run_dir: Path, patience: int) -> list:
+    import keras
+
+    return [
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=True),
+        keras.callbacks.ModelCheckpoint(str(run_dir / "checkpoints" / "best.keras"),
+                                        monitor="val_loss", save_best_only=True),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+        keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, profile_batch=0),
+    ]
+
+
+def _prepare_run_dir(run_dir: Path, config: dict) -> None:
+    """Create the run dir, or accept it for resuming when it holds the same unfinished run."""
+    config_path = run_dir / "config.json"
+    if config_path.exists():
+        previous = fsio.read_json(config_path)
+        same = all(previous.get(k) == config.get(k) for k in CONFIG_KEYS_THAT_MUST_MATCH)
+        if (run_dir / "model.keras").exists():
+            raise InputError(f"{run_dir}: holds a finished run already; choose a new --out")
+        if not same:
+            raise InputError(
+                f"{run_dir}: holds an unfinished run with other settings; resume it with the "
+                "same command or choose a new --out"
+            )
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise InputError(f"{run_dir}: exists and is not a medzoo run dir; choose a new --out")
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    fsio.write_json(config_path, config)
+
+
+def _finish(run_dir: Path, config: dict) -> None:
+    """Promote the best checkpoint to ``model.keras`` and write history, curves and config."""
+    from medzoo.training import curves
+
+    history = curves.read_history(run_dir / "history.csv")
+    best = run_dir / "checkpoints" / "best.keras"
+    with fsio.atomic_path(run_dir / "model.keras", suffix=".keras") as tmp:
+        tmp.write_bytes(best.read_bytes())
+    config["epochs_run"] = len(history)
+    config["history"] = history[-1] if history else {}
+    config["best_val_loss"] = min((row["val_loss"] for row in history), default=None)
+    config["environment"] = _environment()
+    curves.plot(history, run_dir / "curves.png")
+    fsio.write_json(run_dir / "config.json", config)
+
+
+def transfer_weights(net, source_run: Path) -> list[str]:
+    """Copy weights from ``source_run``'s model into ``net`` for layers of equal name and shapes.
+
+    Returns the names of the layers that were initialised; raises ``InputError`` when none match.
+    """
+    from medzoo.zoo import saving
+
+    source = saving.load_model(source_run / "model.keras")
+    by_name = {layer.name: layer for layer in source.layers}
+    copied = []
+    for layer in net.layers:
+        other = by_name.get(layer.name)
+        if other is None or not layer.weights:
+            continue
+        mine, theirs = layer.get_weights(), other.get_weights()
+        if len(mine) == len(theirs) and all(a.shape == b.shape for a, b in zip(mine, theirs)):
+            layer.set_weights(theirs)
+            copied.append(layer.name)
+    if not copied:
+        raise InputError(f"{source_run}: no layer of its model matches the new model by name and shape")
+    return copied
+
+
+def _environment() -> dict:
+    import keras
+    import tensorflow as tf
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__,
+            "keras": keras.__version__, "cpus": os.cpu_count()}
+
+
+def read_config(run_dir) -> dict:
+    """The ``config.json`` of a finished run; ``InputError`` when ``run_dir`` is not one."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file() or not (Path(run_dir) / "model.keras").is_file():
+        raise InputError(f"{run_dir}: expected a finished run dir (config.json + model.keras)")
+    return json.loads(path.read_text())

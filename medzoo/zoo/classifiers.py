@@ -1,0 +1,60 @@
+"""CNN classifiers: the seed's conv/pool/fully-connected network and a residual CNN."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from medzoo.zoo import blocks
+from medzoo.zoo.registry import register
+
+
+def _head(x, num_classes: int, dropout: float):
+    if dropout:
+        x = layers.Dropout(dropout)(x)
+    return layers.Dense(num_classes, activation="softmax", name="probabilities", dtype="float32")(x)
+
+
+@register("cnn", task="classification")
+def small_cnn(input_shape, num_classes: int, *, widths=(16, 32, 64), dense: int = 64,
+              norm: str | None = "batch", dropout: float = 0.2) -> keras.Model:
+    """The seed's CNN: (conv → pool) per width, global pooling, a dense layer, softmax."""
+    dims = blocks.spatial_dims_of(input_shape)
+    blocks.check_divisible(input_shape, 2 ** len(widths))
+    inputs = blocks.image_input(input_shape)
+    x = inputs
+    for i, width in enumerate(widths):
+        x = blocks.conv_block(x, dims, width, norm=norm, repeats=1, name=f"stage{i}")
+        x = blocks.max_pool(dims)(x)
+    x = blocks.global_pool(dims)(x)
+    x = layers.Dense(dense, activation="relu", name="fc")(x)
+    return keras.Model(inputs, _head(x, num_classes, dropout), name="cnn")
+
+
+def _residual_unit(x, dims: int, filters: int, stride: int, norm: str | None, name: str):
+    shortcut = x
+    y = blocks.conv(dims, filters, strides=stride, use_bias=False, name=f"{name}_a")(x)
+    y = blocks.normalization(norm)(y) if norm else y
+    y = layers.ReLU()(y)
+    y = blocks.conv(dims, filters, use_bias=False, name=f"{name}_b")(y)
+    y = blocks.normalization(norm)(y) if norm else y
+    if stride != 1 or shortcut.shape[-1] != filters:
+        shortcut = blocks.conv(dims, filters, 1, strides=stride, use_bias=False,
+                               name=f"{name}_proj")(shortcut)
+    return layers.ReLU()(layers.Add()([y, shortcut]))
+
+
+@register("resnet", task="classification")
+def resnet(input_shape, num_classes: int, *, widths=(16, 32, 64), units_per_stage: int = 2,
+           norm: str | None = "batch", dropout: float = 0.2) -> keras.Model:
+    """A ResNet-style CNN; depth = ``len(widths) * units_per_stage`` residual units."""
+    dims = blocks.spatial_dims_of(input_shape)
+    blocks.check_divisible(input_shape, 2 ** len(widths))
+    inputs = blocks.image_input(input_shape)
+    x = blocks.conv_block(inputs, dims, widths[0], norm=norm, repeats=1, name="stem")
+    for s, width in enumerate(widths):
+        for u in range(units_per_stage):
+            stride = 2 if (u == 0 and s > 0) else 1
+            x = _residual_unit(x, dims, width, stride, norm, name=f"stage{s}_unit{u}")
+    x = blocks.global_pool(dims)(x)
+    return keras.Model(inputs, _head(x, num_classes, dropout), name="resnet")

@@ -1,0 +1,75 @@
+"""Every registered model: builds tiny, fits a step, round-trips .keras safely, converts to ONNX."""
+
+import numpy as np
+import pytest
+
+from medzoo.zoo import registry
+
+SIZE = 32
+
+
+def _targets(entry, batch, rng):
+    if entry.task == "segmentation":
+        return (rng.random((batch, SIZE, SIZE, 1)) > 0.8).astype("float32")
+    return rng.integers(0, 2, size=(batch,)).astype("int32")
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_model_fits_saves_loads_and_converts(name, tmp_path):
+    import tf2onnx
+    import onnxruntime as ort
+
+    from medzoo.export import serving
+    from medzoo.training.fit import _compile
+    from medzoo.zoo import saving
+
+    entry = registry.get(name)
+    rng = np.random.default_rng(0)
+    model = registry.build(name, (SIZE, SIZE, 1), 2)
+    assert model.inputs[0].shape[1:] == (SIZE, SIZE, 1)
+    _compile(model, entry.task, 1e-3)
+    images = rng.random((4, SIZE, SIZE, 1), dtype=np.float32)
+    history = model.fit(images, _targets(entry, 4, rng), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    reloaded = saving.load_model(path)
+    expected = np.asarray(model(images, training=False))
+    np.testing.assert_array_equal(np.asarray(reloaded(images, training=False)), expected)
+    if entry.task == "classification":
+        np.testing.assert_allclose(expected.sum(axis=1), 1.0, atol=1e-5)
+    else:
+        assert expected.shape == (4, SIZE, SIZE, 1)
+
+    fn = serving.make_serving_functions(reloaded, entry.task, (SIZE, SIZE, 1))["serve_float"]
+    proto, _ = tf2onnx.convert.from_function(fn, input_signature=fn.input_signature, opset=17)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    onnx_out = session.run(None, {"image": images})[0]
+    np.testing.assert_allclose(onnx_out, expected, atol=1e-4)
+
+
+def test_duplicate_name_is_refused():
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register("cnn", task="classification")(lambda *a, **k: None)
+
+
+def test_unknown_task_is_refused():
+    with pytest.raises(ValueError, match="task"):
+        registry.register("x-new", task="regression")
+
+
+def test_unknown_model_lists_the_known_ones():
+    with pytest.raises(KeyError, match="cnn"):
+        registry.get("no-such-model")
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_size_that_does_not_fit_the_encoder_is_refused(name):
+    with pytest.raises(ValueError, match="multiples"):
+        registry.build(name, (36, 36, 1), 2)
+
+
+def test_unet_builds_in_3d_from_the_same_code():
+    model = registry.build("unet", (8, 16, 16, 1), 2, depth=2, base_width=4)
+    assert model.outputs[0].shape[1:] == (8, 16, 16, 1)
