@@ -1,0 +1,72 @@
+"""Shared, session-scoped real artefacts: phantom DICOM → dataset → trained runs → exports.
+
+Each is made once per test session by medzoo itself (no downloads) and treated as read-only by
+the tests that use it; tests that change things work on their own copies.
+"""
+
+import os
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+SIZE = 32
+
+
+@pytest.fixture(scope="session")
+def phantom_dicom(tmp_path_factory):
+    from medzoo.datasets.synth import write_synthetic
+
+    out = tmp_path_factory.mktemp("phantoms") / "dicom"
+    summary = write_synthetic(out, patients=15, size=SIZE, slices=2, seed=3)
+    return out, summary
+
+
+@pytest.fixture(scope="session")
+def key_file(tmp_path_factory):
+    return tmp_path_factory.mktemp("keys") / "pseudonym.key"
+
+
+@pytest.fixture(scope="session")
+def phantom_ds(phantom_dicom, key_file, tmp_path_factory):
+    from medzoo.datasets.ingest import ingest
+
+    dicom_dir, _ = phantom_dicom
+    out = tmp_path_factory.mktemp("datasets") / "ds"
+    ingest(dicom_dir, dicom_dir / "labels.csv", out, size=SIZE, folds=3, seed=0, key_file=key_file)
+    return out
+
+
+@pytest.fixture(scope="session")
+def cnn_run(phantom_ds, tmp_path_factory):
+    from medzoo.training.fit import train
+
+    run = tmp_path_factory.mktemp("runs") / "cnn"
+    train("cnn", phantom_ds, run, epochs=3, batch_size=8, seed=0, verbose=0)
+    return run
+
+
+@pytest.fixture(scope="session")
+def unet_run(phantom_ds, tmp_path_factory):
+    from medzoo.training.fit import train
+
+    run = tmp_path_factory.mktemp("runs") / "unet"
+    train("unet", phantom_ds, run, epochs=2, batch_size=8, seed=0, verbose=0,
+          model_options={"base_width": 8})
+    return run
+
+
+@pytest.fixture(scope="session")
+def cnn_export(cnn_run, tmp_path_factory):
+    from medzoo.export.exporter import export_run
+
+    base = tmp_path_factory.mktemp("models")
+    return export_run(cnn_run, base)
+
+
+@pytest.fixture(scope="session")
+def unet_export(unet_run, tmp_path_factory):
+    from medzoo.export.exporter import export_run
+
+    base = tmp_path_factory.mktemp("models")
+    return export_run(unet_run, base)
