@@ -167,7 +167,8 @@ def validation_metrics(onnx_path: Path, data_dir: Path, config: dict) -> dict:
     from medzoo.evaluation.evaluate import evaluate
 
     with tempfile.TemporaryDirectory() as scratch:
-        result = evaluate(onnx_path, data_dir, scratch, split=f"fold:{config['val_fold']}")
+        result = evaluate(onnx_path, data_dir, scratch, split=f"fold:{config['val_fold']}",
+                          charts=False)
     return {"split": f"validation fold {config['val_fold']}", **result}
 
 

@@ -14,7 +14,10 @@ def write_saved_model(model, out_dir, *, task: str, input_shape) -> list[str]:
     ``serve_float`` (float images in [0, 1]). Returns the signature names.
     """
     import keras
+    import tensorflow as tf
 
+    # ExportArchive's meta-graph writer warns about Keras collections it skips; harmless noise.
+    tf.get_logger().setLevel("ERROR")
     functions = serving.make_serving_functions(model, task, input_shape)
     archive = keras.export.ExportArchive()
     archive.track(model)

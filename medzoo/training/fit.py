@@ -139,7 +139,7 @@ def train(model: str, ds_dir, run_dir, *, epochs: int | None = None, batch_size:
         config["init_layers"] = transfer_weights(net, Path(init_from))
     _compile(net, entry.task, learning_rate)
     started = time.monotonic()
-    net.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose,
+    net.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose, shuffle=False,
             callbacks=_callbacks(run_dir, patience))
     config["train_seconds"] = round(time.monotonic() - started, 2)
     _finish(run_dir, config)

@@ -18,7 +18,7 @@ def _attention_gate(skip, gating, dims: int, filters: int, name: str):
     return layers.Multiply()([skip, attention])
 
 
-def build_unet(input_shape, *, depth: int = 3, base_width: int = 16, norm: str | None = "batch",
+def build_unet(input_shape, *, depth: int = 3, base_width: int = 8, norm: str | None = "batch",
                dropout: float = 0.0, attention: bool = False, name: str = "unet") -> keras.Model:
     """Encoder–decoder with skip connections; output ``mask``: sigmoid lesion probability."""
     if depth < 1:

@@ -1,0 +1,120 @@
+"""tf.data input pipeline over a dataset dir (the only module of medzoo.datasets importing TF)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tensorflow as tf
+
+from medzoo.datasets.manifest import read_dataset_info
+from medzoo.datasets.records import shard_paths
+from medzoo.errors import InputError
+
+
+def _parser(height, width, channels, has_mask):
+    spec = {
+        "record_id": tf.io.FixedLenFeature([], tf.string),
+        "image": tf.io.FixedLenFeature([], tf.string),
+        "label": tf.io.FixedLenFeature([], tf.int64),
+    }
+    if has_mask:
+        spec["mask"] = tf.io.FixedLenFeature([], tf.string)
+
+    def parse(serialized):
+        ex = tf.io.parse_single_example(serialized, spec)
+        image = tf.reshape(tf.io.decode_raw(ex["image"], tf.float32), [height, width, channels])
+        if has_mask:
+            mask = tf.reshape(tf.io.decode_raw(ex["mask"], tf.uint8), [height, width, 1])
+        else:
+            mask = tf.zeros([height, width, 1], tf.uint8)
+        return {"record_id": ex["record_id"], "image": image,
+                "label": tf.cast(ex["label"], tf.int32), "mask": tf.cast(mask, tf.float32)}
+
+    return parse
+
+
+def _augment(example, seed_pair, height, width):
+    """Random left-right flip and shift (±1/8 of the size, zero fill), same for image and mask."""
+    image, mask = example["image"], example["mask"]
+    channels = image.shape[-1]
+    both = tf.concat([image, mask], axis=-1)
+    both = tf.image.stateless_random_flip_left_right(both, seed=seed_pair)
+    pad_h, pad_w = max(1, height // 8), max(1, width // 8)
+    both = tf.pad(both, [[pad_h, pad_h], [pad_w, pad_w], [0, 0]])
+    both = tf.image.stateless_random_crop(both, [height, width, channels + 1],
+                                          seed=seed_pair + tf.constant([0, 1], tf.int64))
+    return dict(example, image=both[..., :channels], mask=both[..., channels:])
+
+
+def make_dataset(ds_dir, record_ids, *, target="label", batch_size=16, shuffle=True, seed=0,
+                 augment=False, cache=True) -> tf.data.Dataset:
+    """Batches of ``(image, label)`` or ``(image, mask)`` from a dataset dir.
+
+    Parameters
+    ----------
+    ds_dir : path-like
+        Dataset dir written by :func:`medzoo.datasets.ingest.ingest`.
+    record_ids : iterable of str or None
+        Records to include (e.g. one fold's); None → all.
+    target : {"label", "mask"}
+        ``label``: int32 ``(B,)`` class index; ``mask``: float32 ``(B, H, W, 1)`` in {0, 1}.
+    batch_size : int
+    shuffle : bool
+        Reshuffled every epoch from ``seed``.
+    seed : int
+    augment : bool
+        Random flips and small shifts applied identically to image and mask (seeded).
+    cache : bool
+        Cache parsed, filtered records in memory.
+
+    Returns
+    -------
+    tf.data.Dataset
+        Elements ``(image float32 (B, H, W, C), label int32 (B,))`` or ``(image, mask)``.
+
+    Raises
+    ------
+    InputError
+        Not a dataset dir, unknown target, mask target on a dataset without masks, or no shards.
+    """
+    info = read_dataset_info(ds_dir)
+    if target not in ("label", "mask"):
+        raise InputError(f"Argument `target` must be 'label' or 'mask'. Received: target={target!r}")
+    if target == "mask" and not info.get("has_mask"):
+        raise InputError(f"{ds_dir}: target='mask' needs a dataset with masks. "
+                         "Received: has_mask=false")
+    paths = [str(p) for p in shard_paths(ds_dir)]
+    if not paths:
+        raise InputError(f"{Path(ds_dir) / 'shards'}: expected shard-*.tfrecord files. Received: none")
+    height, width = (int(v) for v in info["image_size"])
+    channels = int(info.get("channels", 1))
+    ds = tf.data.TFRecordDataset(paths).map(
+        _parser(height, width, channels, bool(info.get("has_mask"))),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    n = int(info["counts"]["records"])
+    if record_ids is not None:
+        keys = sorted(set(str(r) for r in record_ids))
+        n = len(keys)
+        if keys:
+            table = tf.lookup.StaticHashTable(
+                tf.lookup.KeyValueTensorInitializer(tf.constant(keys),
+                                                    tf.ones([len(keys)], tf.int32)),
+                default_value=0)
+            ds = ds.filter(lambda ex: table.lookup(ex["record_id"]) > 0)
+        else:
+            ds = ds.take(0)
+    # Filtering hides the size from Keras (it then warns "ran out of data" every first epoch).
+    ds = ds.apply(tf.data.experimental.assert_cardinality(n))
+    if cache:
+        ds = ds.cache()
+    if shuffle:
+        ds = ds.shuffle(max(1, n), seed=int(seed), reshuffle_each_iteration=True)
+    if augment:
+        rand = tf.data.Dataset.random(seed=int(seed), rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip(ds, rand).map(
+            lambda ex, r: _augment(ex, tf.stack([r, tf.constant(int(seed), tf.int64)]),
+                                   height, width),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    key = "label" if target == "label" else "mask"
+    ds = ds.map(lambda ex: (ex["image"], ex[key]))
+    return ds.batch(int(batch_size)).prefetch(tf.data.AUTOTUNE)

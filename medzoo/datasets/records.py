@@ -1,0 +1,305 @@
+"""TFRecord files of ``tf.train.Example`` written and read in pure Python (no TensorFlow).
+
+The Example protobuf is encoded by hand (Features → map<string, Feature>; Feature is one of
+BytesList = 1, FloatList = 2, Int64List = 3) and framed as TFRecord: uint64 length, masked
+crc32c of the length, data, masked crc32c of the data. ``tf.data.TFRecordDataset`` +
+``tf.io.parse_single_example`` read these files, and these functions read TensorFlow's.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from medzoo.errors import InputError
+
+RECORDS_PER_SHARD = 1024
+
+
+# --------------------------------------------------------------------------- crc and framing
+
+
+def masked_crc32c(data: bytes) -> int:
+    """TFRecord's masked CRC-32C: ``((crc >> 15) | (crc << 17)) + 0xa282ead8`` mod 2**32."""
+    import google_crc32c
+
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def frame_record(data: bytes) -> bytes:
+    """One TFRecord frame around ``data``."""
+    length = struct.pack("<Q", len(data))
+    return (length + struct.pack("<I", masked_crc32c(length)) + data
+            + struct.pack("<I", masked_crc32c(data)))
+
+
+def iter_tfrecord(path):
+    """Yield the payloads of a TFRecord file, checking both CRCs.
+
+    Raises
+    ------
+    InputError
+        On a truncated file or a CRC mismatch.
+    """
+    with open(path, "rb") as fh:
+        while True:
+            head = fh.read(12)
+            if not head:
+                return
+            if len(head) < 12:
+                raise InputError(f"{path}: expected a 12-byte record header. Received: {len(head)} bytes")
+            length, crc = struct.unpack("<QI", head)
+            if masked_crc32c(head[:8]) != crc:
+                raise InputError(f"{path}: record length CRC mismatch")
+            data = fh.read(length)
+            tail = fh.read(4)
+            if len(data) != length or len(tail) != 4:
+                raise InputError(f"{path}: expected {length} record bytes. Received: a truncated record")
+            if masked_crc32c(data) != struct.unpack("<I", tail)[0]:
+                raise InputError(f"{path}: record data CRC mismatch")
+            yield data
+
+
+# --------------------------------------------------------------------------- protobuf
+
+
+def _varint(value: int) -> bytes:
+    value &= 0xFFFFFFFFFFFFFFFF
+    out = bytearray()
+    while True:
+        bits = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(bits | 0x80)
+        else:
+            out.append(bits)
+            return bytes(out)
+
+
+def _read_varint(buf: bytes, pos: int):
+    result = shift = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _feature(value) -> bytes:
+    if isinstance(value, (bytes, str)):
+        value = [value]
+    if isinstance(value, np.ndarray):
+        value = value.ravel().tolist()
+    value = list(value)
+    if value and all(isinstance(v, (bytes, str)) for v in value):
+        inner = b"".join(_field(1, v.encode() if isinstance(v, str) else v) for v in value)
+        return _field(1, inner)
+    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
+        packed = b"".join(_varint(int(v)) for v in value)
+        return _field(3, _field(1, packed) if value else b"")
+    packed = np.asarray(value, dtype="<f4").tobytes()
+    return _field(2, _field(1, packed))
+
+
+def encode_example(features: dict) -> bytes:
+    """Serialise a ``tf.train.Example``.
+
+    Parameters
+    ----------
+    features : dict
+        name → bytes/str (BytesList), int or list of ints (Int64List), float or list of floats
+        (FloatList). Keys are written sorted, so the bytes are deterministic.
+    """
+    entries = []
+    for name in sorted(features):
+        value = features[name]
+        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+            value = [int(value)]
+        elif isinstance(value, (float, np.floating)):
+            value = [float(value)]
+        entry = _field(1, name.encode()) + _field(2, _feature(value))
+        entries.append(_field(1, entry))
+    return _field(1, b"".join(entries))
+
+
+def _fields(buf: bytes):
+    pos = 0
+    while pos < len(buf):
+        key, pos = _read_varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 2:
+            n, pos = _read_varint(buf, pos)
+            yield number, wire, buf[pos:pos + n]
+            pos += n
+        elif wire == 0:
+            v, pos = _read_varint(buf, pos)
+            yield number, wire, v
+        elif wire == 5:
+            yield number, wire, buf[pos:pos + 4]
+            pos += 4
+        elif wire == 1:
+            yield number, wire, buf[pos:pos + 8]
+            pos += 8
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+
+
+def _decode_feature(buf: bytes):
+    for number, _, payload in _fields(buf):
+        if number == 1:
+            return [v for n, _, v in _fields(payload) if n == 1]
+        if number == 2:
+            out = []
+            for n, wire, v in _fields(payload):
+                if n == 1:
+                    out.extend(np.frombuffer(v, "<f4").tolist())
+            return out
+        if number == 3:
+            out = []
+            for n, wire, v in _fields(payload):
+                if n != 1:
+                    continue
+                if wire == 0:
+                    vals = [v]
+                else:
+                    vals, pos = [], 0
+                    while pos < len(v):
+                        x, pos = _read_varint(v, pos)
+                        vals.append(x)
+                out.extend(x - (1 << 64) if x >= 1 << 63 else x for x in vals)
+            return out
+    return []
+
+
+def decode_example(data: bytes) -> dict:
+    """Parse a serialised ``tf.train.Example`` into ``{name: list of bytes | int | float}``."""
+    result = {}
+    for number, _, features in _fields(data):
+        if number != 1:
+            continue
+        for n, _, entry in _fields(features):
+            if n != 1:
+                continue
+            name, value = None, b""
+            for k, _, v in _fields(entry):
+                if k == 1:
+                    name = v.decode()
+                elif k == 2:
+                    value = v
+            result[name] = _decode_feature(value)
+    return result
+
+
+# --------------------------------------------------------------------------- dataset records
+
+
+def record_features(record_id: str, image: np.ndarray, label: int, mask=None) -> dict:
+    """Feature dict of one dataset record (docs/internals.md schema)."""
+    image = np.asarray(image, dtype="<f4")
+    if image.ndim == 2:
+        image = image[:, :, None]
+    h, w, c = image.shape
+    features = {"record_id": record_id.encode(), "image": image.tobytes(), "label": int(label),
+                "height": h, "width": w, "channels": c}
+    if mask is not None:
+        features["mask"] = np.asarray(mask, dtype=np.uint8).reshape(h, w).tobytes()
+    return features
+
+
+class ShardWriter:
+    """Write records to ``shards/shard-NNNNN.tfrecord``, ``records_per_shard`` per file.
+
+    Each shard is written to a temporary name and renamed when full or on :meth:`close`.
+    Use as a context manager.
+    """
+
+    def __init__(self, shard_dir, records_per_shard: int = RECORDS_PER_SHARD):
+        self.shard_dir = Path(shard_dir)
+        self.shard_dir.mkdir(parents=True, exist_ok=True)
+        self.records_per_shard = int(records_per_shard)
+        self.paths: list[Path] = []
+        self._fh = None
+        self._count = 0
+
+    def write(self, features: dict) -> None:
+        """Append one Example (see :func:`record_features`)."""
+        if self._fh is None or self._count >= self.records_per_shard:
+            self._finish()
+            path = self.shard_dir / f"shard-{len(self.paths):05d}.tfrecord"
+            self.paths.append(path)
+            self._fh = open(path.with_name(path.name + ".tmp"), "wb")
+            self._count = 0
+        self._fh.write(frame_record(encode_example(features)))
+        self._count += 1
+
+    def _finish(self):
+        if self._fh is not None:
+            self._fh.close()
+            path = self.paths[-1]
+            os.replace(path.with_name(path.name + ".tmp"), path)
+            self._fh = None
+
+    def close(self) -> None:
+        self._finish()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def shard_paths(ds_dir) -> list[Path]:
+    """The dataset's shard files, in write order."""
+    return sorted((Path(ds_dir) / "shards").glob("shard-*.tfrecord"))
+
+
+def parse_record(features: dict) -> dict:
+    """Decoded Example features → ``{record_id, image (H,W,C) float32, label, mask or None}``."""
+    h, w, c = features["height"][0], features["width"][0], features["channels"][0]
+    image = np.frombuffer(features["image"][0], dtype="<f4").reshape(h, w, c).astype(np.float32)
+    mask = features.get("mask")
+    mask = np.frombuffer(mask[0], dtype=np.uint8).reshape(h, w).copy() if mask else None
+    return {"record_id": features["record_id"][0].decode(), "image": image,
+            "label": int(features["label"][0]), "mask": mask}
+
+
+def read_records(ds_dir, record_ids=None):
+    """Yield the dataset's records in stored order, without TensorFlow.
+
+    Parameters
+    ----------
+    ds_dir : path-like
+    record_ids : iterable of str, optional
+        Only these records (default: all).
+
+    Yields
+    ------
+    dict
+        ``record_id`` str, ``image`` (H, W, C) float32, ``label`` int, ``mask`` (H, W) uint8 or None.
+
+    Raises
+    ------
+    InputError
+        Not a dataset dir, or a damaged shard.
+    """
+    from medzoo.datasets.manifest import read_dataset_info
+
+    read_dataset_info(ds_dir)
+    wanted = None if record_ids is None else set(record_ids)
+    for path in shard_paths(ds_dir):
+        for data in iter_tfrecord(path):
+            features = decode_example(data)
+            if wanted is not None and features["record_id"][0].decode() not in wanted:
+                continue
+            yield parse_record(features)

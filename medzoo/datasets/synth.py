@@ -1,0 +1,292 @@
+"""Synthetic chest phantoms written as real DICOM files, with a learnable lesion / normal task.
+
+Every patient has one series of ``slices`` images: a body ellipse of soft tissue, two lungs, a
+spine, noise. Positive patients ("lesion") carry a tissue-density ellipsoid in one lung, visible
+in every slice; a per-slice lesion mask is written beside each file as ``.npy`` (zeros for
+"normal"). Each file carries planted fake PHI (names, IDs, dates, institution, a private tag) and
+sits in a folder named after the PatientID, so that tests can prove none of it leaks.
+
+The same ``seed`` gives byte-identical files (UIDs are derived from the seed, dates are fixed).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+MODALITIES = ("ct", "mr", "cr", "us")
+
+_SOP_CLASS = {
+    "ct": "1.2.840.10008.5.1.4.1.1.2",
+    "mr": "1.2.840.10008.5.1.4.1.1.4",
+    "cr": "1.2.840.10008.5.1.4.1.1.1",
+    "us": "1.2.840.10008.5.1.4.1.1.6.1",
+}
+_COMPRESS = {
+    None: None,
+    "none": None,
+    "rle": "1.2.840.10008.1.2.5",
+    "jpeg-ls": "1.2.840.10008.1.2.4.80",
+    "j2k": "1.2.840.10008.1.2.4.90",
+}
+_SURNAMES = ("DOE", "ROE", "SMITH", "MORGAN", "NGUYEN", "GARCIA", "KOWALSKI", "OKAFOR")
+_GIVEN = ("JANE", "JOHN", "ALEX", "MARIA", "SAM", "LEE")
+
+# Tissue values per modality: air, soft tissue, lung, bone (lesion = soft tissue).
+_TISSUE = {
+    "ct": (-1000.0, 40.0, -800.0, 700.0, 15.0),  # Hounsfield units, noise sigma
+    "mr": (0.0, 500.0, 60.0, 200.0, 20.0),  # arbitrary units
+    "cr": (200.0, 2400.0, 900.0, 3500.0, 40.0),  # display brightness before MONOCHROME1 storage
+    "us": (0.0, 140.0, 30.0, 220.0, 8.0),  # 8-bit echo brightness
+}
+
+
+def phantom_slice(rng, size, lesion=None, k=0, modality="ct"):
+    """One phantom slice in modality units and its lesion mask (pure; no I/O).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    size : int
+    lesion : dict or None
+        ``{"cx", "cy", "r0", "aspect", "zc", "rz"}`` in pixels / slice units.
+    k : int
+        Slice number (0-based) for the lesion's radius along z.
+    modality : str
+
+    Returns
+    -------
+    (values float64 (size, size), mask uint8 (size, size))
+    """
+    air, tissue, lung, bone, sigma = _TISSUE[modality]
+    u = (np.arange(size) + 0.5) / size * 2.0 - 1.0
+    y, x = np.meshgrid(u, u, indexing="ij")
+    img = np.full((size, size), air)
+    img[(x / 0.85) ** 2 + (y / 0.65) ** 2 <= 1.0] = tissue
+    for side in (-1.0, 1.0):
+        img[((x - side * 0.38) / 0.28) ** 2 + ((y + 0.02) / 0.45) ** 2 <= 1.0] = lung
+    img[(x**2 + (y - 0.5) ** 2) <= 0.08**2] = bone
+    mask = np.zeros((size, size), np.uint8)
+    if lesion is not None:
+        ratio = (k - lesion["zc"]) / lesion["rz"]
+        r = lesion["r0"] * np.sqrt(max(0.0, 1.0 - ratio**2))
+        py, px = np.meshgrid(np.arange(size) + 0.5, np.arange(size) + 0.5, indexing="ij")
+        rx, ry = r * lesion["aspect"], r / lesion["aspect"]
+        inside = ((px - lesion["cx"]) / rx) ** 2 + ((py - lesion["cy"]) / ry) ** 2 <= 1.0
+        img[inside] = tissue
+        mask[inside] = 1
+    img = img + rng.normal(0.0, sigma, size=img.shape)
+    return img, mask
+
+
+def _lesion_params(rng, size, slices):
+    side = rng.choice([-1.0, 1.0])
+    cx = (side * 0.38 + rng.uniform(-0.08, 0.08) + 1.0) / 2.0 * size
+    cy = (rng.uniform(-0.2, 0.2) + 1.0) / 2.0 * size
+    return {
+        "cx": cx,
+        "cy": cy,
+        "r0": max(3.5, 0.09 * size),
+        "aspect": rng.uniform(0.85, 1.15),
+        "zc": (slices - 1) / 2.0 + rng.uniform(-0.5, 0.5),
+        "rz": 0.9 * slices + 1.0,
+    }
+
+
+def _uid(seed, *parts):
+    from pydicom.uid import generate_uid
+
+    return generate_uid(entropy_srcs=["medzoo-synth", str(seed), *map(str, parts)])
+
+
+def _patient_phi(rng, p):
+    name = f"{_SURNAMES[p % len(_SURNAMES)]}^{_GIVEN[p % len(_GIVEN)]}^{p}"
+    return {
+        "PatientName": name,
+        "PatientID": f"MZ-{int(rng.integers(100000, 1000000))}-{p}",
+        "PatientBirthDate": f"19{int(rng.integers(30, 99))}{int(rng.integers(1, 13)):02d}"
+        f"{int(rng.integers(1, 29)):02d}",
+        "AccessionNumber": f"ACC{int(rng.integers(1000000, 10000000))}",
+        "InstitutionName": f"MEDZOO TEST HOSPITAL {p % 7}",
+        "ReferringPhysicianName": f"HOUSE^GREGORY^{p}",
+    }
+
+
+def _store(values, modality, rng):
+    """Stored pixel array and pixel-module tags for one slice of modality values."""
+    if modality == "ct":
+        stored = np.clip(np.round(values + 1024.0), -32768, 32767).astype(np.int16)
+        tags = dict(BitsAllocated=16, BitsStored=16, HighBit=15, PixelRepresentation=1,
+                    SamplesPerPixel=1, PhotometricInterpretation="MONOCHROME2",
+                    RescaleSlope=1, RescaleIntercept=-1024, RescaleType="HU",
+                    WindowCenter=[-600, 40], WindowWidth=[1500, 400])
+    elif modality == "mr":
+        slope = float(rng["slope"])
+        stored = np.clip(np.round(values / slope), 0, 65535).astype(np.uint16)
+        tags = dict(BitsAllocated=16, BitsStored=16, HighBit=15, PixelRepresentation=0,
+                    SamplesPerPixel=1, PhotometricInterpretation="MONOCHROME2",
+                    RescaleSlope=f"{slope:.4f}", RescaleIntercept=0)
+    elif modality == "cr":
+        stored = np.clip(np.round(4095.0 - values), 0, 4095).astype(np.uint16)
+        tags = dict(BitsAllocated=16, BitsStored=12, HighBit=11, PixelRepresentation=0,
+                    SamplesPerPixel=1, PhotometricInterpretation="MONOCHROME1",
+                    RescaleSlope=1, RescaleIntercept=0, WindowCenter=2048, WindowWidth=4096)
+    elif modality == "us":
+        grey = np.clip(np.round(values), 0, 255)
+        stored = np.stack([grey, grey, np.clip(np.round(grey * 1.05), 0, 255)], axis=-1)
+        stored = stored.astype(np.uint8)
+        tags = dict(BitsAllocated=8, BitsStored=8, HighBit=7, PixelRepresentation=0,
+                    SamplesPerPixel=3, PhotometricInterpretation="RGB", PlanarConfiguration=0)
+    else:
+        raise ValueError(f"Unknown modality. Expected one of {MODALITIES}. Received: {modality!r}")
+    return stored, tags
+
+
+def _dataset(stored, tags, modality, phi, uids, k, size, seed, p):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = _SOP_CLASS[modality]
+    meta.MediaStorageSOPInstanceUID = uids["sop"]
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = _SOP_CLASS[modality]
+    ds.SOPInstanceUID = uids["sop"]
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = "20240102"
+    ds.StudyTime = ds.SeriesTime = ds.ContentTime = "101500"
+    ds.Modality = modality.upper()
+    ds.Manufacturer = "medzoo synth"
+    for key, value in phi.items():
+        setattr(ds, key, value)
+    ds.PatientSex = "O"
+    ds.StudyInstanceUID = uids["study"]
+    ds.SeriesInstanceUID = uids["series"]
+    ds.FrameOfReferenceUID = uids["frame"]
+    ds.StudyID = "1"
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = k + 1
+    ds.BodyPartExamined = "CHEST"
+    if modality in ("ct", "mr"):
+        fov = 350.0
+        ds.PixelSpacing = [round(fov / size, 6)] * 2
+        ds.SliceThickness = 5
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [-fov / 2, -fov / 2, -100.0 + 5.0 * k]
+        ds.SliceLocation = -100.0 + 5.0 * k
+    ds.Rows, ds.Columns = size, size
+    for key, value in tags.items():
+        setattr(ds, key, value)
+    block = ds.private_block(0x0009, "MEDZOO SYNTH", create=True)
+    block.add_new(0x01, "LO", phi["PatientName"])
+    ds.PixelData = stored.tobytes()
+    return ds
+
+
+def _atomic_bytes(path: Path, data: bytes):
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write_synthetic(out, patients=60, modality="ct", size=64, slices=4, seed=0, compress=None):
+    """Write ``patients`` synthetic chest series as DICOM plus ``labels.csv``.
+
+    Parameters
+    ----------
+    out : path-like
+        Output folder (created). Layout: ``OUT/<PatientID>/IM0001.dcm``, ``IM0001_mask.npy``, …,
+        and ``OUT/labels.csv`` (``path,label,mask``; paths relative to OUT).
+    patients : int
+        Number of patients (≥ 2); classes alternate, so they are balanced.
+    modality : {"ct", "mr", "cr", "us", "mixed"}
+        "mixed" cycles the four by patient pair (so modality does not predict the label).
+    size : int
+        Rows = Columns (≥ 16).
+    slices : int
+        Images (one file each) per patient series (≥ 1).
+    seed : int
+        Same seed → byte-identical output.
+    compress : {None, "rle", "jpeg-ls", "j2k"}
+        Transfer syntax for the pixel data (lossless); None writes Explicit VR Little Endian.
+
+    Returns
+    -------
+    dict
+        ``patients``, ``files``, ``per_class`` (files per label), ``modalities``, ``labels_csv``,
+        ``phi`` (every planted identifying string, UIDs included) and ``patient_folders``.
+
+    Raises
+    ------
+    ValueError
+        On an unknown modality or compression, or sizes out of range.
+    """
+    if modality not in (*MODALITIES, "mixed"):
+        raise ValueError(f"Unknown modality. Expected one of {(*MODALITIES, 'mixed')}. "
+                         f"Received: modality={modality!r}")
+    if compress not in _COMPRESS:
+        raise ValueError(f"Unknown compression. Expected one of {sorted(k for k in _COMPRESS if k)}. "
+                         f"Received: compress={compress!r}")
+    if int(patients) < 2 or int(size) < 16 or int(slices) < 1:
+        raise ValueError("Expected patients >= 2, size >= 16, slices >= 1. "
+                         f"Received: patients={patients}, size={size}, slices={slices}")
+    from pydicom.filewriter import dcmwrite
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, phi_strings, folders = [], set(), []
+    per_class = {"normal": 0, "lesion": 0}
+    modalities = {}
+    for p in range(int(patients)):
+        rng = np.random.default_rng([int(seed), p])
+        mod = modality if modality != "mixed" else MODALITIES[(p // 2) % len(MODALITIES)]
+        positive = p % 2 == 1
+        label = "lesion" if positive else "normal"
+        phi = _patient_phi(rng, p)
+        lesion = _lesion_params(rng, size, slices) if positive else None
+        store_params = {"slope": round(float(rng.uniform(0.5, 2.0)), 4)}
+        uids = {"study": _uid(seed, p, "study"), "series": _uid(seed, p, "series"),
+                "frame": _uid(seed, p, "frame")}
+        folder = out / phi["PatientID"]
+        folder.mkdir(exist_ok=True)
+        folders.append(phi["PatientID"])
+        phi_strings.update(v for v in phi.values())
+        phi_strings.update((uids["study"], uids["series"], uids["frame"]))
+        for k in range(int(slices)):
+            values, mask = phantom_slice(rng, size, lesion, k, mod)
+            stored, tags = _store(values, mod, store_params)
+            sop = dict(uids, sop=_uid(seed, p, "sop", k))
+            phi_strings.add(sop["sop"])
+            ds = _dataset(stored, tags, mod, phi, sop, k, size, seed, p)
+            if _COMPRESS[compress]:
+                ds.compress(_COMPRESS[compress], stored)
+            buf = io.BytesIO()
+            dcmwrite(buf, ds, enforce_file_format=True)
+            name = f"IM{k + 1:04d}"
+            _atomic_bytes(folder / f"{name}.dcm", buf.getvalue())
+            mbuf = io.BytesIO()
+            np.save(mbuf, mask, allow_pickle=False)
+            _atomic_bytes(folder / f"{name}_mask.npy", mbuf.getvalue())
+            rows.append((f"{phi['PatientID']}/{name}.dcm", label, f"{phi['PatientID']}/{name}_mask.npy"))
+            per_class[label] += 1
+            modalities[mod.upper()] = modalities.get(mod.upper(), 0) + 1
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["path", "label", "mask"])
+    writer.writerows(rows)
+    _atomic_bytes(out / "labels.csv", text.getvalue().encode())
+    return {
+        "patients": int(patients),
+        "files": len(rows),
+        "per_class": per_class,
+        "modalities": modalities,
+        "labels_csv": str(out / "labels.csv"),
+        "phi": sorted(phi_strings),
+        "patient_folders": folders,
+    }

@@ -1,0 +1,321 @@
+"""Evaluation charts with matplotlib's Agg canvas (no pyplot state, no TensorFlow).
+
+Every ``plot_*`` function writes ``path`` as PNG and the same chart as SVG beside it
+(``path.with_suffix(".svg")``), atomically, with no software/date metadata and nothing from the
+data but the numbers drawn; it returns the PNG path.
+
+Chart 1 is :func:`plot_training_curves`, chart 2 :func:`plot_model_comparison`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+from matplotlib import rcParams
+from matplotlib.figure import Figure
+
+from medzoo import fsio
+from medzoo.evaluation import metrics as M
+
+__all__ = ["plot_training_curves", "plot_model_comparison", "plot_roc", "plot_confusion",
+           "plot_fold_scatter", "plot_calibration", "save_figure"]
+
+_FONT = 11
+
+
+def _figure(width: float, height: float, ncols: int = 1):
+    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    for ax in axes:
+        ax.tick_params(labelsize=_FONT - 1)
+        ax.grid(True, alpha=0.3)
+    return fig, axes
+
+
+def _atomic_save(fig: Figure, path: Path, fmt: str, metadata: dict) -> None:
+    with fsio.atomic_path(path) as tmp:
+        fig.savefig(tmp, format=fmt, metadata=metadata)
+
+
+def save_figure(fig: Figure, path) -> Path:
+    """Write ``fig`` to ``path`` (PNG) and its ``.svg`` twin atomically, without metadata that could leak.
+
+    Returns
+    -------
+    Path of the PNG.
+    """
+    png = Path(path)
+    if png.suffix.lower() != ".png":
+        raise ValueError(f"Argument `path` must end in .png. Received: path={os.fspath(path)!r}")
+    _atomic_save(fig, png, "png", {"Software": None})
+    old_salt = rcParams["svg.hashsalt"]
+    rcParams["svg.hashsalt"] = "medzoo"  # deterministic element ids, no random state in the file
+    try:
+        _atomic_save(fig, png.with_suffix(".svg"), "svg", {"Creator": None, "Date": None, "Format": None,
+                                                            "Type": None})
+    finally:
+        rcParams["svg.hashsalt"] = old_salt
+    return png
+
+
+def _float(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def plot_training_curves(history_rows: Sequence[Mapping], path, *, title: str = "Training curves") -> Path:
+    """Chart 1: loss and accuracy per epoch, training and validation.
+
+    Parameters
+    ----------
+    history_rows : sequence of dict
+        Rows of Keras ``CSVLogger`` (``epoch`` counted from 0, ``loss``, ``accuracy``, ``val_loss``,
+        ``val_accuracy``, maybe more; values may be strings). Without ``accuracy`` the right panel
+        shows the first other metric (e.g. ``dice``).
+    path : path ending in .png
+
+    Returns
+    -------
+    Path of the PNG.
+
+    Raises
+    ------
+    ValueError
+        When there are no rows or no ``loss`` column.
+    """
+    rows = list(history_rows)
+    if not rows or "loss" not in rows[0]:
+        raise ValueError(f"`history_rows` must be CSVLogger rows with a 'loss' column. Received: "
+                         f"{len(rows)} rows, columns {sorted(rows[0]) if rows else []}")
+    epochs = np.array([_float(r.get("epoch", i)) for i, r in enumerate(rows)]) + 1
+    keys = list(rows[0])
+    skip = {"epoch", "loss", "lr", "learning_rate"}
+    metric = "accuracy" if "accuracy" in keys else next(
+        (k for k in keys if k not in skip and not k.startswith("val_")), None)
+    fig, axes = _figure(10, 4, ncols=2 if metric else 1)
+    panels = [("loss", "Loss")] + ([(metric, metric.replace("_", " ").capitalize())] if metric else [])
+    for ax, (key, label) in zip(axes, panels):
+        for col, name, style in ((key, "training", "-o"), ("val_" + key, "validation", "--s")):
+            if col in keys:
+                ax.plot(epochs, [_float(r.get(col)) for r in rows], style, markersize=4, label=name)
+        ax.set_xlabel("Epoch", fontsize=_FONT)
+        ax.set_ylabel(label, fontsize=_FONT)
+        ax.set_title(f"{label} per epoch", fontsize=_FONT + 1)
+        ax.legend(fontsize=_FONT - 1)
+        if len(epochs) < 15:
+            ax.set_xticks(epochs)
+    fig.suptitle(f"{title} ({len(rows)} epochs)", fontsize=_FONT + 2)
+    return save_figure(fig, path)
+
+
+def _spread(values: np.ndarray, error: str) -> float:
+    if values.size < 2:
+        return 0.0
+    sd = float(np.std(values, ddof=1))
+    if error == "sd":
+        return sd
+    from scipy import stats as sps
+    return float(sps.t.ppf(0.975, values.size - 1) * sd / np.sqrt(values.size))
+
+
+def plot_model_comparison(summary: Mapping[str, Mapping[str, Sequence[float]]], path, *,
+                          metrics: Sequence[str] = ("accuracy", "sensitivity", "specificity"),
+                          error: str = "sd", chance: Mapping[str, float] | None = None,
+                          title: str = "Model comparison") -> Path:
+    """Chart 2: per model, bars of the mean of each metric over folds with error bars and the folds as dots.
+
+    Parameters
+    ----------
+    summary : {model: {metric: [per-fold values]}}
+    metrics : metric names to draw (missing ones are skipped)
+    error : {"sd", "ci95"}
+        Error bars: ± one standard deviation over folds, or the t-based 95% CI of the mean.
+    chance : {metric: level}, optional
+        Dashed chance lines (e.g. from :func:`medzoo.evaluation.stats.chance_level`).
+
+    Returns
+    -------
+    Path of the PNG.
+    """
+    if error not in ("sd", "ci95"):
+        raise ValueError(f"Argument `error` must be 'sd' or 'ci95'. Received: error={error!r}")
+    models = list(summary)
+    if not models:
+        raise ValueError("`summary` must hold at least one model. Received: {}")
+    shown = [m for m in metrics if any(m in summary[k] for k in models)]
+    if not shown:
+        raise ValueError(f"`summary` holds none of the metrics {list(metrics)}. Received: "
+                         f"{sorted({m for k in models for m in summary[k]})}")
+    width = 0.8 / len(shown)
+    fig, (ax,) = _figure(max(6.0, 1.8 * len(models) + 3), 4.5)
+    x = np.arange(len(models))
+    n_folds = set()
+    rng = np.random.default_rng(0)  # fixed jitter: the chart is reproducible
+    for j, metric in enumerate(shown):
+        means, errs = [], []
+        for i, model in enumerate(models):
+            vals = np.array([_float(v) for v in summary[model].get(metric, [])], dtype=np.float64)
+            vals = vals[~np.isnan(vals)]
+            n_folds.add(vals.size)
+            means.append(vals.mean() if vals.size else np.nan)
+            errs.append(_spread(vals, error))
+            xs = x[i] + (j - (len(shown) - 1) / 2) * width + rng.uniform(-width / 6, width / 6, vals.size)
+            ax.plot(xs, vals, "o", color="black", markersize=3, alpha=0.6, zorder=3)
+        pos = x + (j - (len(shown) - 1) / 2) * width
+        bars = ax.bar(pos, means, width * 0.95, yerr=errs, capsize=4, label=metric.replace("_", " "), zorder=2)
+        for bar, mean in zip(bars, means):
+            if not np.isnan(mean):
+                ax.annotate(f"{mean:.2f}", (bar.get_x() + bar.get_width() / 2, 0.02), ha="center",
+                            fontsize=_FONT - 2, color="white")
+        if chance and metric in chance:
+            ax.axhline(chance[metric], color=bars.patches[0].get_facecolor(), ls="--", lw=1, zorder=1)
+    ax.set_xticks(x, models, fontsize=_FONT)
+    ax.set_ylim(0, 1.18)  # headroom for the legend above the bars
+    ax.set_yticks(np.linspace(0, 1, 6))
+    ax.set_ylabel("Score (fraction, 0–1)", fontsize=_FONT)
+    folds = "/".join(str(n) for n in sorted(n_folds))
+    bar_text = "mean ± SD" if error == "sd" else "mean with 95% CI"
+    ax.set_title(f"{title}: {bar_text} over k={folds} folds, dots = folds", fontsize=_FONT + 1)
+    ax.legend(fontsize=_FONT - 1, loc="upper center", ncol=len(shown))
+    return save_figure(fig, path)
+
+
+def plot_roc(curves: Mapping[str, tuple], path, *, title: str = "ROC curve") -> Path:
+    """ROC curves with AUC and counts in the legend.
+
+    Parameters
+    ----------
+    curves : {name: (y_true, scores)}
+        Binary labels and positive-class scores per curve.
+
+    Returns
+    -------
+    Path of the PNG.
+    """
+    if not curves:
+        raise ValueError("`curves` must hold at least one (y_true, scores) pair. Received: {}")
+    fig, (ax,) = _figure(5.5, 5.2)
+    ns = set()
+    for name, (y, s) in curves.items():
+        y = np.asarray(y)
+        fpr, tpr, _ = M.roc_curve(y, s)
+        auc = M.roc_auc(y, s)
+        ns.add(len(y))
+        ax.plot(fpr, tpr, lw=2, label=f"{name}: AUC {auc:.3f} (n={len(y)}, {int(y.sum())} positive)")
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_aspect("equal")
+    ax.set_xlabel("1 − specificity (false-positive rate)", fontsize=_FONT)
+    ax.set_ylabel("Sensitivity (true-positive rate)", fontsize=_FONT)
+    ax.set_title(f"{title} (n={'/'.join(str(n) for n in sorted(ns))})", fontsize=_FONT + 1)
+    ax.legend(fontsize=_FONT - 2, loc="lower right")
+    return save_figure(fig, path)
+
+
+def plot_confusion(matrix, class_names: Sequence[str], path, *, title: str = "Confusion matrix",
+                   threshold: float | None = None) -> Path:
+    """Confusion matrix: counts with row percentages (rows: true class, columns: predicted).
+
+    Parameters
+    ----------
+    matrix : array-like (k, k) of counts
+    class_names : k names
+    threshold : float, optional
+        Shown in the title for a binary decision threshold.
+
+    Returns
+    -------
+    Path of the PNG.
+    """
+    cm = np.asarray(matrix, dtype=np.int64)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] != len(class_names):
+        raise ValueError(f"`matrix` must be square with one row per class ({len(class_names)}). "
+                         f"Received: shape={cm.shape}")
+    rows = cm.sum(axis=1, keepdims=True)
+    frac = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0)
+    k = cm.shape[0]
+    fig, (ax,) = _figure(1.4 * k + 3, 1.2 * k + 2.4)
+    ax.grid(False)
+    im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, f"{cm[i, j]}\n{100 * frac[i, j]:.0f}%", ha="center", va="center", fontsize=_FONT,
+                    color="white" if frac[i, j] > 0.5 else "black")
+    ax.set_xticks(range(k), class_names, fontsize=_FONT)
+    ax.set_yticks(range(k), class_names, fontsize=_FONT)
+    ax.set_xlabel("Predicted class", fontsize=_FONT)
+    ax.set_ylabel("True class", fontsize=_FONT)
+    fig.colorbar(im, ax=ax, label="Fraction of true class")
+    extra = f", threshold {threshold:g}" if threshold is not None else ""
+    ax.set_title(f"{title} (n={int(cm.sum())}{extra})", fontsize=_FONT + 1)
+    return save_figure(fig, path)
+
+
+def plot_fold_scatter(summary: Mapping[str, Mapping[str, Sequence[float]]], path, *, metric: str = "accuracy",
+                      chance: float | None = None, title: str | None = None) -> Path:
+    """Per-fold values of one metric, one column per model, folds joined across models.
+
+    Parameters
+    ----------
+    summary : {model: {metric: [per-fold values]}} (folds in the same order for every model)
+
+    Returns
+    -------
+    Path of the PNG.
+    """
+    models = [m for m in summary if metric in summary[m]]
+    if not models:
+        raise ValueError(f"No model in `summary` has metric {metric!r}. Received models: {list(summary)}")
+    values = [np.array([_float(v) for v in summary[m][metric]]) for m in models]
+    k = max(len(v) for v in values)
+    fig, (ax,) = _figure(max(5.0, 1.5 * len(models) + 2.5), 4.2)
+    for fold in range(k):
+        pts = [(i, v[fold]) for i, v in enumerate(values) if fold < len(v)]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", alpha=0.7, label=f"fold {fold}")
+    for i, v in enumerate(values):
+        ax.plot([i - 0.2, i + 0.2], [np.nanmean(v)] * 2, color="black", lw=3)
+    if chance is not None:
+        ax.axhline(chance, color="grey", ls="--", lw=1, label="chance")
+    ax.set_xticks(range(len(models)), models, fontsize=_FONT)
+    ax.set_ylabel(f"{metric.replace('_', ' ')} (fraction)", fontsize=_FONT)
+    ax.set_title(title or f"{metric.replace('_', ' ').capitalize()} per fold (k={k}, bar = mean)", fontsize=_FONT + 1)
+    ax.legend(fontsize=_FONT - 2, ncol=2)
+    return save_figure(fig, path)
+
+
+def plot_calibration(y_true, prob, path, *, n_bins: int = 10, title: str = "Calibration") -> Path:
+    """Reliability diagram: fraction positive against mean predicted probability per bin, with ECE.
+
+    Bins with records get a 95% Wilson interval as error bar; the bin counts are drawn beneath.
+
+    Returns
+    -------
+    Path of the PNG.
+    """
+    b = M.calibration_bins(y_true, prob, n_bins)
+    ece = M.expected_calibration_error(y_true, prob, n_bins)
+    full = b["count"] > 0
+    n, p = b["count"][full].astype(float), b["frac_pos"][full]
+    z = 1.959963984540054
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    fig, (ax,) = _figure(5.5, 5.2)
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
+    yerr = np.clip([p - (centre - half), (centre + half) - p], 0, None)  # rounding can dip below 0
+    ax.errorbar(b["mean_prob"][full], p, yerr=yerr, fmt="o-",
+                capsize=3, label=f"model (ECE {ece:.3f})")
+    ax.bar(b["edges"][:-1], b["count"] / max(1, b["count"].sum()), width=1.0 / n_bins, align="edge",
+           alpha=0.2, color="grey", label="share of records per bin")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("Mean predicted probability", fontsize=_FONT)
+    ax.set_ylabel("Observed fraction positive", fontsize=_FONT)
+    ax.set_title(f"{title} (n={int(b['count'].sum())}, {n_bins} bins)", fontsize=_FONT + 1)
+    ax.legend(fontsize=_FONT - 2, loc="upper left")
+    return save_figure(fig, path)

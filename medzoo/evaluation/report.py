@@ -1,0 +1,259 @@
+"""``medzoo report``: one self-contained ``report.html`` from a CV dir or an eval dir.
+
+Reads what is there — ``metrics.json`` (eval), ``cv.json``, ``summary.csv``, ``folds.csv``,
+``stats.json`` (CV) — and embeds the dir's PNG charts as base64, so the file opens offline and can
+be mailed alone. Tests are written out in words ("cnn accuracy beats chance (0.50): t(4)=5.21,
+p=0.0065"). Nothing per record or per patient is copied: no record ids, no patient keys.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+import math
+from pathlib import Path
+
+from medzoo import __version__, fsio
+from medzoo.errors import InputError
+from medzoo.evaluation.stats import describe
+
+__all__ = ["write_report", "render_report", "stat_sentences"]
+
+CHART_ORDER = ("comparison", "roc", "confusion", "calibration", "curves")
+CHART_CAPTIONS = {
+    "comparison": "Accuracy, sensitivity and specificity per model over the folds (error bars and dots per fold).",
+    "roc": "ROC curve of the evaluated records.",
+    "confusion": "Confusion matrix at the decision threshold (rows: true class).",
+    "calibration": "Reliability diagram: observed fraction positive against predicted probability.",
+    "curves": "Training and validation loss/accuracy per epoch.",
+}
+PRIVATE_COLUMNS = {"patient", "record_id", "study", "series", "path"}
+CV_NOTE = ("Per-fold results are not independent: the training sets of different folds share most of "
+           "their patients. The plain paired t-test on fold scores therefore understates the variance "
+           "and is anti-conservative (too many false 'significant' differences); the Nadeau–Bengio "
+           "corrected resampled t-test, which inflates the variance by (1/k + n_test/n_train), is the "
+           "one to read. The Wilcoxon signed-rank test cannot reach p<0.05 with 5 folds. McNemar's and "
+           "DeLong's tests compare the models' pooled out-of-fold predictions.")
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.8em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.92em}
+th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#f3f3f3}
+td:first-child,th:first-child{text-align:left}
+figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
+figcaption{color:#555;font-size:.9em}.note{background:#fff8e1;border-left:4px solid #f0b400;
+padding:.5em .8em}.sig{font-weight:600}ul.tests li{margin:.25em 0}
+"""
+
+
+def _num(value, digits: int = 3) -> str:
+    if value is None or value == "":
+        return "–"
+    if isinstance(value, bool):
+        return str(value)
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return html.escape(str(value))
+    if math.isnan(f):
+        return "–"
+    if f == int(f) and abs(f) < 1e9 and not (isinstance(value, str) and "." in value):
+        return str(int(f))
+    return f"{f:.{digits}f}"
+
+
+def _table(rows: list[dict], columns: list[str] | None = None) -> str:
+    if not rows:
+        return "<p>(none)</p>"
+    columns = [c for c in (columns or list(rows[0])) if c not in PRIVATE_COLUMNS]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{_num(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _p_text(result: dict) -> str:
+    p = result.get("p_value")
+    return describe(result) if isinstance(p, (int, float)) else html.escape(str(result.get("note", "not computed")))
+
+
+def stat_sentences(stats: dict, alpha: float = 0.05) -> list[str]:
+    """Plain-text sentences for the tests in a ``stats.json`` dict.
+
+    Understands ``vs_chance`` ({model: {metric: one-sample t-test}}), ``between_models`` (list of
+    {a, b, metric, <test name>: result}) and ``holm_*`` adjustments; any other dict holding
+    ``test`` and ``p_value`` is reported under its key path.
+    """
+    lines: list[str] = []
+    seen: set[int] = set()
+    for model, per_metric in (stats.get("vs_chance") or {}).items():
+        for metric, r in per_metric.items():
+            seen.add(id(r))
+            p, mean, chance = r.get("p_value"), r.get("mean"), r.get("chance")
+            if isinstance(p, (int, float)) and isinstance(mean, (int, float)) and isinstance(chance, (int, float)):
+                verdict = "beats chance" if p < alpha and mean > chance else (
+                    "is below chance" if p < alpha else "does not differ significantly from chance")
+                lines.append(f"{model} {metric} {verdict} (mean {mean:.3f} vs {chance:.3f}): {describe(r)}")
+            else:
+                lines.append(f"{model} {metric} vs chance: {_p_text(r)}")
+    for entry in stats.get("between_models") or []:
+        label = f"{entry.get('a')} vs {entry.get('b')}"
+        metric = entry.get("metric")
+        for key, r in entry.items():
+            if isinstance(r, dict) and ("test" in r or "p_value" in r):
+                seen.add(id(r))
+                about = f" ({metric})" if key in ("paired_ttest", "corrected_resampled_ttest", "wilcoxon") and metric else ""
+                about = " (AUC)" if key == "delong" else about
+                name = r.get("test", key)
+                diff = r.get("mean_difference", r.get("effect_size") if key == "delong" else None)
+                extra = f", difference {diff:+.3f}" if isinstance(diff, (int, float)) and math.isfinite(diff) else ""
+                lines.append(f"{label}{about}, {name}: {_p_text(r)}{extra}")
+    for key, r in stats.items():
+        if key.startswith("holm") and isinstance(r, dict) and "adjusted" in r:
+            pairs = [f"{e.get('a')} vs {e.get('b')}" for e in stats.get("between_models") or []]
+            if len(pairs) != len(r["adjusted"]):
+                pairs = [f"#{i + 1}" for i in range(len(r["adjusted"]))]
+            adj = ", ".join(f"{name} {p:.4f}" for name, p in zip(pairs, r["adjusted"]))
+            lines.append(f"Holm adjustment ({key.removeprefix('holm_').replace('_', ' ')}): adjusted p = {adj}")
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            if "test" in node and "p_value" in node and id(node) not in seen:
+                lines.append(f"{' / '.join(path)}, {node['test']}: {_p_text(node)}")
+                return
+            for k, v in node.items():
+                if k not in ("vs_chance", "between_models") or path:
+                    walk(v, path + [str(k)])
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, path + [str(i)])
+
+    walk(stats, [])
+    return lines
+
+
+def _figures(folder: Path) -> str:
+    pngs = {p.stem: p for p in sorted(folder.glob("*.png"))}
+    ordered = [pngs.pop(k) for k in CHART_ORDER if k in pngs] + list(pngs.values())
+    parts = []
+    for p in ordered:
+        data = base64.b64encode(p.read_bytes()).decode("ascii")
+        caption = CHART_CAPTIONS.get(p.stem, p.stem.replace("_", " "))
+        parts.append(f'<figure><img alt="{html.escape(p.stem)}" src="data:image/png;base64,{data}">'
+                     f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    return "".join(parts)
+
+
+def _eval_section(m: dict) -> str:
+    ci = m.get("ci95") or {}
+    rows = [{"metric": k, "value": v, "95% CI low": (ci.get(k) or [None, None])[0],
+             "95% CI high": (ci.get(k) or [None, None])[1]}
+            for k, v in (m.get("metrics") or {}).items() if isinstance(v, (int, float)) or v is None]
+    where = m.get("split", "?") + (f" (fold {m['fold']})" if m.get("fold") is not None else "")
+    parts = [f"<h2>Evaluation</h2><p>Model <b>{html.escape(str(m.get('model') or 'model'))}</b>, task "
+             f"{html.escape(str(m.get('task')))}, split {html.escape(where)}: n={m.get('n')} records from "
+             f"{m.get('n_patients')} patients, decision threshold {_num(m.get('threshold'))}.</p>"]
+    boot = m.get("bootstrap") or {}
+    if boot:
+        parts.append(f"<p>95% intervals: {html.escape(str(boot.get('method', 'percentile')))} bootstrap, "
+                     f"{boot.get('n_boot')} resamples of whole {html.escape(str(boot.get('unit', 'record')))}s.</p>")
+    parts.append(_table(rows))
+    conf = m.get("confusion") or {}
+    if "tp" in conf:
+        parts.append("<h3>Confusion counts</h3>" + _table([conf], ["tn", "fp", "fn", "tp"]))
+    pl = m.get("patient_level")
+    if pl and pl.get("metrics"):
+        keep = ("accuracy", "sensitivity", "specificity", "auc")
+        parts.append(f"<h3>Per patient ({html.escape(str(pl.get('aggregation')))}; n={pl.get('n')})</h3>"
+                     + _table([{k: pl["metrics"].get(k) for k in keep}], list(keep)))
+    seg = m.get("segmentation")
+    if seg:
+        parts.append("<h3>Segmentation</h3>" + _table([{k: v for k, v in seg.items()
+                                                         if isinstance(v, (int, float))}]))
+    return "".join(parts)
+
+
+def _cv_section(folder: Path) -> str:
+    parts = []
+    cv = folder / "cv.json"
+    if cv.is_file():
+        info = fsio.read_json(cv)
+        parts.append(f"<p>Models: {html.escape(', '.join(map(str, info.get('models', []))))}; "
+                     f"{info.get('folds')} patient-grouped folds; seed {info.get('seed')}; "
+                     f"epochs {info.get('epochs')}.</p>")
+    if (folder / "summary.csv").is_file():
+        parts.append("<h2>Summary over folds</h2><p>Mean, standard deviation and t-based 95% CI of the "
+                     "mean over folds.</p>" + _table(_read_csv(folder / "summary.csv")))
+    if (folder / "stats.json").is_file():
+        stats = fsio.read_json(folder / "stats.json")
+        sentences = stat_sentences(stats)
+        prevalence = stats.get("prevalence")
+        intro = (f"<p>Chance levels use the positive-class prevalence {prevalence:.3f}: accuracy chance = "
+                 "max(p, 1−p); sensitivity, specificity and AUC chance = 0.5. Two-sided tests, α = 0.05.</p>"
+                 if isinstance(prevalence, (int, float)) else "")
+        items = "".join(f"<li>{html.escape(s)}</li>" for s in sentences)
+        parts.append(f"<h2>Statistical tests</h2>{intro}<ul class='tests'>{items}</ul>"
+                     f"<p class='note'>{html.escape(CV_NOTE)}</p>")
+    if (folder / "folds.csv").is_file():
+        parts.append("<h2>Per fold</h2>" + _table(_read_csv(folder / "folds.csv")))
+    return "".join(parts)
+
+
+def render_report(folder) -> str:
+    """The HTML text of :func:`write_report` (nothing written).
+
+    Raises
+    ------
+    InputError
+        When ``folder`` holds none of metrics.json, summary.csv, folds.csv, stats.json.
+    """
+    folder = Path(folder)
+    known = [n for n in ("metrics.json", "summary.csv", "folds.csv", "stats.json") if (folder / n).is_file()]
+    if not folder.is_dir() or not known:
+        raise InputError(f"{folder}: expected a CV dir or eval dir holding metrics.json, summary.csv, "
+                         "folds.csv or stats.json. Received: none of them")
+    is_cv = any(n != "metrics.json" for n in known)
+    body = [f"<h1>medzoo {'cross-validation' if is_cv else 'evaluation'} report</h1>"]
+    if is_cv:
+        body.append(_cv_section(folder))
+    if (folder / "metrics.json").is_file():
+        try:
+            body.append(_eval_section(json.loads((folder / "metrics.json").read_text())))
+        except ValueError as exc:
+            raise InputError(f"{folder / 'metrics.json'}: expected JSON. Received: {type(exc).__name__}")
+    figures = _figures(folder)
+    if figures:
+        body.append("<h2>Charts</h2>" + figures)
+    body.append(f"<p style='color:#777;font-size:.85em'>Written by medzoo {html.escape(__version__)}. "
+                "No record ids or patient keys are included; charts are embedded, so this file opens offline.</p>")
+    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            f"<title>medzoo report</title><style>{_CSS}</style></head><body>"
+            + "".join(body) + "</body></html>\n")
+
+
+def write_report(folder) -> Path:
+    """Write ``report.html`` into a CV dir or eval dir, atomically.
+
+    Parameters
+    ----------
+    folder : path of a CV dir (summary.csv/folds.csv/stats.json) or an eval dir (metrics.json)
+
+    Returns
+    -------
+    Path of ``report.html``.
+
+    Raises
+    ------
+    InputError
+        When the folder holds nothing to report.
+    """
+    text = render_report(folder)
+    return fsio.write_text(Path(folder) / "report.html", text)

@@ -1,0 +1,136 @@
+"""Charts are written as PNG + SVG without leaking metadata; report.html is self-contained."""
+
+import base64
+import csv
+import json
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medzoo.errors import InputError
+from medzoo.evaluation import charts, stats
+from medzoo.evaluation.evaluate import evaluate
+from medzoo.evaluation.report import render_report, stat_sentences, write_report
+
+from .conftest import write_onnx
+
+SUMMARY = {"cnn": {"accuracy": [0.81, 0.77, 0.85, 0.79, 0.83], "sensitivity": [0.7, 0.75, 0.8, 0.77, 0.72],
+                   "specificity": [0.9, 0.88, 0.85, 0.9, 0.91]},
+           "resnet": {"accuracy": [0.74, 0.75, 0.80, 0.70, 0.79], "sensitivity": [0.6, 0.65, 0.7, 0.67, 0.62],
+                      "specificity": [0.8, 0.78, 0.75, 0.8, 0.81]}}
+
+
+def _png_ok(path):
+    raw = path.read_bytes()
+    assert raw[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b"matplotlib" not in raw.lower() and b"Software" not in raw
+    svg = path.with_suffix(".svg").read_text()
+    assert svg.lstrip().startswith("<?xml") and "<dc:date>" not in svg and "Matplotlib" not in svg
+    with Image.open(path) as im:
+        return im.size
+
+
+def test_charts_written_png_and_svg(tmp_path):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 60)
+    s = np.clip(0.4 * y + rng.random(60) * 0.6, 0, 1)
+    history = [{"epoch": str(i), "loss": str(1 / (i + 1)), "accuracy": 0.5 + i / 20, "val_loss": 1.2 / (i + 1),
+                "val_accuracy": 0.5 + i / 25} for i in range(4)]
+    written = [
+        charts.plot_training_curves(history, tmp_path / "curves.png"),
+        charts.plot_model_comparison(SUMMARY, tmp_path / "comparison.png", chance={"accuracy": 0.5}),
+        charts.plot_model_comparison(SUMMARY, tmp_path / "comparison_ci.png", error="ci95"),
+        charts.plot_roc({"cnn": (y, s)}, tmp_path / "roc.png"),
+        charts.plot_confusion([[20, 5], [3, 32]], ["normal", "lesion"], tmp_path / "confusion.png"),
+        charts.plot_fold_scatter(SUMMARY, tmp_path / "scatter.png", chance=0.5),
+        charts.plot_calibration(y, s, tmp_path / "calibration.png"),
+    ]
+    for path in written:
+        w, h = _png_ok(path)
+        assert w > 300 and h > 300
+    # text in the SVG shows what a reader needs: n, folds, units
+    comparison = (tmp_path / "comparison.svg").read_text()
+    assert "k=5 folds" in comparison
+    roc = (tmp_path / "roc.svg").read_text()
+    assert "n=60" in roc
+    # same input, same bytes: nothing random or time-stamped in the file
+    again = charts.plot_roc({"cnn": (y, s)}, tmp_path / "roc2.png")
+    assert again.read_bytes() == (tmp_path / "roc.png").read_bytes()
+    assert again.with_suffix(".svg").read_text() == roc
+
+
+def test_chart_errors(tmp_path):
+    with pytest.raises(ValueError, match="'loss' column"):
+        charts.plot_training_curves([{"epoch": 0}], tmp_path / "c.png")
+    with pytest.raises(ValueError, match="must end in .png"):
+        charts.plot_roc({"m": ([0, 1], [0.1, 0.9])}, tmp_path / "c.jpg")
+    with pytest.raises(ValueError, match="none of the metrics"):
+        charts.plot_model_comparison({"m": {"dice": [0.5]}}, tmp_path / "c.png")
+
+
+def _cv_dir(tmp_path):
+    cv = tmp_path / "cv"
+    cv.mkdir()
+    with open(cv / "folds.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, ["model", "fold", "n_test", "n_train", "accuracy"])
+        w.writeheader()
+        for m, vals in SUMMARY.items():
+            for k, v in enumerate(vals["accuracy"]):
+                w.writerow({"model": m, "fold": k, "n_test": 40, "n_train": 160, "accuracy": v})
+    with open(cv / "summary.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, ["model", "metric", "mean", "sd", "n_folds"])
+        w.writeheader()
+        for m, vals in SUMMARY.items():
+            w.writerow({"model": m, "metric": "accuracy", "mean": np.mean(vals["accuracy"]),
+                        "sd": np.std(vals["accuracy"], ddof=1), "n_folds": 5})
+    a, b = SUMMARY["cnn"]["accuracy"], SUMMARY["resnet"]["accuracy"]
+    st = {"prevalence": 0.5,
+          "vs_chance": {m: {"accuracy": stats.one_sample_ttest(v["accuracy"], 0.5)} for m, v in SUMMARY.items()},
+          "between_models": [{"a": "cnn", "b": "resnet", "metric": "accuracy",
+                              "paired_ttest": stats.paired_ttest(a, b),
+                              "corrected_resampled_ttest": stats.corrected_resampled_ttest(a, b, 160, 40),
+                              "wilcoxon": {"test": "wilcoxon_signed_rank", "p_value": None,
+                                           "note": "not defined here"}}]}
+    (cv / "stats.json").write_text(json.dumps(st))
+    charts.plot_model_comparison(SUMMARY, cv / "comparison.png")
+    return cv, st
+
+
+def test_cv_report_words_tables_and_embedded_chart(tmp_path):
+    cv, st = _cv_dir(tmp_path)
+    path = write_report(cv)
+    assert path == cv / "report.html"
+    text = path.read_text()
+    t = st["vs_chance"]["cnn"]["accuracy"]
+    assert f"cnn accuracy beats chance (mean 0.810 vs 0.500): t(4)={t['statistic']:.2f}" in text
+    assert "Nadeau-Bengio corrected resampled t-test: t(4)=" in text
+    assert "anti-conservative" in text
+    assert "not defined here" in text
+    assert "<table>" in text and "resnet" in text
+    # the chart is inside the file, nothing is fetched from elsewhere
+    img = re.search(r'src="data:image/png;base64,([^"]+)"', text)
+    assert base64.b64decode(img.group(1)) == (cv / "comparison.png").read_bytes()
+    assert "http://" not in text.replace("http://www.w3.org", "") and "<script" not in text
+
+
+def test_eval_report_has_no_record_ids_or_patients(tmp_path, dataset):
+    ds, index, _ = dataset
+    out = tmp_path / "eval"
+    evaluate(write_onnx(tmp_path / "m.onnx"), ds, out, n_boot=50)
+    text = write_report(out).read_text()
+    assert "sensitivity" in text and "95% CI" in text and "n=12 records from 6 patients" in text
+    for r in index:
+        assert r["record_id"] not in text and r["patient"] not in text
+
+
+def test_report_of_an_empty_dir_is_a_clear_error(tmp_path):
+    with pytest.raises(InputError, match="expected a CV dir or eval dir"):
+        render_report(tmp_path)
+
+
+def stat_sentences_generic_fallback():
+    lines = stat_sentences({"extra": {"deep": {"test": "DeLong test for correlated ROC AUCs", "statistic": 2.1,
+                                               "df": None, "p_value": 0.0357}}})
+    assert lines == ["extra / deep, DeLong test for correlated ROC AUCs: z=2.10, p=0.036"]
