@@ -18,7 +18,8 @@ def read_history(path) -> list[dict]:
         return []
     by_epoch: dict[int, dict] = {}
     for row in fsio.read_csv(path):
-        values = {k: float(v) for k, v in row.items() if v not in ("", None)}
+        # CSVLogger writes "NA" for metrics it has no value for (e.g. val_* without validation).
+        values = {k: float(v) for k, v in row.items() if v not in ("", "NA", None)}
         by_epoch[int(values["epoch"])] = {**values, "epoch": int(values["epoch"])}
     return [by_epoch[e] for e in sorted(by_epoch)]
 

@@ -14,12 +14,15 @@ import platform
 import time
 from pathlib import Path
 
+import numpy as np
+
 from medzoo import __version__, fsio
 from medzoo.datasets import manifest, splits
 from medzoo.errors import InputError
 
 CONFIG_KEYS_THAT_MUST_MATCH = ("model", "data", "test_fold", "folds", "seed", "model_options",
-                               "epochs", "batch_size", "learning_rate", "augment", "init_from")
+                               "epochs", "batch_size", "learning_rate", "augment", "init_from",
+                               "gan")
 
 
 def split_record_ids(fold_of: dict, test_fold: int, folds: int) -> dict[str, list[str]]:
@@ -57,7 +60,7 @@ def default_epochs(task: str) -> int:
 def train(model: str, ds_dir, run_dir, *, epochs: int | None = None, batch_size: int = 16,
           test_fold: int = 0, folds: int | None = None, seed: int = 0, augment: bool = False,
           learning_rate: float = 1e-3, patience: int = 6, model_options: dict | None = None,
-          init_from=None, verbose: int = 1) -> dict:
+          init_from=None, gan=None, gan_ratio: float = 1.0, verbose: int = 1) -> dict:
     """Train zoo model ``model`` on ``ds_dir``; write the run dir; return its config.
 
     Parameters
@@ -73,6 +76,9 @@ def train(model: str, ds_dir, run_dir, *, epochs: int | None = None, batch_size:
     model_options : keyword options passed to the zoo builder.
     init_from : path-like, optional
         An earlier run dir; layers with matching names and shapes start from its weights.
+    gan, gan_ratio : path-like, float
+        A GAN run (``medzoo gan train``) made for the same split; ``gan_ratio`` × n_train
+        generated images join the training part only — never validation or test.
 
     Returns
     -------
@@ -87,7 +93,6 @@ def train(model: str, ds_dir, run_dir, *, epochs: int | None = None, batch_size:
     """
     import keras
 
-    from medzoo.datasets import pipeline
     from medzoo.zoo import registry
 
     try:
@@ -126,14 +131,12 @@ def train(model: str, ds_dir, run_dir, *, epochs: int | None = None, batch_size:
         "seed": seed, "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
         "patience": patience, "augment": bool(augment),
         "init_from": str(init_from) if init_from else None,
+        "gan": {"run": str(gan), "ratio": gan_ratio} if gan else None,
     }
     _prepare_run_dir(run_dir, config)
     keras.utils.set_random_seed(seed)
     target = "mask" if entry.task == "segmentation" else "label"
-    train_ds = pipeline.make_dataset(ds_dir, parts["train"], target=target, batch_size=batch_size,
-                                     shuffle=True, seed=seed, augment=augment)
-    val_ds = pipeline.make_dataset(ds_dir, parts["val"], target=target, batch_size=batch_size,
-                                   shuffle=False, seed=seed)
+    train_ds, val_ds = training_datasets(ds_dir, parts, config, target=target)
     net = registry.build(model, input_shape, len(classes), **(model_options or {}))
     if init_from:
         config["init_layers"] = transfer_weights(net, Path(init_from))
@@ -144,6 +147,39 @@ def train(model: str, ds_dir, run_dir, *, epochs: int | None = None, batch_size:
     config["train_seconds"] = round(time.monotonic() - started, 2)
     _finish(run_dir, config)
     return config
+
+
+def training_datasets(ds_dir, parts: dict, config: dict, *, target: str):
+    """The training and validation ``tf.data`` pipelines of a run.
+
+    Generated images (``config["gan"]``) are mixed into the training part only; the validation
+    pipeline reads nothing but the validation fold's records.
+    """
+    from medzoo.datasets import pipeline
+
+    batch_size, seed = config["batch_size"], config["seed"]
+    train_ds = pipeline.make_dataset(ds_dir, parts["train"], target=target, batch_size=batch_size,
+                                     shuffle=True, seed=seed, augment=config["augment"])
+    val_ds = pipeline.make_dataset(ds_dir, parts["val"], target=target, batch_size=batch_size,
+                                   shuffle=False, seed=seed)
+    if config.get("gan"):
+        import tensorflow as tf
+
+        from medzoo.training import gan
+
+        if target != "label":
+            raise InputError("--gan: generated images have no masks; use it with classifiers")
+        labels_of = {row["record_id"]: int(row["label"]) for row in manifest.read_index(ds_dir)}
+        train_labels = np.array([labels_of[r] for r in parts["train"]])
+        images, labels = gan.synthetic_training_set(config["gan"]["run"], config, train_labels,
+                                                    config["gan"]["ratio"], seed)
+        config["gan"]["n_generated"] = int(len(labels))
+        generated = tf.data.Dataset.from_tensor_slices((images, labels.astype("int32")))
+        total = len(parts["train"]) + len(labels)
+        train_ds = (train_ds.unbatch().concatenate(generated)
+                    .shuffle(total, seed=seed, reshuffle_each_iteration=True)
+                    .batch(batch_size).prefetch(tf.data.AUTOTUNE))
+    return train_ds, val_ds
 
 
 def _compile(net, task: str, learning_rate: float) -> None:

@@ -1,0 +1,132 @@
+"""Findings for people: per-series and per-study summaries of image scores, and the study report.
+
+Pure functions of scores and counters (no I/O, no DICOM): what goes in is already free of PHI —
+studies, series and images are numbered by medzoo's own counters — so what comes out is too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DISCLAIMER = (
+    "Research software, not a diagnosis. These findings were produced automatically by a "
+    "machine-learning model and have not been reviewed by a clinician; they must not be used "
+    "for clinical decisions. The model card lists the model's intended use and limitations."
+)
+
+
+def summarise(scores, threshold: float) -> dict:
+    """Max/mean score of a group of images and which of them reach ``threshold``.
+
+    Parameters
+    ----------
+    scores : sequence of float
+        One score per image, in image order.
+    threshold : float
+        An image is positive when ``score >= threshold``.
+
+    Returns
+    -------
+    dict
+        ``images``, ``positive_images``, ``max_score``, ``mean_score``, ``max_index`` (0-based
+        position of the highest score, first one on ties) and ``positive`` (bool).
+
+    Raises
+    ------
+    ValueError
+        When ``scores`` is empty.
+    """
+    values = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if values.size == 0:
+        raise ValueError("Expected at least one score. Received: none")
+    positive = int(np.count_nonzero(values >= threshold))
+    return {"images": int(values.size), "positive_images": positive,
+            "max_score": float(values.max()), "mean_score": float(values.mean()),
+            "max_index": int(values.argmax()), "positive": positive > 0}
+
+
+def model_label(name: str, version) -> str:
+    """``"cnn v1"``: how reports name the model that produced a finding."""
+    return f"{name} v{version}"
+
+
+def finding_sentence(summary: dict, *, finding: str, model: str,
+                     max_image: int | None = None) -> str:
+    """One line saying what was found, e.g.
+    ``"Lesion suspected (p = 0.93) on 3 of 4 images, max on image 2 — model cnn v1"``.
+
+    Parameters
+    ----------
+    summary : dict from :func:`summarise`
+    finding : str
+        What a positive image shows, e.g. ``"lesion"``.
+    model : str
+        From :func:`model_label`.
+    max_image : int, optional
+        The number, as the reader knows it, of the image with the highest score.
+    """
+    p = _p(summary["max_score"])
+    if summary["positive"]:
+        where = f", max on image {max_image}" if max_image is not None else ""
+        return (f"{finding.capitalize()} suspected (p = {p}) on {summary['positive_images']} of "
+                f"{summary['images']} images{where} — model {model}")
+    return f"No {finding.lower()} found (max p = {p}) — model {model}"
+
+
+def render_study_report(study: dict, images: list[dict], *, model: dict, threshold: float,
+                        finding: str, medzoo_version: str) -> str:
+    """The readable findings report of one study (``findings/study-NNN.md``).
+
+    Parameters
+    ----------
+    study : dict
+        A ``studies.json`` study entry: ``study`` (counter), the :func:`summarise` fields,
+        ``finding`` (from :func:`finding_sentence`) and ``series`` (entries with ``series`` and
+        the :func:`summarise` fields, optional ``seg``).
+    images : list of dict
+        The study's ``predictions.csv`` rows (``study_image``, ``series``, ``slice``, ``frame``,
+        ``score``).
+    model : dict
+        ``name``, ``version``, ``architecture``, ``task``.
+    threshold : float
+    finding : str
+        What a positive image shows (``"lesion"``).
+    medzoo_version : str
+    """
+    label = model_label(model["name"], model["version"])
+    lines = [
+        f"# Findings — study {study['study']:03d}",
+        "",
+        f"**{study['finding']}**",
+        "",
+        f"- Model: {label} (architecture `{model['architecture']}`, task {model['task']}), "
+        f"decision threshold p ≥ {threshold:.2f}",
+        f"- Images analysed: {study['images']} in {len(study['series'])} series; "
+        f"highest p = {_p(study['max_score'])}, mean p = {_p(study['mean_score'])}",
+        "",
+        "## Series",
+        "",
+        "| series | images | images with p ≥ threshold | max p | mean p | finding |",
+        "|---:|---:|---:|---:|---:|---|",
+    ]
+    for s in study["series"]:
+        verdict = f"{finding} suspected" if s["positive"] else f"no {finding}"
+        seg = s.get("seg")
+        seg = f" (segmentation: `{seg if isinstance(seg, str) else ', '.join(seg)}`)" if seg else ""
+        lines.append(f"| {s['series']} | {s['images']} | {s['positive_images']} | "
+                     f"{_p(s['max_score'])} | {_p(s['mean_score'])} | {verdict}{seg} |")
+    lines += ["", "## Images", "",
+              "| image | series | slice | frame | p | finding |", "|---:|---:|---:|---:|---:|---|"]
+    for row in images:
+        verdict = f"{finding} suspected" if float(row["score"]) >= threshold else "—"
+        lines.append(f"| {row['study_image']} | {row['series']} | {row['slice']} | {row['frame']} "
+                     f"| {_p(row['score'])} | {verdict} |")
+    lines += ["", "Images are numbered within this study in acquisition order (sorted along the "
+              "slice normal); p is the model's score for the finding.", "",
+              "---", "", f"*{DISCLAIMER}*", "",
+              f"Generated by medzoo {medzoo_version} with model {label}."]
+    return "\n".join(lines) + "\n"
+
+
+def _p(value) -> str:
+    return f"{float(value):.2f}"

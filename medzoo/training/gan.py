@@ -1,0 +1,215 @@
+"""``medzoo gan train`` / ``gan sample`` and the mixing of generated images into training folds.
+
+A GAN run trains on the training folds of one split only (never on its validation or test
+fold), records that split, and ``medzoo train --gan`` refuses a GAN run made for another split:
+a generated image can never carry information from a test patient into training.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from medzoo import __version__, fsio
+from medzoo.datasets import manifest, splits
+from medzoo.errors import InputError
+
+SYNTHETIC_PREFIX = "g"
+
+
+def train_gan(ds_dir, out, *, epochs: int = 40, batch_size: int = 32, test_fold: int = 0,
+              folds: int | None = None, seed: int = 0, base_width: int = 32,
+              verbose: int = 1) -> dict:
+    """Train the conditional GAN on the training folds of ``test_fold``; write the GAN run dir.
+
+    The GAN run dir holds ``config.json``, ``generator.keras``, ``history.csv`` (d_loss, g_loss),
+    ``curves.png``, ``samples/epoch-NNN.png`` (one grid per epoch, a row per class) and
+    ``backup/`` (re-running the same command after a crash resumes).
+    """
+    import keras
+
+    from medzoo.datasets import pipeline
+    from medzoo.training import curves
+    from medzoo.training.fit import dataset_fingerprint, split_record_ids
+    from medzoo.zoo.gan import build_gan
+
+    ds_dir, out = Path(ds_dir), Path(out)
+    info = manifest.read_dataset_info(ds_dir)
+    folds = int(folds or info["folds"])
+    parts = split_record_ids(splits.fold_assignment(ds_dir, folds, int(info["seed"])),
+                             test_fold, folds)
+    if (out / "generator.keras").exists():
+        raise InputError(f"{out}: holds a finished GAN run already; choose a new --out")
+    height, width = info["image_size"]
+    input_shape = (height, width, int(info["channels"]))
+    config = {"medzoo_version": __version__, "kind": "conditional_gan",
+              "input_shape": list(input_shape), "classes": info["classes"],
+              "data": {"dir": str(ds_dir.resolve()), "fingerprint": dataset_fingerprint(ds_dir)},
+              "folds": folds, "split_seed": int(info["seed"]), "test_fold": test_fold,
+              "val_fold": (test_fold + 1) % folds, "trained_on": "training folds only",
+              "n_train": len(parts["train"]), "epochs": epochs, "batch_size": batch_size,
+              "seed": seed, "base_width": base_width}
+    out.mkdir(parents=True, exist_ok=True)
+    fsio.write_json(out / "config.json", config)
+    keras.utils.set_random_seed(seed)
+    data = pipeline.make_dataset(ds_dir, parts["train"], target="label", batch_size=batch_size,
+                                 shuffle=True, seed=seed)
+    gan = build_gan(input_shape, len(info["classes"]), base_width=base_width)
+    gan.compile()
+    started = time.monotonic()
+    gan.fit(data, epochs=epochs, verbose=verbose, shuffle=False, callbacks=[
+        keras.callbacks.BackupAndRestore(str(out / "backup"), delete_checkpoint=True),
+        keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
+        SampleGrid(out / "samples", len(info["classes"]), seed=seed),
+    ])
+    config["train_seconds"] = round(time.monotonic() - started, 2)
+    with fsio.atomic_path(out / "generator.keras", suffix=".keras") as tmp:
+        gan.generator.save(tmp)
+    history = curves.read_history(out / "history.csv")
+    curves.plot(history, out / "curves.png")
+    config["epochs_run"] = len(history)
+    fsio.write_json(out / "config.json", config)
+    return config
+
+
+class SampleGrid:  # a keras.callbacks.Callback, built lazily so importing stays TF-free
+    def __new__(cls, folder: Path, num_classes: int, seed: int = 0, per_class: int = 6):
+        import keras
+
+        class _SampleGrid(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                latent = np.random.default_rng(seed).standard_normal(
+                    (num_classes * per_class, self.model.latent_dim)).astype("float32")
+                labels = np.repeat(np.arange(num_classes), per_class).astype("int32")
+                images = np.asarray(self.model.generator([latent, labels], training=False))
+                save_grid(images, Path(folder) / f"epoch-{epoch + 1:03d}.png", per_class)
+
+        return _SampleGrid()
+
+
+def save_grid(images: np.ndarray, path: Path, columns: int) -> Path:
+    """Tile images (N, H, W, C) in [0, 1] into one grey PNG, ``columns`` per row."""
+    from PIL import Image
+
+    n, h, w = images.shape[:3]
+    rows = int(np.ceil(n / columns))
+    canvas = np.zeros((rows * (h + 2), columns * (w + 2)), np.uint8)
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        canvas[r * (h + 2):r * (h + 2) + h, c * (w + 2):c * (w + 2) + w] = np.clip(
+            image[..., 0] * 255, 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with fsio.atomic_path(path, suffix=".png") as tmp:
+        Image.fromarray(canvas).save(tmp, format="PNG")
+    return path
+
+
+def load_generator(gan_run) -> tuple:
+    """The generator of a finished GAN run and the run's config."""
+    from medzoo.zoo import saving
+
+    gan_run = Path(gan_run)
+    if not (gan_run / "generator.keras").is_file():
+        raise InputError(f"{gan_run}: expected a finished GAN run (generator.keras)")
+    config = fsio.read_json(gan_run / "config.json")
+    return saving.load_model(gan_run / "generator.keras"), config
+
+
+def generate(generator, labels: np.ndarray, *, seed: int = 0, batch_size: int = 64) -> np.ndarray:
+    """Images for the given class ``labels`` (N,), float32 (N, H, W, C) in [0, 1]."""
+    latent_dim = int(generator.inputs[0].shape[-1])
+    rng = np.random.default_rng(seed)
+    latent = rng.standard_normal((len(labels), latent_dim)).astype("float32")
+    labels = np.asarray(labels, "int32")
+    chunks = [np.asarray(generator([latent[i:i + batch_size], labels[i:i + batch_size]],
+                                   training=False)) for i in range(0, len(labels), batch_size)]
+    return np.concatenate(chunks) if chunks else np.zeros((0,), "float32")
+
+
+def check_gan_matches(gan_config: dict, config: dict) -> None:
+    """Refuse a GAN run made for another split or dataset (it may have seen test patients)."""
+    same = (gan_config["data"]["fingerprint"] == config["data"]["fingerprint"]
+            and gan_config["folds"] == config["folds"]
+            and gan_config["test_fold"] == config["test_fold"]
+            and gan_config["split_seed"] == config["split_seed"])
+    if not same:
+        raise InputError(
+            "--gan: the GAN run was trained for another dataset or split (data fingerprint, "
+            f"folds {gan_config['folds']}, test fold {gan_config['test_fold']}); expected the "
+            f"same as this run (folds {config['folds']}, test fold {config['test_fold']}) — "
+            "otherwise generated images could carry test patients into training")
+
+
+def synthetic_training_set(gan_run, config: dict, train_labels: np.ndarray, ratio: float,
+                           seed: int):
+    """``(images, labels)`` of ``round(ratio × n_train)`` generated images, class-balanced like
+    the training labels, for the training part only."""
+    if ratio <= 0:
+        raise InputError(f"--gan-ratio must be > 0. Received: {ratio}")
+    generator, gan_config = load_generator(gan_run)
+    check_gan_matches(gan_config, config)
+    n = int(round(ratio * len(train_labels)))
+    rng = np.random.default_rng(seed)
+    labels = rng.choice(np.asarray(train_labels, "int32"), size=n, replace=True)
+    return generate(generator, labels, seed=seed), labels
+
+
+def sample_to_dataset(gan_run, n: int, out, *, seed: int = 0) -> dict:
+    """``medzoo gan sample``: ``n`` generated images (balanced over classes) as a dataset dir.
+
+    Every record id starts with ``g``, every patient key is ``synthetic`` and ``dataset.json``
+    says ``"synthetic": true``, so the samples can never pass for patient images.
+    """
+    from medzoo.datasets import records
+
+    generator, gan_config = load_generator(gan_run)
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise InputError(f"{out}: exists and is not empty; choose a new --out")
+    classes = gan_config["classes"]
+    labels = np.arange(n) % len(classes)
+    images = generate(generator, labels, seed=seed)
+    height, width, channels = gan_config["input_shape"]
+    (out / "shards").mkdir(parents=True, exist_ok=True)
+    index = []
+    writer = records.ShardWriter(out / "shards")
+    for i, (image, label) in enumerate(zip(images, labels)):
+        record_id = f"{SYNTHETIC_PREFIX}{i + 1:06d}"
+        writer.write(records.record_features(record_id, image.astype("float32"), int(label)))
+        index.append({"record_id": record_id, "row": 0, "frame": 1, "patient": "synthetic",
+                      "study": "synthetic", "series": "synthetic", "label": int(label),
+                      "fold": -1, "modality": "SYNTHETIC", "window_center": "",
+                      "window_width": "", "photometric": "MONOCHROME2", "has_mask": 0})
+    writer.close()
+    fsio.write_csv(out / "index.csv", index, list(index[0]) if index else ["record_id"])
+    fsio.write_csv(out / "rejected.csv", [], ["row", "path", "reason"])
+    info = {"schema_version": 1, "task": "classification", "synthetic": True,
+            "generator": {"gan_run_fingerprint": gan_config["data"]["fingerprint"],
+                          "test_fold": gan_config["test_fold"]},
+            "image_size": [height, width], "channels": channels, "classes": classes,
+            "has_mask": False, "window": "n/a (generated)", "folds": 1, "seed": seed,
+            "counts": {"inputs": n, "loaded": n, "rejected": 0, "records": n,
+                       "per_class": {c: int((labels == i).sum()) for i, c in enumerate(classes)}},
+            "pixel_stats": {"mean": float(images.mean()), "std": float(images.std())}}
+    fsio.write_json(out / "dataset.json", info)
+    return info
+
+
+def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (the FID formula).
+
+    ``‖μa − μb‖² + Tr(Σa + Σb − 2 (Σa Σb)^½)``; features are (N, D) arrays.
+    """
+    from scipy import linalg
+
+    a, b = np.asarray(features_a, np.float64), np.asarray(features_b, np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
+        raise ValueError(f"expected two (N>=2, D) feature arrays of equal D. Received: "
+                         f"{a.shape} and {b.shape}")
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
+    root = np.real(root)
+    return float(np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a + cov_b - 2.0 * root))
