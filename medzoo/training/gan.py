@@ -19,8 +19,8 @@ from medzoo.errors import InputError
 SYNTHETIC_PREFIX = "g"
 
 
-def train_gan(ds_dir, out, *, epochs: int = 40, batch_size: int = 32, test_fold: int = 0,
-              folds: int | None = None, seed: int = 0, base_width: int = 32,
+def train_gan(ds_dir, out, *, epochs: int = 60, batch_size: int = 16, test_fold: int = 0,
+              folds: int | None = None, seed: int = 0, base_width: int = 16,
               verbose: int = 1) -> dict:
     """Train the conditional GAN on the training folds of ``test_fold``; write the GAN run dir.
 
@@ -68,10 +68,31 @@ def train_gan(ds_dir, out, *, epochs: int = 40, batch_size: int = 32, test_fold:
     with fsio.atomic_path(out / "generator.keras", suffix=".keras") as tmp:
         gan.generator.save(tmp)
     history = curves.read_history(out / "history.csv")
-    curves.plot(history, out / "curves.png")
+    plot_gan_losses(history, out / "curves.png")
     config["epochs_run"] = len(history)
     fsio.write_json(out / "config.json", config)
     return config
+
+
+def plot_gan_losses(history: list[dict], path: Path) -> Path:
+    """Discriminator and generator hinge losses per epoch (PNG + SVG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from medzoo.evaluation.charts import save_figure
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    epochs = [row["epoch"] + 1 for row in history]
+    for key, label in (("d_loss", "discriminator"), ("g_loss", "generator")):
+        ax.plot(epochs, [row.get(key, np.nan) for row in history], "-o", markersize=3,
+                label=label)
+    ax.set_xlabel("Epoch")
+    ax.set_ylabel("Hinge loss")
+    ax.set_title(f"GAN losses per epoch ({len(history)} epochs)")
+    ax.legend()
+    return save_figure(fig, path)
 
 
 class SampleGrid:  # a keras.callbacks.Callback, built lazily so importing stays TF-free
@@ -180,8 +201,8 @@ def sample_to_dataset(gan_run, n: int, out, *, seed: int = 0) -> dict:
         writer.write(records.record_features(record_id, image.astype("float32"), int(label)))
         index.append({"record_id": record_id, "row": 0, "frame": 1, "patient": "synthetic",
                       "study": "synthetic", "series": "synthetic", "label": int(label),
-                      "fold": -1, "modality": "SYNTHETIC", "window_center": "",
-                      "window_width": "", "photometric": "MONOCHROME2", "has_mask": 0})
+                      "fold": -1, "modality": "SYNTHETIC", "window_center": "nan",
+                      "window_width": "nan", "photometric": "MONOCHROME2", "has_mask": 0})
     writer.close()
     fsio.write_csv(out / "index.csv", index, list(index[0]) if index else ["record_id"])
     fsio.write_csv(out / "rejected.csv", [], ["row", "path", "reason"])
@@ -209,7 +230,7 @@ def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
         raise ValueError(f"expected two (N>=2, D) feature arrays of equal D. Received: "
                          f"{a.shape} and {b.shape}")
     mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
-    root = np.real(root)
+    cov_a = np.atleast_2d(np.cov(a, rowvar=False))
+    cov_b = np.atleast_2d(np.cov(b, rowvar=False))
+    root = np.real(linalg.sqrtm(cov_a @ cov_b))
     return float(np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a + cov_b - 2.0 * root))

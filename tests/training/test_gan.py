@@ -1,0 +1,98 @@
+"""The GAN augmenter: trains with fit, samples are flagged synthetic, never leave training folds."""
+
+import json
+
+import numpy as np
+import pytest
+
+from medzoo.errors import InputError
+from medzoo.training import gan
+
+
+@pytest.fixture(scope="module")
+def gan_run(phantom_ds, tmp_path_factory):
+    out = tmp_path_factory.mktemp("gan") / "run"
+    gan.train_gan(phantom_ds, out, epochs=2, batch_size=8, seed=0, verbose=0)
+    return out
+
+
+def test_gan_run_dir(gan_run):
+    config = json.loads((gan_run / "config.json").read_text())
+    assert config["trained_on"] == "training folds only" and config["epochs_run"] == 2
+    assert (gan_run / "generator.keras").exists() and (gan_run / "curves.png").exists()
+    assert sorted(p.name for p in (gan_run / "samples").glob("*.png")) == [
+        "epoch-001.png", "epoch-002.png"]
+
+
+def test_generator_round_trips_safely_and_converts_to_onnx(gan_run, tmp_path):
+    import onnxruntime as ort
+    import tensorflow as tf
+    import tf2onnx
+
+    generator, config = gan.load_generator(gan_run)
+    labels = np.array([0, 1, 1, 0], "int32")
+    images = gan.generate(generator, labels, seed=4)
+    assert images.shape == (4, 32, 32, 1) and 0 <= images.min() and images.max() <= 1
+    np.testing.assert_array_equal(images, gan.generate(generator, labels, seed=4))
+    latent = np.random.default_rng(0).standard_normal((4, 64)).astype("float32")
+    spec = [tf.TensorSpec((None, 64), tf.float32, name="latent"),
+            tf.TensorSpec((None,), tf.int32, name="label")]
+    proto, _ = tf2onnx.convert.from_keras(generator, input_signature=spec, opset=17)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    onnx_images = session.run(None, {"latent": latent, "label": labels})[0]
+    np.testing.assert_allclose(onnx_images, np.asarray(generator([latent, labels])), atol=1e-4)
+
+
+def test_generated_images_join_training_only(gan_run, phantom_ds):
+    from medzoo.datasets import records, splits
+    from medzoo.training.fit import dataset_fingerprint, split_record_ids, training_datasets
+
+    parts = split_record_ids(splits.fold_assignment(phantom_ds, 3, 0), 0, 3)
+    config = {"batch_size": 4, "seed": 0, "augment": False, "folds": 3, "test_fold": 0,
+              "split_seed": 0, "data": {"fingerprint": dataset_fingerprint(phantom_ds)},
+              "gan": {"run": str(gan_run), "ratio": 0.5}}
+    train_ds, val_ds = training_datasets(phantom_ds, parts, config, target="label")
+    n_generated = config["gan"]["n_generated"]
+    assert n_generated == round(0.5 * len(parts["train"]))
+    assert sum(int(x.shape[0]) for x, _ in train_ds) == len(parts["train"]) + n_generated
+    val_images = np.concatenate([x.numpy() for x, _ in val_ds])
+    stored = np.stack([r["image"] for r in records.read_records(phantom_ds, parts["val"])])
+    assert len(val_images) == len(parts["val"])
+    # every validation image is a stored patient image, none is generated
+    for image in val_images:
+        assert np.abs(stored - image).reshape(len(stored), -1).max(1).min() == 0.0
+
+
+def test_gan_made_for_another_split_is_refused(gan_run, phantom_ds):
+    from medzoo.training.fit import dataset_fingerprint
+
+    config = {"folds": 3, "test_fold": 1, "split_seed": 0,
+              "data": {"fingerprint": dataset_fingerprint(phantom_ds)}}
+    with pytest.raises(InputError, match="test patients"):
+        gan.synthetic_training_set(gan_run, config, np.array([0, 1]), 1.0, 0)
+
+
+def test_samples_are_a_dataset_flagged_synthetic(gan_run, tmp_path):
+    from medzoo.datasets import manifest, records
+
+    info = gan.sample_to_dataset(gan_run, 6, tmp_path / "generated")
+    assert info["synthetic"] is True and info["counts"]["per_class"] == {"normal": 3, "lesion": 3}
+    index = manifest.read_index(tmp_path / "generated")
+    assert [r["record_id"] for r in index] == [f"g{i:06d}" for i in range(1, 7)]
+    assert {r["patient"] for r in index} == {"synthetic"}
+    recs = list(records.read_records(tmp_path / "generated"))
+    assert [r["label"] for r in recs] == [0, 1, 0, 1, 0, 1]
+
+
+def test_frechet_distance_matches_the_formula():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((4000, 2))
+    assert gan.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    # N(0, I) vs N((3, 0), I): distance = |mu|^2 = 9 (covariances equal)
+    b = rng.standard_normal((4000, 2)) + np.array([3.0, 0.0])
+    assert gan.frechet_distance(a, b) == pytest.approx(9.0, abs=0.3)
+    # 1-D closed form: (m1-m2)^2 + s1^2 + s2^2 - 2 s1 s2
+    x, y = np.array([[0.0], [2.0], [4.0]]), np.array([[1.0], [1.5], [2.0]])
+    sx, sy = np.std(x, ddof=1), np.std(y, ddof=1)
+    expected = (x.mean() - y.mean()) ** 2 + sx ** 2 + sy ** 2 - 2 * sx * sy
+    assert gan.frechet_distance(x, y) == pytest.approx(expected, abs=1e-9)
