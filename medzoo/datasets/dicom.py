@@ -13,7 +13,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
+import stat
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +27,22 @@ MAX_PIXEL_BYTES = 512 * 1024 * 1024
 DEFER_BYTES = 1 << 20
 """Elements larger than this are read from disk only when used (after the size check)."""
 
+DEFER_FILE_BYTES = 64 * 1024 * 1024
+"""Files up to this size are read in one go (deferred reads re-open the file: slower)."""
+
 WINDOW_PRESETS = {"CT": (40.0, 400.0)}
 """VOI windows used when a file has none (center, width); other modalities fall back to min–max."""
+
+CT_WINDOWS = {
+    "lung": (-600.0, 1500.0),
+    "mediastinum": (50.0, 350.0),
+    "brain": (40.0, 80.0),
+    "bone": (400.0, 1800.0),
+    "abdomen": (50.0, 400.0),
+}
+"""Named CT windows ``(center, width)`` in Hounsfield units (``--window lung`` …)."""
+
+COLOR_MODES = ("grey", "rgb")
 
 
 class DicomRejected(Exception):
@@ -159,7 +176,7 @@ class DicomImage:
     Attributes hold identifiers (UIDs, PatientID) only in memory; callers pseudonymise them.
     """
 
-    frames: np.ndarray  # (frames, rows, cols) float32 in [0, 1]
+    frames: np.ndarray  # (frames, rows, cols) or (frames, H, W, C) float32 in [0, 1]
     modality: str
     photometric: str
     window_center: float
@@ -172,6 +189,8 @@ class DicomImage:
     sop_uid: str
     slice_position: float | None
     instance_number: int | None
+    geometry: "Geometry | None" = None
+    voi: str = "window"  # "window" (linear), "lut" (VOI LUT Sequence) or "colour"
 
 
 def _first(value):
@@ -185,20 +204,66 @@ def _first(value):
         return value
 
 
+DEFLATED = b"1.2.840.10008.1.2.1.99"
+
+
+def _check_file(path) -> int:
+    """Size of a regular file that is safe to hand to pydicom; refuse anything else.
+
+    A FIFO, a device (``/dev/zero``) or a socket would block or never end; a deflated dataset is
+    inflated whole in memory by pydicom, so its inflated size is measured first, in bounded
+    memory: a small file must not inflate to gigabytes (a "zip bomb").
+    """
+    try:
+        info = os.stat(path)
+    except OSError:
+        raise DicomRejected("file not found")
+    if not stat.S_ISREG(info.st_mode):
+        raise DicomRejected("not a regular file")
+    if info.st_size > 2 * MAX_PIXEL_BYTES:
+        raise DicomRejected(f"file too large (expected at most {2 * MAX_PIXEL_BYTES} bytes, "
+                            f"received {info.st_size} bytes)")
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+        start = _deflated_start(head) if DEFLATED in head else None
+        if start is not None:
+            fh.seek(start)
+            inflater, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
+            while not inflater.eof and (chunk := inflater.unconsumed_tail or fh.read(1 << 20)):
+                try:
+                    total += len(inflater.decompress(chunk, 1 << 24))
+                except zlib.error:
+                    break  # pydicom will say it is unreadable
+                if total > MAX_PIXEL_BYTES:
+                    raise DicomRejected(f"deflated data too large (expected at most "
+                                        f"{MAX_PIXEL_BYTES} bytes inflated)")
+    return info.st_size
+
+
+def _deflated_start(head: bytes):
+    """Offset of the deflated dataset after the file meta group, when the syntax says deflate."""
+    pos = 132 if head[128:132] == b"DICM" else 0
+    deflated = False
+    while pos + 8 <= len(head) and head[pos:pos + 2] == b"\x02\x00":
+        vr = head[pos + 4:pos + 6]
+        if vr in (b"OB", b"OW", b"UN", b"UT", b"SQ", b"UC", b"UR", b"OV", b"OL", b"OD", b"OF"):
+            length, value = int.from_bytes(head[pos + 8:pos + 12], "little"), pos + 12
+        else:
+            length, value = int.from_bytes(head[pos + 6:pos + 8], "little"), pos + 8
+        if head[pos + 2:pos + 4] == b"\x10\x00":  # (0002,0010) TransferSyntaxUID
+            deflated = head[value:value + length].rstrip(b"\0 ") == DEFLATED
+        pos = value + length
+    return pos if deflated and pos <= len(head) else None
+
+
 def _read_dataset(path):
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    try:
-        size = Path(path).stat().st_size
-    except OSError:
-        raise DicomRejected("file not found")
-    if size > 2 * MAX_PIXEL_BYTES:
-        raise DicomRejected(f"file too large (expected at most {2 * MAX_PIXEL_BYTES} bytes, "
-                            f"received {size} bytes)")
+    size = _check_file(path)
     try:
         # large values (the pixel data) stay on disk until check_header has passed
-        return pydicom.dcmread(path, defer_size=DEFER_BYTES)
+        return pydicom.dcmread(path, defer_size=DEFER_BYTES if size > DEFER_FILE_BYTES else None)
     except InvalidDicomError:
         pass
     except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
@@ -258,6 +323,12 @@ def _decode(ds) -> np.ndarray:
         raise DicomRejected(f"cannot decode pixel data {ts}".strip())
     except Exception:
         raise DicomRejected(f"cannot decode pixel data {ts}".strip())
+    except BaseException as exc:
+        # a decoder written in Rust (pylibjpeg-rle) panics on some corrupt data with pyo3's
+        # PanicException, a BaseException that `except Exception` does not catch
+        if type(exc).__name__ != "PanicException":
+            raise
+        raise DicomRejected(f"cannot decode pixel data {ts}".strip()) from None
 
 
 def _rescale_source(ds):
@@ -343,12 +414,54 @@ def _slice_position(ds) -> float | None:
     return float(np.dot(normal, ipp))
 
 
+def _floats(value, n):
+    try:
+        out = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    return out if len(out) == n and all(math.isfinite(v) for v in out) else None
+
+
+def _frame_positions(ds, n_frames: int):
+    """Position of each frame of a multi-frame object along its normal, or None."""
+    if n_frames < 2:
+        return None
+    try:
+        groups = ds.PerFrameFunctionalGroupsSequence
+        shared = ds.get("SharedFunctionalGroupsSequence")
+        iop = None
+        if shared:
+            iop = _floats(shared[0].PlaneOrientationSequence[0].ImageOrientationPatient, 6)
+        out = []
+        for g in groups:
+            ipp = _floats(g.PlanePositionSequence[0].ImagePositionPatient, 3)
+            if iop is None and "PlaneOrientationSequence" in g:
+                iop = _floats(g.PlaneOrientationSequence[0].ImageOrientationPatient, 6)
+            out.append(ipp)
+        if iop is not None and len(out) == n_frames and all(p is not None for p in out):
+            normal = np.cross(iop[:3], iop[3:])
+            return [float(np.dot(normal, p)) for p in out]
+    except (AttributeError, IndexError, KeyError, TypeError):
+        pass
+    offsets = ds.get("GridFrameOffsetVector")  # RT Dose: offsets along the normal
+    base = _slice_position(ds)
+    if offsets is not None and base is not None:
+        try:
+            offsets = [float(v) for v in offsets]
+        except (TypeError, ValueError):
+            return None
+        if len(offsets) == n_frames:
+            return [base + o for o in offsets]
+    return None
+
+
 def read_header(path):
     """Header only (no pixels): ``(series_uid, slice_position, instance_number)`` for sorting."""
     import pydicom
 
+    _check_file(path)
     with _quiet():
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True, defer_size=DEFER_BYTES)
         inst = ds.get("InstanceNumber")
         try:
             inst = int(inst)
@@ -357,20 +470,204 @@ def read_header(path):
         return str(ds.get("SeriesInstanceUID", "")), _slice_position(ds), inst
 
 
-def read_dicom(path, window="auto") -> DicomImage:
-    """Read one DICOM file through the pixel chain up to (not including) the resize.
+# --------------------------------------------------------------------------- the pixel chain
+
+
+@dataclasses.dataclass
+class Geometry:
+    """Where a file's pixels lie in the patient (only what series checks and volumes need)."""
+
+    orientation: tuple | None  # ImageOrientationPatient (6 floats)
+    position: tuple | None  # ImagePositionPatient (3 floats)
+    pixel_spacing: tuple | None  # (row spacing, column spacing) in mm
+    slice_spacing: float | None  # SpacingBetweenSlices, else SliceThickness
+    frame_positions: list | None  # multi-frame: position of each frame along the normal
+
+
+def _geometry(ds, n_frames) -> Geometry:
+    spacing = None
+    for key in ("SpacingBetweenSlices", "SliceThickness"):
+        try:
+            v = float(ds.get(key))
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(v) and v > 0:
+            spacing = v
+            break
+    return Geometry(orientation=_floats(ds.get("ImageOrientationPatient"), 6),
+                    position=_floats(ds.get("ImagePositionPatient"), 3),
+                    pixel_spacing=_floats(ds.get("PixelSpacing"), 2),
+                    slice_spacing=spacing, frame_positions=_frame_positions(ds, n_frames))
+
+
+def _voi_lut_item(ds):
+    """The first VOI LUT Sequence item when it is usable (descriptor and data), else None."""
+    seq = ds.get("VOILUTSequence")
+    if not seq:
+        return None
+    item = seq[0]
+    if item.get("LUTDescriptor") is None or item.get("LUTData") is None:
+        return None
+    return item
+
+
+def _is_palette(ds) -> bool:
+    return str(ds.get("PhotometricInterpretation", "")).strip() == "PALETTE COLOR"
+
+
+class _Chain:
+    """The pointwise part of the pixel chain for one object, applied to any subset of its pixels.
+
+    Every step (Modality LUT, VOI window or VOI LUT, MONOCHROME1 inversion, luma) works on each
+    pixel alone, so applying it to the few pixels a bilinear resize reads gives exactly the
+    values of applying it to the whole image first.
+    """
+
+    def __init__(self, ds, raw: np.ndarray, window, color: str):
+        self.ds = ds
+        self.photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
+        self.samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        self.palette = _is_palette(ds) and self.samples == 1
+        self.color = color
+        self.source = _rescale_source(ds)
+        self.lut_item = None
+        self.lut_scale = None
+        if self.palette:
+            from pydicom.pixels import apply_color_lut
+
+            self._apply_palette = lambda a: apply_color_lut(a, ds)
+            bits = 16 if self._apply_palette(raw.reshape(-1)[:1]).dtype.itemsize == 2 else 8
+            full = float(2**bits)
+            self.center, self.width, self.voi = full / 2.0, full, "colour"
+            return
+        if self.samples == 3:
+            bits = int(ds.get("BitsStored", 8) or 8)
+            full = float(2**bits)
+            self.center, self.width, self.voi = full / 2.0, full, "colour"
+            if window != "auto" and window is not None:
+                self.center, self.width = (float(v) for v in window)
+                self.voi = "window"
+            return
+        if (window == "auto" or window is None) and _voi_lut_item(ds) is not None:
+            self.lut_item = _voi_lut_item(ds)
+            desc = [int(v) for v in self.lut_item.LUTDescriptor]
+            entries = desc[0] or 2**16
+            self.lut_scale = float(2 ** desc[2] - 1)
+            # the linear window that spans the LUT's input range (recorded in index.csv only)
+            self.center, self.width, self.voi = desc[1] + entries / 2.0, float(entries), "lut"
+            return
+        if window == "auto" or window is None:
+            c, w = _file_window(ds)
+            if c is None:
+                preset = WINDOW_PRESETS.get(str(ds.get("Modality", "")).upper())
+                if preset:
+                    c, w = preset
+                else:
+                    if self.source.get("ModalityLUTSequence"):  # not monotonic: all values
+                        ends = self.modality(raw)
+                    else:  # a linear rescale: the extremes map to the extremes
+                        ends = self.modality(np.array([raw.min(), raw.max()], dtype=raw.dtype))
+                    c, w = window_min_max(ends)
+            self.center, self.width, self.voi = float(c), float(w), "window"
+        else:
+            self.center, self.width = (float(v) for v in window)
+            self.voi = "window"
+
+    def modality(self, raw: np.ndarray) -> np.ndarray:
+        from pydicom.pixels import apply_modality_lut
+
+        return np.asarray(apply_modality_lut(raw, self.source), dtype=np.float32)
+
+    def __call__(self, raw: np.ndarray) -> np.ndarray:
+        """Raw stored values ``(..., [3])`` → displayed values in [0, 1], ``(..., C)``."""
+        if self.palette:
+            raw = self._apply_palette(raw)
+        if self.palette or self.samples == 3:
+            rgb = np.asarray(raw, dtype=np.float32)
+            if self.color == "rgb":
+                return window_linear(rgb, self.center, self.width)
+            return window_linear(to_grey(rgb), self.center, self.width)[..., None]
+        if self.lut_item is not None:
+            from pydicom.pixels import apply_modality_lut
+            from pydicom.pixels.processing import apply_voi
+
+            values = apply_modality_lut(raw, self.source)
+            y = np.asarray(apply_voi(values, self.ds), dtype=np.float32) / np.float32(self.lut_scale)
+        else:
+            y = window_linear(self.modality(raw), self.center, self.width)
+        if self.photometric == "MONOCHROME1":
+            y = invert(y)
+        y = y[..., None]
+        return np.repeat(y, 3, axis=-1) if self.color == "rgb" else y
+
+
+def _file_window(ds):
+    c = _first(ds.get("WindowCenter"))
+    w = _first(ds.get("WindowWidth"))
+    try:
+        c, w = float(c), float(w)
+        if w >= 1 and math.isfinite(c) and math.isfinite(w):
+            return c, w
+    except (TypeError, ValueError):
+        pass
+    return None, None
+
+
+def _resize_through(chain, raw: np.ndarray, size) -> np.ndarray:
+    """``resize_bilinear(chain(raw))`` per frame, reading only the pixels the resize needs.
+
+    ``raw`` is ``(frames, rows, cols[, 3])``; the result ``(frames, H, W, C)`` float32 equals
+    the full-image chain followed by :func:`resize_bilinear`, bit for bit.
+    """
+    out_h, out_w = int(size[0]), int(size[1])
+    n, rows, cols = raw.shape[:3]
+    if 4 * out_h * out_w >= rows * cols:  # upsampling or a small image: the plain way
+        full = chain(raw)
+        return np.stack([resize_bilinear(f, (out_h, out_w)) for f in full]).astype(np.float32)
+    top, bottom, ylerp = _interp_weights(rows, out_h)
+    left, right, xlerp = _interp_weights(cols, out_w)
+    # the four neighbours of every output pixel, raw, then through the pointwise chain at once
+    rows_t, rows_b = raw[:, top], raw[:, bottom]
+    corners = np.stack([rows_t[:, :, left], rows_t[:, :, right],
+                        rows_b[:, :, left], rows_b[:, :, right]])
+    tl, tr, bl, br = chain(corners)
+    ylerp = ylerp[None, :, None, None]
+    xlerp = xlerp[None, None, :, None]
+    top_row = tl + (tr - tl) * xlerp
+    bottom_row = bl + (br - bl) * xlerp
+    return (top_row + (bottom_row - top_row) * ylerp).astype(np.float32, copy=False)
+
+
+def _decoded_frames(ds, arr: np.ndarray) -> np.ndarray:
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if frames == 1 and arr.ndim == (3 if samples == 3 else 2):
+        arr = arr[None]
+    return arr
+
+
+def read_dicom(path, window="auto", *, color="grey", size=None) -> DicomImage:
+    """Read one DICOM file through the pixel chain (resized only when ``size`` is given).
 
     Parameters
     ----------
     path : path-like
         A DICOM file.
     window : "auto" or (center, width)
-        "auto": the file's first WindowCenter/Width, else a modality preset, else min–max.
+        "auto": the file's VOI LUT Sequence (first item) when present, else its first
+        WindowCenter/Width, else a modality preset, else min–max. A user window replaces all.
+    color : {"grey", "rgb"}
+        "grey": colour (RGB, YBR, palette) reduced to luma, frames ``(n, rows, cols)``.
+        "rgb": three channels, frames ``(n, rows, cols, 3)`` (monochrome repeated).
+    size : (int, int), optional
+        Resize every frame (bilinear, half-pixel centres, no antialias); frames are then
+        ``(n, H, W, C)`` with C = 1 or 3. Only the pixels the resize reads go through the chain.
 
     Returns
     -------
     DicomImage
-        ``frames`` is ``(n_frames, rows, cols)`` float32 in [0, 1] (RGB reduced to luma).
+        ``frames`` float32 in [0, 1]; ``geometry`` for series checks and volumes; ``voi`` says
+        which VOI step ran ("window", "lut" or "colour").
 
     Raises
     ------
@@ -378,21 +675,38 @@ def read_dicom(path, window="auto") -> DicomImage:
         With a short reason: not DICOM, no pixel data, image too large, unsupported transfer
         syntax, truncated pixel data, cannot decode.
     """
+    if color not in COLOR_MODES:
+        raise ValueError(f"Argument `color` must be one of {COLOR_MODES}. Received: color={color!r}")
     with _quiet():
-        return _read_dicom(Path(path), window)
+        return _read_dicom(Path(path), window, color, size)
 
 
-def _read_dicom(path: Path, window) -> DicomImage:
+def _check_output(ds, size, color) -> None:
+    """Refuse an object whose resized frames would exceed the decoded-bytes limit: a small file
+    of many tiny frames (1 x 1 pixel each) otherwise yields one ``size``-sized image per frame."""
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    nbytes = frames * int(size[0]) * int(size[1]) * (3 if color == "rgb" else 1) * 4
+    if nbytes > MAX_PIXEL_BYTES:
+        raise DicomRejected(f"too many frames (expected at most {MAX_PIXEL_BYTES} bytes of "
+                            f"resized images, received {frames} frames = {nbytes} bytes)")
+
+
+def _read_dicom(path: Path, window, color, size) -> DicomImage:
     ds = _read_dataset(path)
     check_header(ds)
-    values = modality_values(ds, _decode(ds))
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
-    center, width = choose_window(ds, values, window)
-    if values.ndim == 4:
-        values = to_grey(values)
-    frames = window_linear(values, center, width)
-    if photometric == "MONOCHROME1":
-        frames = invert(frames)
+    if size is not None:
+        _check_output(ds, size, color)
+    raw = _decoded_frames(ds, _decode(ds))
+    chain = _Chain(ds, raw, window, color)
+    if size is not None:
+        frames = _resize_through(chain, raw, size)
+    else:
+        frames = chain(raw)
+        if color == "grey":
+            frames = frames[..., 0]
+    if not np.isfinite(frames).all():
+        raise DicomRejected("non-finite pixel values (check RescaleSlope, RescaleIntercept "
+                            "and the window)")
     inst = ds.get("InstanceNumber")
     try:
         inst = int(inst)
@@ -402,9 +716,9 @@ def _read_dicom(path: Path, window) -> DicomImage:
     return DicomImage(
         frames=frames,
         modality=str(ds.get("Modality", "") or "OT"),
-        photometric=photometric,
-        window_center=center,
-        window_width=width,
+        photometric=chain.photometric,
+        window_center=chain.center,
+        window_width=chain.width,
         rows=int(ds.Rows),
         columns=int(ds.Columns),
         patient_id=patient,
@@ -413,4 +727,6 @@ def _read_dicom(path: Path, window) -> DicomImage:
         sop_uid=str(ds.get("SOPInstanceUID", "") or ""),
         slice_position=_slice_position(ds),
         instance_number=inst,
+        geometry=_geometry(ds, int(raw.shape[0])),
+        voi=chain.voi,
     )

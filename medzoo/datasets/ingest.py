@@ -1,62 +1,126 @@
 """DICOM folder + labels.csv → dataset dir (docs/internals.md).
 
-Worker processes (spawned; they import pydicom and numpy, never TensorFlow) decode one labels.csv
-row each; the main process consumes their results in input order, a bounded number ahead, and
-streams records into shards. Everything is written into a hidden sibling folder that is renamed
-to OUT at the end, so a half-written dataset is never visible. Every input file ends in index.csv
-or rejected.csv.
+Rows of labels.csv are decoded in chunks, in this process first; worker processes (spawned;
+they import pydicom and numpy, never TensorFlow) are started only when the work measured so far
+says they will pay for their start-up, and this process keeps decoding the next chunks while
+they start. Each file is read once: the pixel chain runs only on the pixels the resize reads
+(:func:`medzoo.datasets.dicom.read_dicom` with ``size``), and a series folder is sorted along
+the slice normal from the headers of that same read. Results come back small (already resized)
+and are streamed, in input order, into shards. Everything is written into a hidden sibling folder
+that is renamed to OUT at the end, so a half-written dataset is never visible. Every input file
+ends in index.csv or rejected.csv; series-level findings in 2D mode go to warnings.csv.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import csv
+import dataclasses
 import io
 import json
 import math
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from medzoo.datasets import deid, dicom, manifest, records, splits
+from medzoo.datasets import deid, dicom, manifest, preprocess, records, splits
 from medzoo.errors import InputError
 
 SCHEMA_VERSION = 1
 
+FILES_PER_CHUNK = 16
+"""Files decoded per task (a series folder is never split)."""
+
+PARALLEL_MIN_SECONDS = 1.5
+"""Start workers only when the decode time still ahead, estimated, exceeds this."""
+
+WORKER_STARTUP_SECONDS = 0.6
+"""About how long a spawned worker takes to be ready; this process decodes meanwhile."""
+
+FILE_TIMEOUT_SECONDS = 120.0
+"""A file whose decoding takes longer is rejected ("decoding timed out"), not waited for."""
+
+DUPLICATE_POSITION_MM = 1e-3
+MISSING_SLICE_FACTOR = 1.5
+
 
 def parse_window(window):
-    """``"auto"``, ``"C,W"`` or ``(C, W)`` → ``"auto"`` or ``(float, float)``.
+    """``"auto"``, a preset name, ``"C,W"`` or ``(C, W)`` → ``"auto"`` or ``(float, float)``.
+
+    Presets (CT, Hounsfield units): see :data:`medzoo.datasets.dicom.CT_WINDOWS`.
 
     Raises
     ------
     InputError
-        When the window is not "auto" or two numbers with width ≥ 1.
+        When the window is not "auto", a preset or two numbers with width ≥ 1.
     """
     if window is None or (isinstance(window, str) and window.strip().lower() == "auto"):
         return "auto"
+    if isinstance(window, str) and window.strip().lower() in dicom.CT_WINDOWS:
+        return dicom.CT_WINDOWS[window.strip().lower()]
     try:
         parts = window.split(",") if isinstance(window, str) else list(window)
         c, w = (float(v) for v in parts)
     except (TypeError, ValueError):
-        raise InputError(f"Window must be 'auto' or 'CENTER,WIDTH'. Received: window={window!r}")
+        raise InputError(f"Window must be 'auto', one of {', '.join(dicom.CT_WINDOWS)} or "
+                         f"'CENTER,WIDTH'. Received: window={window!r}")
     if not (math.isfinite(c) and math.isfinite(w) and w >= 1):
         raise InputError(f"Window width must be >= 1 and finite. Received: window={window!r}")
     return (c, w)
 
 
+def _preset_name(window):
+    if isinstance(window, str) and window.strip().lower() in dicom.CT_WINDOWS:
+        return window.strip().lower()
+    return None
+
+
+def parse_volume(volumes):
+    """``"D,H,W"`` or a 3-sequence → ``(D, H, W)`` of positive ints, None → None."""
+    if volumes is None:
+        return None
+    try:
+        parts = volumes.split(",") if isinstance(volumes, str) else list(volumes)
+        dims = tuple(int(v) for v in parts)
+    except (TypeError, ValueError):
+        dims = ()
+    if len(dims) != 3 or min(dims) < 1:
+        raise InputError(f"--volumes must be three positive integers D,H,W. Received: {volumes!r}")
+    return dims
+
+
 # --------------------------------------------------------------------------- worker side
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """Everything a worker needs to turn files into records (picklable)."""
+
+    key: bytes
+    size: tuple  # stored (H, W)
+    windows: tuple  # per input column: "auto" or (center, width)
+    color: str = "grey"
+    volume_depth: int | None = None  # D of --volumes; None: 2D slices
+    preprocessing: tuple = ()
+    series_issues: str = "warn"  # 2D: "warn" (warnings.csv) or "reject"
+    file_timeout: float = FILE_TIMEOUT_SECONDS  # seconds per file; 0: no limit
+
 
 _WORKER: dict = {}
 
 
-def _init_worker(key: bytes, size: int, window):
-    _WORKER.update(key=key, size=size, window=window)
+def _init_worker(options: Options):
+    _WORKER["options"] = options
 
 
 def _load_mask(path: Path, rows: int, cols: int) -> np.ndarray:
@@ -80,84 +144,311 @@ def _load_mask(path: Path, rows: int, cols: int) -> np.ndarray:
     return (mask > 0).astype(np.float32)
 
 
-def _sorted_series(files):
-    """Files of a folder grouped by SeriesInstanceUID and sorted along the slice normal."""
-    keyed = []
+@dataclasses.dataclass
+class _Read:
+    order: int
+    path: str
+    img: dicom.DicomImage
+
+
+class _FileTimeout(BaseException):
+    """Raised in the decoding thread when one file took too long (a BaseException, so that no
+    ``except Exception`` inside a reader swallows it)."""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float):
+    """Interrupt the body after ``seconds`` (SIGALRM: main thread only, which is where ingest and
+    its worker processes decode; elsewhere, or with ``seconds <= 0``, no limit)."""
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise _FileTimeout()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _read_files(files, window, opts: Options):
+    """Decode every file once → (readable items, [(path, reason)])."""
+    ok, bad = [], []
     for order, path in enumerate(files):
         try:
-            series, position, instance = dicom.read_header(path)
-        except Exception:
-            series, position, instance = "\uffff", None, None  # unreadable: last, rejected later
-        keyed.append((series, position, instance, order, path))
-    first = {}
-    for series, *_ in keyed:
-        first.setdefault(series, len(first))
-    keyed.sort(key=lambda k: (first[k[0]], k[1] is None, k[1] or 0.0,
-                              k[2] if k[2] is not None else 0, k[3]))
-    return [k[4] for k in keyed]
+            with _time_limit(opts.file_timeout):
+                img = dicom.read_dicom(path, window, color=opts.color, size=opts.size)
+        except dicom.DicomRejected as exc:
+            bad.append((str(path), exc.reason))
+        except MemoryError:
+            bad.append((str(path), "image too large to decode"))
+        except _FileTimeout:
+            bad.append((str(path), f"decoding timed out (over {opts.file_timeout:g} s)"))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:  # incl. a Rust decoder's PanicException (not an Exception)
+            bad.append((str(path), "cannot decode"))
+        else:
+            ok.append(_Read(order, str(path), img))
+    return ok, bad
 
 
-def _decode_file(path: Path, mask_path, key: bytes, size: int, window):
-    img = dicom.read_dicom(path, window)
-    mask = None
-    if mask_path is not None:
-        if img.frames.shape[0] != 1:
-            raise dicom.DicomRejected(
-                f"mask shape mismatch (expected one mask per frame for "
-                f"{img.frames.shape[0]} frames, received one {img.rows}x{img.columns} mask)")
-        mask = _load_mask(mask_path, img.rows, img.columns)
+def _series_groups(items):
+    """Items grouped by SeriesInstanceUID (first appearance), each sorted along the normal."""
+    groups: dict = {}
+    for it in items:
+        groups.setdefault(it.img.series_uid, []).append(it)
+    out = []
+    for group in groups.values():
+        group.sort(key=lambda it: (it.img.slice_position is None, it.img.slice_position or 0.0,
+                                   it.img.instance_number if it.img.instance_number is not None
+                                   else 0, it.order))
+        out.append(group)
+    return out
+
+
+def series_issues(items, need_positions=False) -> list[str]:
+    """What is wrong with one sorted series: inconsistent geometry, duplicate positions, gaps.
+
+    Parameters
+    ----------
+    items : list
+        Decoded files of one series, sorted along the slice normal.
+    need_positions : bool
+        Report missing positions (volumes need them; 2D slices do not).
+
+    Returns
+    -------
+    list of str
+        Short reasons, e.g. ``missing slices (gap of 15 mm, more than 1.5 x the median spacing
+        of 5 mm)``; empty when the series is sound.
+    """
+    issues = []
+    if len(items) < 2 or any(it.img.frames.shape[0] != 1 for it in items):
+        return issues
+
+    def rounded(v):
+        return None if v is None else tuple(round(x, 4) for x in v)
+
+    fields = {
+        "ImageOrientationPatient": {rounded(it.img.geometry.orientation) for it in items},
+        "Rows": {it.img.rows for it in items},
+        "Columns": {it.img.columns for it in items},
+        "PixelSpacing": {rounded(it.img.geometry.pixel_spacing) for it in items},
+    }
+    differ = [name for name, values in fields.items() if len(values) > 1]
+    if differ:
+        issues.append(f"inconsistent geometry in series ({', '.join(differ)} differ)")
+    positions = [it.img.slice_position for it in items]
+    if any(p is None for p in positions):
+        if need_positions:
+            issues.append("slice positions missing (ImagePositionPatient or "
+                          "ImageOrientationPatient)")
+        return issues
+    steps = np.diff(np.asarray(positions, dtype=np.float64))
+    dups = int(np.sum(steps <= DUPLICATE_POSITION_MM))
+    if dups:
+        issues.append(f"duplicate slice positions ({dups} slice{'s' if dups > 1 else ''} at "
+                      "the position of another)")
+    real = steps[steps > DUPLICATE_POSITION_MM]
+    if real.size:
+        median = float(np.median(real))
+        gaps = real[real > MISSING_SLICE_FACTOR * median]
+        if gaps.size:
+            issues.append(f"missing slices (gap of {float(gaps.max()):.4g} mm, more than "
+                          f"{MISSING_SLICE_FACTOR:g} x the median spacing of {median:.4g} mm)")
+    return issues
+
+
+def _meta(img: dicom.DicomImage, path: str, key: bytes) -> dict:
     if img.patient_id:
         patient = deid.pseudonym(key, "patient", img.patient_id)
     elif img.study_uid:
         patient = deid.pseudonym(key, "patient-study", img.study_uid)
     else:
-        patient = deid.pseudonym(key, "patient-file", str(path))
-    series = deid.pseudonym(key, "series", img.series_uid or f"file:{path}")
-    meta = {
+        patient = deid.pseudonym(key, "patient-file", path)
+    return {
         "patient": patient,
         "study": deid.pseudonym(key, "study", img.study_uid or f"file:{path}"),
-        "series": series,
-        "sop": deid.pseudonym(key, "sop", img.sop_uid) if img.sop_uid else None,
+        "series": deid.pseudonym(key, "series", img.series_uid or f"file:{path}"),
         "modality": img.modality,
         "photometric": img.photometric,
         "window_center": img.window_center,
         "window_width": img.window_width,
+        "voi": img.voi,
         "position": img.slice_position,
         "instance": img.instance_number,
     }
-    out = []
-    small_mask = None
-    if mask is not None:
-        small_mask = (dicom.resize_bilinear(mask, (size, size)) >= 0.5).astype(np.uint8)
-    for i, frame in enumerate(img.frames):
-        image = dicom.resize_bilinear(frame, (size, size))[:, :, None]
-        out.append(("ok", str(path), dict(meta, frame_no=i + 1, image=image, mask=small_mask)))
-    return out
 
 
-def decode_row(files, mask_path, is_folder):
-    """Worker entry: every outcome of one labels.csv row, in series order.
+def _resample_depth(stack: np.ndarray, depth: int) -> np.ndarray:
+    """Linear resample along axis 0 (half-pixel centres, as the in-plane resize)."""
+    if stack.shape[0] == depth:
+        return stack
+    lo, hi, lerp = dicom._interp_weights(stack.shape[0], depth)
+    lerp = lerp.reshape(-1, *([1] * (stack.ndim - 1)))
+    a, b = stack[lo], stack[hi]
+    return (a + (b - a) * lerp).astype(np.float32)
+
+
+def _volume(group, depth: int, size) -> tuple[np.ndarray, tuple, int]:
+    """One sorted series (or one multi-frame object) → ``(D, H, W, C)`` volume, spacing, slices."""
+    first = group[0].img
+    geo = first.geometry
+    if len(group) == 1:
+        frames = first.frames
+        positions = geo.frame_positions
+        if positions is not None:
+            order = np.argsort(positions, kind="stable")
+            frames = frames[order]
+            positions = [positions[i] for i in order]
+    else:
+        frames = np.concatenate([it.img.frames for it in group])
+        positions = [it.img.slice_position for it in group]
+    n = frames.shape[0]
+    if n < 2:
+        raise dicom.DicomRejected("volume needs at least 2 slices (received 1)")
+    if positions is not None and None not in positions:
+        steps = np.diff(np.asarray(positions, dtype=np.float64))
+        step = float(np.median(steps)) if steps.size else 1.0
+    else:
+        step = geo.slice_spacing or 1.0
+    ps = geo.pixel_spacing or (1.0, 1.0)
+    spacing = (abs(step) * n / depth, ps[0] * first.rows / size[0], ps[1] * first.columns / size[1])
+    return _resample_depth(frames, depth), spacing, n
+
+
+def _decode_column(files, is_folder, window, opts: Options):
+    """One input column of a row → (units, rejects, warnings).
+
+    A unit is one future record's worth of this column: 2D → one frame; volume → one series.
+    Each unit: ``{"image", "img", "path", "frame_no", "paths", "slices", "spacing"}``.
+    """
+    ok, bad = _read_files(files, window, opts)
+    warnings = []
+    units = []
+    groups = _series_groups(ok) if is_folder else [[it] for it in ok]
+    for group in groups:
+        volume = opts.volume_depth is not None
+        issues = series_issues(group, need_positions=volume and len(group) > 1) if is_folder else []
+        if issues and (volume or opts.series_issues == "reject"):
+            bad.extend((it.path, "; ".join(issues)) for it in group)
+            continue
+        if issues:
+            warnings.append("; ".join(issues))
+        if volume:
+            try:
+                image, spacing, n = _volume(group, opts.volume_depth, opts.size)
+            except dicom.DicomRejected as exc:
+                bad.extend((it.path, exc.reason) for it in group)
+                continue
+            units.append({"image": image, "img": group[0].img, "path": group[0].path,
+                          "frame_no": 1, "paths": [it.path for it in group],
+                          "sops": [it.img.sop_uid for it in group], "slices": n,
+                          "spacing": spacing})
+            continue
+        for it in group:
+            for i, frame in enumerate(it.img.frames):
+                units.append({"image": frame, "img": it.img, "path": it.path, "frame_no": i + 1,
+                              "paths": [it.path], "sops": [it.img.sop_uid] if i == 0 else [],
+                              "slices": 1, "spacing": None})
+    return units, bad, warnings
+
+
+def decode_task(task):
+    """Every outcome of one labels.csv row, in series order.
+
+    Parameters
+    ----------
+    task : tuple
+        ``(columns, mask_path)``; columns is ``[(name, [files], is_folder), …]`` in channel order.
 
     Returns
     -------
     list of tuples
-        ``("ok", path, record)`` per frame or ``("reject", path, reason)`` per file.
+        ``("ok", path, record)`` per record, ``("reject", path, reason)`` per rejected file,
+        ``("warn", path, reason)`` per series-level finding that did not reject anything.
     """
-    key, size, window = _WORKER["key"], _WORKER["size"], _WORKER["window"]
-    files = [Path(f) for f in files]
-    if is_folder:
-        files = _sorted_series(files)
+    opts: Options = _WORKER["options"]
+    columns, mask_path = task
+    per_column = []
+    for (name, files, is_folder), window in zip(columns, opts.windows):
+        per_column.append(_decode_column([Path(f) for f in files], is_folder, window, opts))
     out = []
-    for path in files:
+    for (name, _, _), (_, _, warns) in zip(columns, per_column):
+        out.extend(("warn", name, w) for w in warns)
+    if len(columns) == 1:
+        units, bad, _ = per_column[0]
+    else:
+        units, bad = _pair(columns, per_column)
+    out.extend(("reject", p, reason) for p, reason in bad)
+    mask = None
+    if mask_path is not None and units:
+        unit = units[0]
+        img = unit["img"]
         try:
-            out.extend(_decode_file(path, Path(mask_path) if mask_path else None, key, size, window))
+            if len(units) != 1 or img.frames.shape[0] != 1:
+                raise dicom.DicomRejected(
+                    f"mask shape mismatch (expected one mask per frame for "
+                    f"{img.frames.shape[0]} frames, received one {img.rows}x{img.columns} mask)")
+            full = _load_mask(Path(mask_path), img.rows, img.columns)
         except dicom.DicomRejected as exc:
-            out.append(("reject", str(path), exc.reason))
-        except MemoryError:
-            out.append(("reject", str(path), "image too large to decode"))
-        except Exception:
-            out.append(("reject", str(path), "cannot decode"))
+            out.extend(("reject", p, exc.reason) for u in units for p in u["paths"])
+            return out
+        mask = (dicom.resize_bilinear(full, opts.size) >= 0.5).astype(np.uint8)
+    for unit in units:
+        image = unit["image"]
+        if opts.preprocessing:
+            image = preprocess.apply_specs(image, opts.preprocessing)
+        payload = dict(_meta(unit["img"], unit["path"], opts.key), image=image, mask=mask,
+                       frame_no=unit["frame_no"], paths=unit["paths"],
+                       sops=[deid.pseudonym(opts.key, "sop", s) for s in unit["sops"] if s],
+                       slices=unit["slices"], spacing=unit["spacing"])
+        out.append(("ok", unit["path"], payload))
     return out
+
+
+def _pair(columns, per_column):
+    """Stack the units of several input columns as channels (all or nothing per row)."""
+    names = [name for name, _, _ in columns]
+    bad = []
+    for name, (_, col_bad, _) in zip(names, per_column):
+        bad.extend(col_bad)
+    counts = [len(units) for units, _, _ in per_column]
+    reason = None
+    if bad:
+        first_name = next(n for n, (_, b, _) in zip(names, per_column) if b)
+        first_reason = next(b for _, b, _ in per_column if b)[0][1]
+        reason = f"paired input rejected ({first_name}: {first_reason})"
+    elif len(set(counts)) > 1:
+        reason = "paired inputs differ in slice count (" + ", ".join(
+            f"{n} {c}" for n, c in zip(names, counts)) + ")"
+    if reason is not None:
+        done = {p for p, _ in bad}
+        for units, _, _ in per_column:
+            for unit in units:
+                for p in unit["paths"]:
+                    if p not in done:
+                        bad.append((p, reason))
+                        done.add(p)
+        return [], bad
+    units = []
+    for parts in zip(*(u for u, _, _ in per_column)):
+        lead = dict(parts[0])
+        lead["image"] = np.concatenate([u["image"] for u in parts], axis=-1)
+        lead["paths"] = [p for u in parts for p in u["paths"]]
+        units.append(lead)
+    return units, []
+
+
+def decode_chunk(tasks):
+    """Worker entry: :func:`decode_task` for each task of a chunk."""
+    return [decode_task(task) for task in tasks]
 
 
 def worker_imports_tensorflow() -> bool:
@@ -168,28 +459,189 @@ def worker_imports_tensorflow() -> bool:
 # --------------------------------------------------------------------------- main side
 
 
-def _ordered_map(fn, tasks, workers, initargs):
-    """``fn(*task)`` for every task, results in task order, at most ``4 × workers`` in flight."""
-    if workers <= 1:
-        _init_worker(*initargs)
-        for task in tasks:
-            yield fn(*task)
-        return
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=initargs) as pool:
-        pending = collections.deque()
-        it = iter(tasks)
-        for task in it:
-            pending.append(pool.submit(fn, *task))
-            if len(pending) >= 4 * workers:
-                break
-        while pending:
-            result = pending.popleft().result()
-            for task in it:
-                pending.append(pool.submit(fn, *task))
-                break
-            yield result
+def _chunks(tasks, files_per_chunk=FILES_PER_CHUNK):
+    chunk, n = [], 0
+    for task in tasks:
+        chunk.append(task)
+        n += sum(len(files) for _, files, _ in task[0])
+        if n >= files_per_chunk:
+            yield chunk
+            chunk, n = [], 0
+    if chunk:
+        yield chunk
+
+
+def iter_outcomes(tasks, options: Options, workers: int = 1, parallel: str = "auto", stats=None):
+    """Outcomes of :func:`decode_task` for every task, in task order.
+
+    Tasks are decoded in chunks of about :data:`FILES_PER_CHUNK` files. Up to ``workers``
+    processes are started, and only when worthwhile: ``parallel="auto"`` measures the first
+    chunk here and starts them when the remaining work is estimated above
+    :data:`PARALLEL_MIN_SECONDS`; this process keeps decoding the next chunks while they start.
+    ``parallel="always"`` starts them at once (tests), ``"never"`` never does. ``stats`` (a dict)
+    receives ``workers_started`` and ``chunks``.
+    """
+    if parallel not in ("auto", "always", "never"):
+        raise ValueError(f"Argument `parallel` must be auto, always or never. "
+                         f"Received: parallel={parallel!r}")
+    chunks = list(_chunks(tasks))
+    sizes = [sum(len(files) for task in chunk for _, files, _ in task[0]) for chunk in chunks]
+    remaining = sum(sizes)
+    _init_worker(options)
+    pool, futures, next_submit = None, {}, len(chunks)
+    busy, done_here = 0.0, 0
+    if stats is not None:
+        stats.update(workers_started=0, chunks=len(chunks))
+    try:
+        for i, chunk in enumerate(chunks):
+            if pool is None and workers > 1 and parallel != "never" and (
+                    parallel == "always" or (done_here and busy / done_here * remaining
+                                             > PARALLEL_MIN_SECONDS)):
+                per_chunk = busy / max(1, i)
+                ahead = int(WORKER_STARTUP_SECONDS / per_chunk) if per_chunk > 0 else 0
+                pool = ProcessPoolExecutor(max_workers=workers,
+                                           mp_context=multiprocessing.get_context("spawn"),
+                                           initializer=_init_worker, initargs=(options,))
+                next_submit = min(len(chunks), i + ahead)
+                if stats is not None:
+                    stats["workers_started"] = workers
+            if pool is not None:
+                while next_submit < len(chunks) and len(futures) < 3 * workers:
+                    futures[next_submit] = pool.submit(decode_chunk, chunks[next_submit])
+                    next_submit += 1
+            if i in futures:
+                results = futures.pop(i).result()
+            else:
+                t0 = time.perf_counter()
+                results = decode_chunk(chunk)
+                busy += time.perf_counter() - t0
+                done_here += sizes[i]
+            remaining -= sizes[i]
+            yield from results
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+class RecordStream:
+    """Outcomes → records, in input order, with the bookkeeping every consumer needs.
+
+    Keeps ``rejected`` (row, path, reason) and ``warnings`` (row, path, reason) with paths
+    relative to ``dicom_dir``, drops repeated SOP Instance UIDs, numbers records ``r000001``….
+    Shared by :func:`ingest` and the TFDS builder so both yield the same records.
+    """
+
+    def __init__(self, dicom_dir, class_index, has_mask, echo=True):
+        self.dicom_dir = Path(dicom_dir)
+        self.class_index = class_index
+        self.has_mask = has_mask
+        self.echo = echo
+        self.rejected: list = []
+        self.warnings: list = []
+        self._rejected_keys: set = set()
+        self._seen_sop: set = set()
+        self._dup_files: set = set()
+        self.count = 0
+
+    def _rel(self, path):
+        return os.path.relpath(path, self.dicom_dir)
+
+    def reject(self, row, path, reason):
+        key = (row, str(path))
+        if key in self._rejected_keys:
+            return
+        self._rejected_keys.add(key)
+        rel = self._rel(path)
+        self.rejected.append((row, rel, reason))
+        if self.echo:
+            print(f"medzoo ingest: rejected {rel}: {reason}", file=sys.stderr)
+
+    def warn(self, row, path, reason):
+        rel = self._rel(path)
+        self.warnings.append((row, rel, reason))
+        if self.echo:
+            print(f"medzoo ingest: warning {rel}: {reason}", file=sys.stderr)
+
+    def records(self, row, outcomes):
+        """Yield ``(record_id, label_row, payload)`` for the loadable outcomes of one row."""
+        for kind, path, payload in outcomes:
+            if kind == "reject":
+                self.reject(row.row, path, payload)
+                continue
+            if kind == "warn":  # path is the input column's name
+                self.warn(row.row, dict(row.columns)[path], payload)
+                continue
+            if any(p in self._dup_files for p in payload["paths"]):
+                continue
+            if any(s in self._seen_sop for s in payload["sops"]):
+                for p in payload["paths"]:
+                    self._dup_files.add(p)
+                    self.reject(row.row, p, "duplicate SOPInstanceUID")
+                continue
+            self._seen_sop.update(payload["sops"])
+            if self.has_mask and payload["mask"] is None:
+                shape = payload["image"].shape[:-1]
+                payload["mask"] = np.zeros(shape, np.uint8)
+                payload["has_own_mask"] = False
+            else:
+                payload["has_own_mask"] = payload["mask"] is not None
+            self.count += 1
+            yield f"r{self.count:06d}", payload
+
+
+@dataclasses.dataclass
+class PlannedRow:
+    row: manifest.LabelRow
+    columns: list  # [(name, [files], is_folder)]
+    reason: str | None  # reject the whole row
+    reasons: dict = dataclasses.field(default_factory=dict)  # per-file reason override
+
+    @property
+    def files(self):
+        return [f for _, files, _ in self.columns for f in files]
+
+
+def plan_rows(rows, labels_csv, volume=False) -> list[PlannedRow]:
+    """Row-level checks (files exist, label present, mask usable) before any decoding."""
+    base = Path(labels_csv).parent
+    plan = []
+    for r in rows:
+        columns, problems = [], []
+        for name, path in r.columns:
+            if path is None:
+                columns.append((name, [base / f"<{name} empty>"], False))
+                problems.append((name, "input missing (empty cell)"))
+                continue
+            exists = path.exists() and path != base
+            files = manifest.expand_path(path) if exists else [path]
+            if not exists:
+                problems.append((name, "file not found"))
+            elif not files:
+                files = [path]
+                problems.append((name, "empty folder"))
+            columns.append((name, [Path(f) for f in files], path.is_dir()))
+        reason, reasons = None, {}
+        if problems:
+            if len(columns) == 1:
+                reason = problems[0][1]
+            else:
+                bad_name, bad_reason = problems[0]
+                reason = f"paired input rejected ({bad_name}: {bad_reason})"
+                for name, why in problems:
+                    for f in dict((n, fs) for n, fs, _ in columns)[name]:
+                        reasons[str(f)] = f"{why} ({name})"
+        elif len({is_dir for _, _, is_dir in columns}) > 1:
+            reason = "paired inputs mix a file and a folder"
+        elif not r.label:
+            reason = "label missing"
+        elif r.mask is not None and not r.mask.is_file():
+            reason = "mask file missing"
+        elif r.mask is not None and columns[0][2]:
+            reason = "mask given for a series folder (expected one slice per row)"
+        elif r.mask is not None and volume:
+            reason = "mask given for a volume (masks are 2D only)"
+        plan.append(PlannedRow(r, columns, reason, reasons))
+    return plan
 
 
 def _write_text(path: Path, text: str):
@@ -210,9 +662,22 @@ def _num(x: float) -> str:
     return format(float(x), ".10g")
 
 
+def _windows(window, n_columns):
+    specs = list(window) if isinstance(window, (list, tuple)) and window and all(
+        isinstance(w, (str, list, tuple)) or w is None for w in window) else [window]
+    if len(specs) == 1:
+        specs = specs * n_columns
+    if len(specs) != n_columns:
+        raise InputError(f"Expected one window, or one per input column ({n_columns}). "
+                         f"Received: {len(specs)} windows")
+    return specs
+
+
 def ingest(dicom_dir, labels_csv, out, size=64, window="auto", workers=1, folds=5, seed=0,
            key_file=None, strict=False, records_per_shard=records.RECORDS_PER_SHARD,
-           progress=None) -> dict:
+           progress=None, *, color="grey", volumes=None, denoise=None, enhance=None,
+           standardize=None, series_issues="warn", parallel="auto",
+           file_timeout=FILE_TIMEOUT_SECONDS) -> dict:
     """Ingest DICOM files listed in labels.csv into a dataset dir.
 
     Parameters
@@ -220,14 +685,17 @@ def ingest(dicom_dir, labels_csv, out, size=64, window="auto", workers=1, folds=
     dicom_dir : path-like
         Folder the inputs live in; rejected.csv paths are relative to it.
     labels_csv : path-like
-        ``path,label[,mask]``; paths relative to the CSV's folder (a file or a series folder).
+        ``path,label[,mask]``, optionally more input columns ``path_<name>`` (one channel group
+        each, e.g. ``path,path_mr,label``); paths relative to the CSV's folder (a file or a
+        series folder).
     out : path-like
         Dataset dir to create; must not exist yet (or be empty).
     size : int
         Stored images are ``size × size`` (bilinear, as ``tf.image.resize``).
-    window : "auto", "C,W" or (C, W)
+    window : "auto", a CT preset (lung, mediastinum, brain, bone, abdomen), "C,W", (C, W), or
+        a list of these, one per input column.
     workers : int
-        Decoding processes (1 = in this process).
+        Up to this many decoding processes, started only when worthwhile (see ``parallel``).
     folds, seed : int
         Patient-grouped, label-stratified folds.
     key_file : path-like, optional
@@ -236,12 +704,28 @@ def ingest(dicom_dir, labels_csv, out, size=64, window="auto", workers=1, folds=
         Recorded in the summary as ``strict_failed`` when anything was rejected (the CLI exits 1).
     progress : bool, optional
         Progress bar on stderr; None → only on a terminal.
+    color : {"grey", "rgb"}
+        Colour objects reduced to luma (1 channel per input) or kept as 3 channels (monochrome
+        repeated).
+    volumes : "D,H,W" or (D, H, W), optional
+        Write one resampled volume per series (``kind: volume``) instead of 2D slices.
+    denoise, enhance, standardize : str, optional
+        Preprocessing after the resize (:func:`medzoo.datasets.preprocess.parse_specs`).
+    series_issues : {"warn", "reject"}
+        2D mode: series with missing slices, duplicate positions or inconsistent geometry are
+        kept and listed in warnings.csv ("warn"), or their files rejected ("reject"). Volumes
+        always reject such series.
+    parallel : {"auto", "always", "never"}
+        When to start the worker processes (see :func:`iter_outcomes`).
+    file_timeout : float
+        Seconds one file may take to decode before it is rejected ("decoding timed out");
+        0 disables the limit.
 
     Returns
     -------
     dict
         ``inputs, loaded, rejected, records, per_class, per_fold, patients, rejected_by_reason,
-        strict_failed, out``. ``inputs == loaded + rejected`` always.
+        warnings, workers_started, strict_failed, out``. ``inputs == loaded + rejected`` always.
 
     Raises
     ------
@@ -254,10 +738,20 @@ def ingest(dicom_dir, labels_csv, out, size=64, window="auto", workers=1, folds=
     size = int(size)
     if size < 1:
         raise InputError(f"Argument `size` must be a positive integer. Received: size={size}")
-    window = parse_window(window)
+    if color not in dicom.COLOR_MODES:
+        raise InputError(f"--color must be grey or rgb. Received: {color!r}")
+    if series_issues not in ("warn", "reject"):
+        raise InputError(f"Series issues must be 'warn' or 'reject'. Received: {series_issues!r}")
+    volume = parse_volume(volumes)
+    specs = preprocess.parse_specs(denoise, enhance, standardize)
+    image_hw = (volume[1], volume[2]) if volume else (size, size)
+    preprocess.check_size(specs, *image_hw)
     if not dicom_dir.is_dir():
         raise InputError(f"DICOM dir {dicom_dir}: expected a folder. Received: no such folder")
     rows = manifest.read_labels(labels_csv)
+    input_names = [name for name, _ in rows[0].columns]
+    raw_windows = _windows(window, len(input_names))
+    windows = [parse_window(w) for w in raw_windows]
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         what = "a dataset" if (out / "dataset.json").exists() else "existing files"
         raise InputError(f"Output {out}: expected a new or empty folder. Received: it holds "
@@ -266,39 +760,35 @@ def ingest(dicom_dir, labels_csv, out, size=64, window="auto", workers=1, folds=
     if not classes:
         raise InputError(f"Labels file {labels_csv}: expected class names in column `label`. "
                          "Received: every label empty")
-    class_index = {c: i for i, c in enumerate(classes)}
     has_mask = any(r.mask is not None for r in rows)
     key = deid.load_or_create_key(key_file)
-
-    # Row-level checks in the main process; everything else goes to the workers.
-    plan = []  # (LabelRow, input files, reason to reject the whole row or None)
-    for r in rows:
-        exists = r.path.exists() and r.path != Path(labels_csv).parent
-        files = manifest.expand_path(r.path) if exists else [r.path]
-        if not exists:
-            reason = "file not found"
-        elif not files:
-            reason, files = "empty folder", [r.path]
-        elif not r.label:
-            reason = "label missing"
-        elif r.mask is not None and not r.mask.is_file():
-            reason = "mask file missing"
-        elif r.mask is not None and r.path.is_dir():
-            reason = "mask given for a series folder (expected one slice per row)"
-        else:
-            reason = None
-        plan.append((r, files, reason))
-    n_inputs = sum(len(files) for _, files, _ in plan)
+    options = Options(key=key, size=image_hw, windows=tuple(windows), color=color,
+                      volume_depth=volume[0] if volume else None, preprocessing=tuple(specs),
+                      series_issues=series_issues, file_timeout=float(file_timeout))
+    plan = plan_rows(rows, labels_csv, volume=volume is not None)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)
+    per_channel = 3 if color == "rgb" else 1
+    settings = {
+        "kind": "volume" if volume else "image",
+        "image_size": list(volume) if volume else [size, size],
+        "channels": per_channel * len(input_names),
+        "inputs": input_names,
+        "window": windows[0] if windows[0] == "auto" else list(windows[0]),
+        "window_preset": _preset_name(raw_windows[0]),
+        "windows": [w if w == "auto" else list(w) for w in windows],
+        "color": color,
+        "preprocessing": specs,
+        "series_issues": "reject" if volume else series_issues,
+    }
     try:
-        summary = _run(plan, dicom_dir, tmp, key, size, window, int(workers), classes,
-                       class_index, has_mask, int(folds), int(seed), n_inputs,
-                       int(records_per_shard), progress)
+        summary = _run(plan, dicom_dir, tmp, options, int(workers), classes, has_mask,
+                       int(folds), int(seed), int(records_per_shard), progress, parallel,
+                       settings)
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
@@ -310,74 +800,69 @@ def ingest(dicom_dir, labels_csv, out, size=64, window="auto", workers=1, folds=
     return summary
 
 
-def _run(plan, dicom_dir, tmp, key, size, window, workers, classes, class_index, has_mask,
-         folds, seed, n_inputs, records_per_shard, progress):
+def planned_tasks(plan):
+    """The decodable rows of a plan as worker tasks, and those rows."""
+    tasks, task_rows = [], []
+    for p in plan:
+        if p.reason is None:
+            columns = [(name, [str(f) for f in files], is_dir) for name, files, is_dir in p.columns]
+            tasks.append((columns, str(p.row.mask) if p.row.mask else None))
+            task_rows.append(p)
+    return tasks, task_rows
+
+
+def iter_plan_records(plan, stream: RecordStream, options: Options, workers=1, parallel="auto",
+                      on_row=None, stats=None):
+    """Every record of a plan, in input order: ``(record_id, label_row, payload)``.
+
+    Rows rejected by the plan go to ``stream.reject``; ``on_row(n_files)`` is called per row.
+    """
+    tasks, _ = planned_tasks(plan)
+    outcomes = iter_outcomes(tasks, options, workers, parallel, stats)
+    for p in plan:
+        if p.reason is not None:
+            for f in p.files:
+                stream.reject(p.row.row, f, p.reasons.get(str(f), p.reason))
+        else:
+            for record_id, payload in stream.records(p.row, next(outcomes)):
+                yield record_id, p.row, payload
+        if on_row is not None:
+            on_row(len(p.files))
+
+
+def _run(plan, dicom_dir, tmp, options, workers, classes, has_mask, folds, seed,
+         records_per_shard, progress, parallel, settings):
     from tqdm import tqdm
 
-    rejected = []  # (row, relpath, reason)
-    index = []  # dicts, fold filled in at the end
-    seen_sop = set()
+    class_index = {c: i for i, c in enumerate(classes)}
+    stream = RecordStream(dicom_dir, class_index, has_mask)
+    n_inputs = sum(len(p.files) for p in plan)
+    index = []
     total = total_sq = 0.0
     n_pixels = 0
-
-    def reject(row, path, reason):
-        rel = os.path.relpath(path, dicom_dir)
-        rejected.append((row, rel, reason))
-        print(f"medzoo ingest: rejected {rel}: {reason}", file=sys.stderr)
-
-    tasks, task_rows = [], []
-    for r, files, reason in plan:
-        if reason is None:
-            tasks.append(([str(f) for f in files], str(r.mask) if r.mask else None, r.path.is_dir()))
-            task_rows.append(r)
-    results = _ordered_map(decode_row, tasks, workers, (key, size, window))
     bar = tqdm(total=n_inputs, unit="file", file=sys.stderr, disable=None if progress is None
                else not progress, desc="ingest")
+    run_stats: dict = {}
     with records.ShardWriter(tmp / "shards", records_per_shard) as writer:
-        task_i = 0
-        for r, files, reason in plan:
-            if reason is not None:
-                for f in files:
-                    reject(r.row, f, reason)
-                bar.update(len(files))
-                continue
-            outcomes = next(results)
-            assert task_rows[task_i] is r
-            task_i += 1
-            dup_files = set()
-            for kind, path, payload in outcomes:
-                if kind == "reject":
-                    reject(r.row, path, payload)
-                    continue
-                if path in dup_files:
-                    continue
-                if payload["frame_no"] == 1 and payload["sop"] is not None:
-                    if payload["sop"] in seen_sop:
-                        dup_files.add(path)
-                        reject(r.row, path, "duplicate SOPInstanceUID")
-                        continue
-                    seen_sop.add(payload["sop"])
-                record_id = f"r{len(index) + 1:06d}"
-                image = payload["image"]
-                mask = payload["mask"]
-                if has_mask and mask is None:
-                    mask = np.zeros(image.shape[:2], np.uint8)
-                label = class_index[r.label]
-                writer.write(records.record_features(record_id, image, label, mask))
-                total += float(image.sum(dtype=np.float64))
-                total_sq += float(np.square(image, dtype=np.float64).sum())
-                n_pixels += image.size
-                index.append({
-                    "record_id": record_id, "row": r.row, "patient": payload["patient"],
-                    "study": payload["study"], "series": payload["series"], "label": label,
-                    "modality": payload["modality"], "window_center": payload["window_center"],
-                    "window_width": payload["window_width"], "photometric": payload["photometric"],
-                    "has_mask": int(payload["mask"] is not None),
-                    "_sort": (payload["position"] is None, payload["position"] or 0.0,
-                              payload["instance"] if payload["instance"] is not None else 0,
-                              payload["frame_no"], len(index)),
-                })
-            bar.update(len(files))
+        for record_id, row, payload in iter_plan_records(plan, stream, options, workers,
+                                                         parallel, bar.update, run_stats):
+            image, label = payload["image"], class_index[row.label]
+            writer.write(records.record_features(record_id, image, label, payload["mask"],
+                                                 spacing=payload["spacing"]))
+            total += float(image.sum(dtype=np.float64))
+            total_sq += float(np.square(image, dtype=np.float64).sum())
+            n_pixels += image.size
+            index.append({
+                "record_id": record_id, "row": row.row, "patient": payload["patient"],
+                "study": payload["study"], "series": payload["series"], "label": label,
+                "modality": payload["modality"], "window_center": payload["window_center"],
+                "window_width": payload["window_width"], "photometric": payload["photometric"],
+                "has_mask": int(payload["has_own_mask"]), "voi": payload["voi"],
+                "slices": payload["slices"],
+                "_sort": (payload["position"] is None, payload["position"] or 0.0,
+                          payload["instance"] if payload["instance"] is not None else 0,
+                          payload["frame_no"], len(index)),
+            })
     bar.close()
     if not index:
         raise InputError(f"No readable input: all {n_inputs} input files were rejected "
@@ -397,40 +882,50 @@ def _run(plan, dicom_dir, tmp, key, size, window, workers, classes, class_index,
         rec["fold"] = by_patient[rec["patient"]]
     splits.check_grouped(patients, [rec["fold"] for rec in index])
 
-    cols = manifest.INDEX_COLUMNS
+    cols = manifest.INDEX_COLUMNS + manifest.INDEX_EXTRA_COLUMNS
     _write_text(tmp / "index.csv", _csv_text(cols, (
         [rec[c] if c not in ("window_center", "window_width") else _num(rec[c]) for c in cols]
         for rec in index)))
     _write_text(tmp / "rejected.csv", _csv_text(("row", "path", "reason"), sorted(
-        rejected, key=lambda x: (x[0], x[1]))))
+        stream.rejected, key=lambda x: (x[0], x[1]))))
+    _write_text(tmp / "warnings.csv", _csv_text(("row", "path", "reason"), sorted(
+        stream.warnings, key=lambda x: (x[0], x[1]))))
 
-    n_rejected = len(rejected)
+    n_rejected = len(stream.rejected)
     loaded = n_inputs - n_rejected
     per_class = {c: 0 for c in classes}
     per_fold = {str(f): 0 for f in range(folds)}
     for rec in index:
         per_class[classes[rec["label"]]] += 1
         per_fold[str(rec["fold"])] += 1
-    by_reason = collections.Counter(reason for _, _, reason in rejected)
+    by_reason = collections.Counter(reason for _, _, reason in stream.rejected)
     mean = total / n_pixels
     std = math.sqrt(max(0.0, total_sq / n_pixels - mean * mean))
     counts = {"inputs": n_inputs, "loaded": loaded, "rejected": n_rejected,
               "records": len(index), "per_class": per_class, "per_fold": per_fold,
-              "patients": len(by_patient), "rejected_by_reason": dict(sorted(by_reason.items()))}
+              "patients": len(by_patient), "rejected_by_reason": dict(sorted(by_reason.items())),
+              "warnings": len(stream.warnings)}
     info = {
         "schema_version": SCHEMA_VERSION,
         "task": "classification",
-        "image_size": [size, size],
-        "channels": 1,
+        "kind": settings["kind"],
+        "image_size": settings["image_size"],
+        "channels": settings["channels"],
         "classes": classes,
         "has_mask": has_mask,
-        "window": window if window == "auto" else list(window),
+        "window": settings["window"],
         "folds": folds,
         "seed": seed,
         "counts": counts,
         "modalities": dict(sorted(collections.Counter(r["modality"] for r in index).items())),
         "pixel_stats": {"mean": round(mean, 6), "std": round(std, 6)},
-        "key_fingerprint": deid.key_fingerprint(key),
+        "key_fingerprint": deid.key_fingerprint(options.key),
+        "input_columns": settings["inputs"],
+        "windows": settings["windows"],
+        "window_preset": settings["window_preset"],
+        "color": settings["color"],
+        "preprocessing": settings["preprocessing"],
+        "series_issues": settings["series_issues"],
     }
     _write_text(tmp / "dataset.json", json.dumps(info, indent=2) + "\n")
-    return dict(counts)
+    return dict(counts, workers_started=run_stats.get("workers_started", 0))

@@ -15,14 +15,37 @@ INDEX_COLUMNS = ("record_id", "row", "frame", "patient", "study", "series", "lab
                  "modality", "window_center", "window_width", "photometric", "has_mask")
 
 
+INDEX_EXTRA_COLUMNS = ("voi", "slices")
+"""Columns index.csv carries after :data:`INDEX_COLUMNS` (added in schema 1; readers may ignore
+them): ``voi`` = window | lut | colour, ``slices`` = slices in the record (1 for 2D)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class LabelRow:
-    """One data row of labels.csv: ``row`` is 1-based; ``path``/``mask`` are absolute Paths."""
+    """One data row of labels.csv: ``row`` is 1-based; ``path``/``mask`` are absolute Paths.
+
+    ``inputs`` holds the extra input columns (``path_<name>``, e.g. ``path_mr``) in header
+    order as ``(column, Path or None)``; each becomes one more channel group of the image.
+    """
 
     row: int
     path: Path
     label: str
     mask: Path | None
+    inputs: tuple = ()
+
+    @property
+    def columns(self) -> list:
+        """``[("path", path), ("path_mr", …), …]``: every input of the row, channel order."""
+        return [("path", self.path), *self.inputs]
+
+
+def input_columns(labels_csv) -> list[str]:
+    """The input columns of labels.csv: ``path`` then every ``path_<name>`` in header order."""
+    with open(labels_csv, newline="", encoding="utf-8-sig") as fh:
+        header = next(csv.reader(fh), [])
+    return ["path"] + [h.strip().lower() for h in header
+                       if h.strip().lower().startswith("path_") and len(h.strip()) > 5]
 
 
 def order_classes(labels) -> list[str]:
@@ -40,6 +63,9 @@ def order_classes(labels) -> list[str]:
 
 def read_labels(labels_csv) -> list[LabelRow]:
     """Read and validate labels.csv (``path,label[,mask]``, paths relative to the CSV's folder).
+
+    Several inputs per row (co-registered modalities for fusion models): add columns named
+    ``path_<name>`` (e.g. ``path,path_mr,label,mask``); see :attr:`LabelRow.inputs`.
 
     Rows are kept even when their label is empty (ingest rejects them with "label missing").
 
@@ -67,15 +93,21 @@ def read_labels(labels_csv) -> list[LabelRow]:
     except csv.Error as exc:
         raise InputError(f"Labels file {path}: expected CSV. Received: {exc}")
     base = path.parent
+    extra = [h for h in header if h.startswith("path_") and len(h) > 5]
+    if len(set(extra)) != len(extra):
+        raise InputError(f"Labels file {path}: expected each path_<name> column once. "
+                         f"Received: columns {','.join(header)}")
     rows = []
     for i, rec in enumerate(raw, start=1):
         rel = (rec.get("path") or "").strip()
         if not rel and not any((v or "").strip() for v in rec.values() if isinstance(v, str)):
             continue  # blank line
         mask = (rec.get("mask") or "").strip()
+        inputs = tuple((col, base / (rec.get(col) or "").strip()
+                        if (rec.get(col) or "").strip() else None) for col in extra)
         rows.append(LabelRow(row=i, path=base / rel if rel else base / "",
                              label=(rec.get("label") or "").strip(),
-                             mask=base / mask if mask else None))
+                             mask=base / mask if mask else None, inputs=inputs))
     if not rows:
         raise InputError(f"Labels file {path}: expected at least one data row. Received: none")
     return rows
@@ -135,5 +167,7 @@ def read_index(ds_dir) -> list[dict]:
             for key in ("window_center", "window_width"):
                 rec[key] = float(rec[key])
             rec["has_mask"] = rec["has_mask"] in ("1", "true", "True")
+            if rec.get("slices"):
+                rec["slices"] = int(rec["slices"])
             out.append(rec)
     return out

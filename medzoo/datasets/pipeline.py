@@ -11,7 +11,8 @@ from medzoo.datasets.records import shard_paths
 from medzoo.errors import InputError
 
 
-def _parser(height, width, channels, has_mask):
+def _parser(shape, channels, has_mask):
+    """Parse one Example; ``shape`` is ``[H, W]`` (2D) or ``[D, H, W]`` (volume)."""
     spec = {
         "record_id": tf.io.FixedLenFeature([], tf.string),
         "image": tf.io.FixedLenFeature([], tf.string),
@@ -22,26 +23,32 @@ def _parser(height, width, channels, has_mask):
 
     def parse(serialized):
         ex = tf.io.parse_single_example(serialized, spec)
-        image = tf.reshape(tf.io.decode_raw(ex["image"], tf.float32), [height, width, channels])
+        image = tf.reshape(tf.io.decode_raw(ex["image"], tf.float32), [*shape, channels])
         if has_mask:
-            mask = tf.reshape(tf.io.decode_raw(ex["mask"], tf.uint8), [height, width, 1])
+            mask = tf.reshape(tf.io.decode_raw(ex["mask"], tf.uint8), [*shape, 1])
         else:
-            mask = tf.zeros([height, width, 1], tf.uint8)
+            mask = tf.zeros([*shape, 1], tf.uint8)
         return {"record_id": ex["record_id"], "image": image,
                 "label": tf.cast(ex["label"], tf.int32), "mask": tf.cast(mask, tf.float32)}
 
     return parse
 
 
-def _augment(example, seed_pair, height, width):
-    """Random left-right flip and shift (±1/8 of the size, zero fill), same for image and mask."""
+def _augment(example, seed_pair, shape):
+    """Random left-right flip and in-plane shift (±1/8 of the size, zero fill), the same for
+    image and mask (and for every slice of a volume)."""
     image, mask = example["image"], example["mask"]
     channels = image.shape[-1]
+    height, width = shape[-2], shape[-1]
     both = tf.concat([image, mask], axis=-1)
-    both = tf.image.stateless_random_flip_left_right(both, seed=seed_pair)
+    if len(shape) == 2:
+        both = tf.image.stateless_random_flip_left_right(both, seed=seed_pair)
+    else:
+        flip = tf.random.stateless_uniform([], seed=seed_pair) < 0.5
+        both = tf.cond(flip, lambda: tf.reverse(both, axis=[2]), lambda: both)
     pad_h, pad_w = max(1, height // 8), max(1, width // 8)
-    both = tf.pad(both, [[pad_h, pad_h], [pad_w, pad_w], [0, 0]])
-    both = tf.image.stateless_random_crop(both, [height, width, channels + 1],
+    both = tf.pad(both, [[0, 0]] * (len(shape) - 2) + [[pad_h, pad_h], [pad_w, pad_w], [0, 0]])
+    both = tf.image.stateless_random_crop(both, [*shape, channels + 1],
                                           seed=seed_pair + tf.constant([0, 1], tf.int64))
     return dict(example, image=both[..., :channels], mask=both[..., channels:])
 
@@ -70,7 +77,9 @@ def make_dataset(ds_dir, record_ids, *, target="label", batch_size=16, shuffle=T
     Returns
     -------
     tf.data.Dataset
-        Elements ``(image float32 (B, H, W, C), label int32 (B,))`` or ``(image, mask)``.
+        Elements ``(image float32 (B, H, W, C), label int32 (B,))`` or ``(image, mask)``; for a
+        volume dataset (``"kind": "volume"``, ``image_size`` [D, H, W]) images are
+        ``(B, D, H, W, C)`` and masks ``(B, D, H, W, 1)``.
 
     Raises
     ------
@@ -86,10 +95,13 @@ def make_dataset(ds_dir, record_ids, *, target="label", batch_size=16, shuffle=T
     paths = [str(p) for p in shard_paths(ds_dir)]
     if not paths:
         raise InputError(f"{Path(ds_dir) / 'shards'}: expected shard-*.tfrecord files. Received: none")
-    height, width = (int(v) for v in info["image_size"])
+    shape = [int(v) for v in info["image_size"]]
+    if len(shape) != (3 if info.get("kind") == "volume" else 2):
+        raise InputError(f"{ds_dir}: dataset.json image_size {shape} does not fit kind "
+                         f"{info.get('kind', 'image')!r}")
     channels = int(info.get("channels", 1))
     ds = tf.data.TFRecordDataset(paths).map(
-        _parser(height, width, channels, bool(info.get("has_mask"))),
+        _parser(shape, channels, bool(info.get("has_mask"))),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     n = int(info["counts"]["records"])
     if record_ids is not None:
@@ -113,7 +125,7 @@ def make_dataset(ds_dir, record_ids, *, target="label", batch_size=16, shuffle=T
         rand = tf.data.Dataset.random(seed=int(seed), rerandomize_each_iteration=True)
         ds = tf.data.Dataset.zip(ds, rand).map(
             lambda ex, r: _augment(ex, tf.stack([r, tf.constant(int(seed), tf.int64)]),
-                                   height, width),
+                                   shape),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     key = "label" if target == "label" else "mask"
     ds = ds.map(lambda ex: (ex["image"], ex[key]))

@@ -203,16 +203,30 @@ def decode_example(data: bytes) -> dict:
 # --------------------------------------------------------------------------- dataset records
 
 
-def record_features(record_id: str, image: np.ndarray, label: int, mask=None) -> dict:
-    """Feature dict of one dataset record (docs/internals.md schema)."""
+def record_features(record_id: str, image: np.ndarray, label: int, mask=None,
+                    spacing=None) -> dict:
+    """Feature dict of one dataset record (docs/internals.md schema).
+
+    ``image`` is ``(H, W[, C])`` or, for a volume, ``(D, H, W, C)``: a volume record adds
+    ``depth`` (int64) and ``spacing`` (3 floats, mm between voxel centres along D, H, W); its
+    mask, when given, is ``(D, H, W)``.
+    """
     image = np.asarray(image, dtype="<f4")
     if image.ndim == 2:
         image = image[:, :, None]
-    h, w, c = image.shape
+    if image.ndim == 4:
+        d, h, w, c = image.shape
+    else:
+        d = None
+        h, w, c = image.shape
     features = {"record_id": record_id.encode(), "image": image.tobytes(), "label": int(label),
                 "height": h, "width": w, "channels": c}
+    if d is not None:
+        features["depth"] = d
+        features["spacing"] = [float(v) for v in (spacing if spacing is not None else (1, 1, 1))]
     if mask is not None:
-        features["mask"] = np.asarray(mask, dtype=np.uint8).reshape(h, w).tobytes()
+        shape = (h, w) if d is None else (d, h, w)
+        features["mask"] = np.asarray(mask, dtype=np.uint8).reshape(shape).tobytes()
     return features
 
 
@@ -265,13 +279,21 @@ def shard_paths(ds_dir) -> list[Path]:
 
 
 def parse_record(features: dict) -> dict:
-    """Decoded Example features → ``{record_id, image (H,W,C) float32, label, mask or None}``."""
+    """Decoded Example features → ``{record_id, image (H,W,C) float32, label, mask or None}``.
+
+    A volume record gives ``image`` ``(D, H, W, C)``, ``mask`` ``(D, H, W)`` and ``spacing``
+    (3 floats, D/H/W order).
+    """
     h, w, c = features["height"][0], features["width"][0], features["channels"][0]
-    image = np.frombuffer(features["image"][0], dtype="<f4").reshape(h, w, c).astype(np.float32)
+    shape = (h, w) if "depth" not in features else (features["depth"][0], h, w)
+    image = np.frombuffer(features["image"][0], dtype="<f4").reshape(*shape, c).astype(np.float32)
     mask = features.get("mask")
-    mask = np.frombuffer(mask[0], dtype=np.uint8).reshape(h, w).copy() if mask else None
-    return {"record_id": features["record_id"][0].decode(), "image": image,
-            "label": int(features["label"][0]), "mask": mask}
+    mask = np.frombuffer(mask[0], dtype=np.uint8).reshape(shape).copy() if mask else None
+    out = {"record_id": features["record_id"][0].decode(), "image": image,
+           "label": int(features["label"][0]), "mask": mask}
+    if "spacing" in features:
+        out["spacing"] = tuple(float(v) for v in features["spacing"])
+    return out
 
 
 def read_records(ds_dir, record_ids=None):

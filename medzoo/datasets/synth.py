@@ -195,7 +195,8 @@ def _atomic_bytes(path: Path, data: bytes):
     os.replace(tmp, path)
 
 
-def write_synthetic(out, patients=60, modality="ct", size=64, slices=4, seed=0, compress=None):
+def write_synthetic(out, patients=60, modality="ct", size=64, slices=4, seed=0, compress=None,
+                    paired=False):
     """Write ``patients`` synthetic chest series as DICOM plus ``labels.csv``.
 
     Parameters
@@ -215,6 +216,11 @@ def write_synthetic(out, patients=60, modality="ct", size=64, slices=4, seed=0, 
         Same seed → byte-identical output.
     compress : {None, "rle", "jpeg-ls", "j2k"}
         Transfer syntax for the pixel data (lossless); None writes Explicit VR Little Endian.
+    paired : bool
+        Co-registered CT + MR per patient (``modality`` is ignored): the same anatomy and lesion
+        in both, one study, two series sharing a FrameOfReferenceUID, the same slice positions.
+        Layout ``OUT/<PatientID>/CT/IM0001.dcm``, ``OUT/<PatientID>/MR/IM0001.dcm``,
+        ``OUT/<PatientID>/IM0001_mask.npy``; labels.csv is ``path,path_mr,label,mask``.
 
     Returns
     -------
@@ -258,32 +264,47 @@ def write_synthetic(out, patients=60, modality="ct", size=64, slices=4, seed=0, 
         folders.append(phi["PatientID"])
         phi_strings.update(v for v in phi.values())
         phi_strings.update((uids["study"], uids["series"], uids["frame"]))
+        mods = ("ct", "mr") if paired else (mod,)
+        if paired:
+            uids["series_mr"] = _uid(seed, p, "series-mr")
+            phi_strings.add(uids["series_mr"])
         for k in range(int(slices)):
-            values, mask = phantom_slice(rng, size, lesion, k, mod)
-            stored, tags = _store(values, mod, store_params)
-            sop = dict(uids, sop=_uid(seed, p, "sop", k))
-            phi_strings.add(sop["sop"])
-            ds = _dataset(stored, tags, mod, phi, sop, k, size, seed, p)
-            if _COMPRESS[compress]:
-                ds.compress(_COMPRESS[compress], stored)
-            buf = io.BytesIO()
-            dcmwrite(buf, ds, enforce_file_format=True)
             name = f"IM{k + 1:04d}"
-            _atomic_bytes(folder / f"{name}.dcm", buf.getvalue())
+            rels = []
+            for j, m in enumerate(mods):
+                # co-registered: the same anatomy and lesion, noise of its own per modality
+                sub_rng = rng if j == 0 else np.random.default_rng([int(seed), p, k, 7])
+                values, mask = phantom_slice(sub_rng, size, lesion, k, m)
+                stored, tags = _store(values, m, store_params)
+                sop = dict(uids, sop=_uid(seed, p, "sop", k) if j == 0 else _uid(seed, p, m, k))
+                if j:
+                    sop["series"] = uids["series_mr"]
+                phi_strings.add(sop["sop"])
+                ds = _dataset(stored, tags, m, phi, sop, k, size, seed, p)
+                if paired:
+                    ds.SeriesNumber = j + 1
+                if _COMPRESS[compress]:
+                    ds.compress(_COMPRESS[compress], stored)
+                buf = io.BytesIO()
+                dcmwrite(buf, ds, enforce_file_format=True)
+                sub = folder / m.upper() if paired else folder
+                sub.mkdir(exist_ok=True)
+                _atomic_bytes(sub / f"{name}.dcm", buf.getvalue())
+                rels.append(f"{phi['PatientID']}/{m.upper() + '/' if paired else ''}{name}.dcm")
+                modalities[m.upper()] = modalities.get(m.upper(), 0) + 1
             mbuf = io.BytesIO()
             np.save(mbuf, mask, allow_pickle=False)
             _atomic_bytes(folder / f"{name}_mask.npy", mbuf.getvalue())
-            rows.append((f"{phi['PatientID']}/{name}.dcm", label, f"{phi['PatientID']}/{name}_mask.npy"))
+            rows.append((*rels, label, f"{phi['PatientID']}/{name}_mask.npy"))
             per_class[label] += 1
-            modalities[mod.upper()] = modalities.get(mod.upper(), 0) + 1
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["path", "label", "mask"])
+    writer.writerow(["path", "path_mr", "label", "mask"] if paired else ["path", "label", "mask"])
     writer.writerows(rows)
     _atomic_bytes(out / "labels.csv", text.getvalue().encode())
     return {
         "patients": int(patients),
-        "files": len(rows),
+        "files": len(rows) * (2 if paired else 1),
         "per_class": per_class,
         "modalities": modalities,
         "labels_csv": str(out / "labels.csv"),

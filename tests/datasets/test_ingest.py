@@ -189,13 +189,82 @@ def test_workers_decode_without_tensorflow(synth_ct, key_file):
 
     src, _ = synth_ct
     files = [str(p) for p in sorted(src.glob("*/IM000*.dcm"))[:2]]
+    options = ingest_mod.Options(key=b"k" * 32, size=(32, 32), windows=("auto",))
+    tasks = [([("path", [f], False)], None) for f in files]
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=ingest_mod._init_worker,
-                             initargs=(b"k" * 32, 32, "auto")) as pool:
-        outcomes = pool.submit(ingest_mod.decode_row, files, None, False).result()
-        assert [kind for kind, _, _ in outcomes] == ["ok", "ok"]
-        assert outcomes[0][2]["image"].shape == (32, 32, 1)
+                             initializer=ingest_mod._init_worker, initargs=(options,)) as pool:
+        outcomes = pool.submit(ingest_mod.decode_chunk, tasks).result()
+        assert [[kind for kind, _, _ in o] for o in outcomes] == [["ok"], ["ok"]]
+        assert outcomes[0][0][2]["image"].shape == (32, 32, 1)
         assert pool.submit(ingest_mod.worker_imports_tensorflow).result() is False
+
+
+def test_workers_give_the_same_bytes_as_one_process(synth_ct, dataset, tmp_path, key_file):
+    src, _ = synth_ct
+    ds, _, _ = dataset
+    ingest(src, src / "labels.csv", tmp_path / "DS", size=32, folds=4, seed=0, key_file=key_file,
+           progress=False, workers=2, parallel="always")
+    for name in ("index.csv", "dataset.json", "shards/shard-00000.tfrecord"):
+        assert (tmp_path / "DS" / name).read_bytes() == (ds / name).read_bytes()
+
+
+def test_paired_ct_mr_become_two_channels_each_with_its_window(tmp_path, key_file):
+    from medzoo.datasets.dicom import read_dicom
+
+    src = tmp_path / "pair"
+    s = write_synthetic(src, patients=4, size=32, slices=2, seed=4, paired=True)
+    assert s["modalities"] == {"CT": 8, "MR": 8} and s["files"] == 16
+    rows = _csv(src / "labels.csv")
+    assert list(rows[0]) == ["path", "path_mr", "label", "mask"]
+    a = pydicom.dcmread(src / rows[0]["path"])
+    b = pydicom.dcmread(src / rows[0]["path_mr"])
+    assert a.FrameOfReferenceUID == b.FrameOfReferenceUID and a.SeriesInstanceUID != b.SeriesInstanceUID
+    assert a.ImagePositionPatient == b.ImagePositionPatient
+    result = ingest(src, src / "labels.csv", tmp_path / "DS", size=32, folds=2, key_file=key_file,
+                    progress=False, window=["mediastinum", "auto"])
+    assert result["inputs"] == 16 == result["loaded"] and result["records"] == 8
+    info = json.loads((tmp_path / "DS" / "dataset.json").read_text())
+    assert info["channels"] == 2 and info["input_columns"] == ["path", "path_mr"]
+    assert info["windows"] == [[50.0, 350.0], "auto"] and info["window_preset"] == "mediastinum"
+    for rec, row in zip(read_records(tmp_path / "DS"), rows):
+        assert rec["image"].shape == (32, 32, 2)
+        ct = read_dicom(src / row["path"], (50, 350), size=(32, 32)).frames[0, ..., 0]
+        mr = read_dicom(src / row["path_mr"], size=(32, 32)).frames[0, ..., 0]
+        np.testing.assert_array_equal(rec["image"][..., 0], ct)
+        np.testing.assert_array_equal(rec["image"][..., 1], mr)
+        if row["label"] == "lesion":  # the same lesion, at the same place, in both channels
+            m = rec["mask"] == 1
+            for c in (0, 1):
+                assert rec["image"][..., c][m].mean() > rec["image"][..., c][~m].mean()
+    # a broken MR file takes its CT partner with it, both accounted for
+    (src / rows[0]["path_mr"]).write_text("not DICOM")
+    again = ingest(src, src / "labels.csv", tmp_path / "DS2", size=32, folds=2,
+                   key_file=key_file, progress=False)
+    rejected = {r["path"]: r["reason"] for r in _csv(tmp_path / "DS2" / "rejected.csv")}
+    assert rejected == {rows[0]["path_mr"]: "not DICOM",
+                        rows[0]["path"]: "paired input rejected (path_mr: not DICOM)"}
+    assert again["inputs"] == again["loaded"] + again["rejected"] == 16
+
+
+def test_preprocessing_flags_are_applied_and_recorded(synth_ct, tmp_path, key_file):
+    from medzoo.datasets import preprocess
+
+    src, _ = synth_ct
+    plain = ingest(src, src / "labels.csv", tmp_path / "A", size=32, folds=2, key_file=key_file,
+                   progress=False)
+    done = ingest(src, src / "labels.csv", tmp_path / "B", size=32, folds=2, key_file=key_file,
+                  progress=False, denoise="median:3", enhance="clahe:4:2", standardize="minmax")
+    assert plain["records"] == done["records"] == 24
+    info = json.loads((tmp_path / "B" / "dataset.json").read_text())
+    specs = info["preprocessing"]
+    assert [s["op"] for s in specs] == ["denoise", "enhance", "standardize"]
+    assert specs[1] == {"op": "enhance", "layer": "Enhance", "mode": "clahe", "bins": 256,
+                        "tiles": 4, "clip_limit": 2.0}
+    for a, b in zip(read_records(tmp_path / "A"), read_records(tmp_path / "B")):
+        np.testing.assert_allclose(b["image"], preprocess.apply_specs(a["image"], specs), atol=1e-6)
+        assert b["image"].min() == 0.0 and b["image"].max() == 1.0
+    with pytest.raises(InputError, match="Received: 'wiener'"):
+        ingest(src, src / "labels.csv", tmp_path / "C", denoise="wiener", key_file=key_file)
 
 
 def test_mixed_modalities_and_png_masks(tmp_path, key_file):
