@@ -82,8 +82,10 @@ def export_run(run_dir, base, *, name: str | None = None, version: int | None = 
     model_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{version}.partial-", dir=model_dir))
     try:
+        preprocessing = config["data"].get("preprocessing") or []
         signatures = saved_model.write_saved_model(model, staging, task=config["task"],
-                                                   input_shape=input_shape)
+                                                   input_shape=input_shape,
+                                                   preprocessing=preprocessing)
         metadata = {"model": config["model"], "name": name, "version": version,
                     "task": config["task"], "classes": config["classes"],
                     "image_size": list(input_shape[:2]), "channels": input_shape[-1],
@@ -91,7 +93,8 @@ def export_run(run_dir, base, *, name: str | None = None, version: int | None = 
                     "seed": config["split_seed"], "data_fingerprint": config["data"]["fingerprint"],
                     "window": config["data"].get("window")}
         onnx_paths = onnx.write_onnx(model, staging, task=config["task"], input_shape=input_shape,
-                                     metadata=metadata, **({"opset": opset} if opset else {}))
+                                     metadata=metadata, preprocessing=preprocessing,
+                                     **({"opset": opset} if opset else {}))
         float_feeds, raw_feeds = parity_inputs(data_dir, config)
         keras_outputs = _keras_outputs(model, float_feeds["image"], config["task"])
         report = parity.check_parity(

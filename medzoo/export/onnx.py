@@ -13,7 +13,7 @@ DEFAULT_OPSET = 17
 
 
 def write_onnx(model, out_dir, *, task: str, input_shape, metadata: dict,
-               opset: int = DEFAULT_OPSET) -> dict[str, Path]:
+               opset: int = DEFAULT_OPSET, preprocessing=None) -> dict[str, Path]:
     """Convert ``model`` with tf2onnx; write ``model.onnx`` and ``model_raw.onnx`` into ``out_dir``.
 
     ``metadata`` is stored as ONNX ``metadata_props`` with a ``medzoo.`` prefix (values as JSON),
@@ -21,7 +21,7 @@ def write_onnx(model, out_dir, *, task: str, input_shape, metadata: dict,
     """
     import tf2onnx
 
-    functions = serving.make_serving_functions(model, task, input_shape)
+    functions = serving.make_serving_functions(model, task, input_shape, preprocessing)
     outputs = {}
     for filename, name in (("model.onnx", "serve_float"), ("model_raw.onnx", "serving_default")):
         fn = functions[name]

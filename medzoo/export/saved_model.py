@@ -7,7 +7,7 @@ from pathlib import Path
 from medzoo.export import serving
 
 
-def write_saved_model(model, out_dir, *, task: str, input_shape) -> list[str]:
+def write_saved_model(model, out_dir, *, task: str, input_shape, preprocessing=None) -> list[str]:
     """Write ``model`` to ``out_dir`` (``saved_model.pb`` + ``variables/``).
 
     Signatures: ``serving_default`` (raw DICOM pixels + rescale/window parameters) and
@@ -18,7 +18,7 @@ def write_saved_model(model, out_dir, *, task: str, input_shape) -> list[str]:
 
     # ExportArchive's meta-graph writer warns about Keras collections it skips; harmless noise.
     tf.get_logger().setLevel("ERROR")
-    functions = serving.make_serving_functions(model, task, input_shape)
+    functions = serving.make_serving_functions(model, task, input_shape, preprocessing)
     archive = keras.export.ExportArchive()
     archive.track(model)
     for name, fn in functions.items():

@@ -51,10 +51,18 @@ def model_outputs(model, images, task: str) -> dict:
     return {"probabilities": predictions}
 
 
-def make_serving_functions(model, task: str, input_shape) -> dict:
-    """``{"serving_default": fn, "serve_float": fn}`` as traced ``tf.function``s over ``model``."""
+def make_serving_functions(model, task: str, input_shape, preprocessing=None) -> dict:
+    """``{"serving_default": fn, "serve_float": fn}`` as traced ``tf.function``s over ``model``.
+
+    ``preprocessing`` is the dataset's ``preprocessing`` list (denoise → enhance → standardise
+    specs applied at ingest); ``serving_default`` replays it after the resize, so raw pixels get
+    exactly the images the model was trained on. ``serve_float`` takes images as stored.
+    """
+    from medzoo.zoo.preprocessing import layers_from_specs
+
     image_size = tuple(input_shape[:2])
     channels = int(input_shape[-1])
+    replay = layers_from_specs(preprocessing or [])
 
     def serve_float(image):
         return model_outputs(model, image, task)
@@ -63,6 +71,8 @@ def make_serving_functions(model, task: str, input_shape) -> dict:
                         invert):
         images = dicom_to_image(pixels, rescale_slope, rescale_intercept, window_center,
                                 window_width, invert, image_size)
+        for layer in replay:
+            images = layer(images)
         if channels != 1:
             images = tf.repeat(images, channels, axis=-1)
         return model_outputs(model, images, task)

@@ -123,6 +123,7 @@ def train(model: str, ds_dir, run_dir, *, epochs: int | None = None, batch_size:
         "classes": classes,
         "data": {"dir": str(ds_dir.resolve()), "fingerprint": dataset_fingerprint(ds_dir),
                  "window": info.get("window"), "image_size": list(info["image_size"]),
+                 "preprocessing": info.get("preprocessing") or [],
                  "key_fingerprint": info.get("key_fingerprint"),
                  "counts": {k: len(v) for k, v in parts.items()},
                  "pixel_stats": info.get("pixel_stats")},

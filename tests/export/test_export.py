@@ -124,3 +124,35 @@ def test_segmentation_export_has_mask_and_score(unet_export):
     out = run_onnx(unet_export / "model.onnx", {"image": image})
     assert out["mask"].shape == (2, 32, 32, 1)
     np.testing.assert_allclose(out["score"], out["mask"].reshape(2, -1).max(1), atol=1e-6)
+
+
+def test_ingest_preprocessing_is_replayed_inside_the_serving_graph(phantom_dicom, key_file,
+                                                                   tmp_path):
+    """Denoise + standardise at ingest: raw pixels through model_raw.onnx = stored images."""
+    from medzoo.datasets import manifest, records
+    from medzoo.datasets.ingest import ingest
+    from medzoo.training.fit import train
+
+    dicom_dir, _ = phantom_dicom
+    ds = tmp_path / "ds"
+    ingest(dicom_dir, dicom_dir / "labels.csv", ds, size=32, folds=3, seed=0, key_file=key_file,
+           denoise="median:3", standardize="zscore")
+    assert [spec["op"] for spec in manifest.read_dataset_info(ds)["preprocessing"]] == [
+        "denoise", "standardize"]
+    train("cnn", ds, tmp_path / "run", epochs=1, batch_size=8, verbose=0)
+    version = exporter.export_run(tmp_path / "run", tmp_path / "models")
+    labels = fsio.read_csv(dicom_dir / "labels.csv")
+    rows = manifest.read_index(ds)[:4]
+    stored = {r["record_id"]: r["image"] for r in
+              records.read_records(ds, [row["record_id"] for row in rows])}
+    for row in rows:
+        source = pydicom.dcmread(dicom_dir / labels[int(row["row"]) - 1]["path"])
+        feeds = {"pixels": source.pixel_array[None].astype(np.int32),
+                 "rescale_slope": np.array([float(source.RescaleSlope)], np.float32),
+                 "rescale_intercept": np.array([float(source.RescaleIntercept)], np.float32),
+                 "window_center": np.array([row["window_center"]], np.float32),
+                 "window_width": np.array([row["window_width"]], np.float32),
+                 "invert": np.array([0.0], np.float32)}
+        expected = run_onnx(version / "model.onnx", {"image": stored[row["record_id"]][None]})
+        np.testing.assert_allclose(run_onnx(version / "model_raw.onnx", feeds)["probabilities"],
+                                   expected["probabilities"], atol=1e-4)
