@@ -57,14 +57,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=64, help="rows and columns of each image")
     p.add_argument("--slices", type=int, default=4, help="slices per patient")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compress", choices=["rle", "jpeg-ls", "j2k"],
+                   help="lossless compressed transfer syntax (default: uncompressed)")
+    p.add_argument("--paired", action="store_true",
+                   help="co-registered CT + MR per patient; labels.csv path,path_mr,label,mask")
     p = _add(data_sub, "ingest", "DICOM folder + labels.csv → dataset dir (TFRecord shards)",
              "medzoo data ingest phantoms --labels phantoms/labels.csv --out ds")
     p.add_argument("dicom_dir")
-    p.add_argument("--labels", required=True, help="labels.csv: path,label[,mask]")
+    p.add_argument("--labels", required=True,
+                   help="labels.csv: path,label[,mask]; more inputs as path_<name> columns")
     p.add_argument("--out", required=True)
     p.add_argument("--size", type=int, default=64)
-    p.add_argument("--window", default="auto", help="auto, or CENTER,WIDTH")
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--window", action="append", metavar="WINDOW",
+                   help="auto (default), lung, mediastinum, brain, bone, abdomen, or "
+                        "CENTER,WIDTH (write --window=-600,1500); once, or once per input column")
+    p.add_argument("--color", default="grey", choices=["grey", "rgb"],
+                   help="colour images as luma (default) or 3 channels")
+    p.add_argument("--volumes", metavar="D,H,W",
+                   help="write one resampled D x H x W volume per series instead of slices")
+    p.add_argument("--series-issues", default="warn", choices=["warn", "reject"],
+                   help="2D: keep series with gaps/duplicates/mixed geometry (warnings.csv) "
+                        "or reject their files")
+    p.add_argument("--denoise", metavar="MODE[:SIZE]", help="median[:3] or gaussian[:3]")
+    p.add_argument("--enhance", metavar="MODE", help="histeq or clahe[:TILES[:CLIP]]")
+    p.add_argument("--standardize", choices=["zscore", "minmax"])
+    p.add_argument("--workers", type=int, default=1,
+                   help="up to N decoding processes, started only when worthwhile")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--key-file", help="pseudonymisation key (kept by the data owner)")
@@ -84,6 +102,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--augment", action="store_true")
     p.add_argument("--init-from", help="earlier run dir to start matching layers from")
+    p.add_argument("--gan", help="GAN run whose samples join the training folds only")
+    p.add_argument("--gan-ratio", type=float, default=1.0,
+                   help="generated images per real training image (default 1.0)")
+    p.add_argument("--seed", type=int, default=0)
+
+    gan = _add(sub, "gan", "train a conditional GAN augmenter, or sample from one",
+               "medzoo gan train --data ds --out runs/gan")
+    gan_sub = gan.add_subparsers(dest="gan_command", metavar="STEP", required=True)
+    p = _add(gan_sub, "train", "train the class-conditional GAN on the training folds",
+             "medzoo gan train --data ds --out runs/gan --epochs 40 --test-fold 0")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--test-fold", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p = _add(gan_sub, "sample", "write N generated images as a (synthetic) dataset dir",
+             "medzoo gan sample runs/gan --n 100 --out generated")
+    p.add_argument("gan_run")
+    p.add_argument("--n", type=int, required=True)
+    p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
 
     p = _add(sub, "export", "run dir → BASE/NAME/VERSION (SavedModel, ONNX, card, blessing)",
@@ -105,23 +144,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("version_dir")
     p.add_argument("--to", required=True)
 
-    p = _add(sub, "evaluate", "score an export (or model.onnx) with onnxruntime",
-             "medzoo evaluate models/cnn/1 --data ds --out eval --split test")
-    p.add_argument("model")
-    p.add_argument("--data", required=True)
-    p.add_argument("--out", required=True)
+    p = _add(sub, "evaluate", "score exports (or model.onnx files) on datasets with onnxruntime",
+             "medzoo evaluate models/cnn/1 models/unet/1 --data ds --data ds-site2 --out eval")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="export version dir or .onnx file")
+    p.add_argument("--data", required=True, action="append", metavar="DS",
+                   help="dataset dir (repeatable: every model is scored on every dataset)")
+    p.add_argument("--out", required=True,
+                   help="eval dir; with several models or datasets, one subfolder per pair + table.csv")
     p.add_argument("--split", default="test", help="test (default), fold:I or all")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: its choice)")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                   help="bootstrap resamples of patients for the 95%% CIs (0: none)")
+    p.add_argument("--strict", action="store_true", help="exit 1 when any model/dataset pair failed")
+    p.add_argument("--json", action="store_true",
+                   help="print metrics.json (one pair) or the table rows (several) as JSON")
 
     p = _add(sub, "cv", "k-fold cross-validation of one or more zoo models, with statistics",
-             "medzoo cv cnn unet --data ds --folds 5 --out cv")
+             "medzoo cv cnn unet --data ds --folds 5 --repeats 2 --out cv")
     p.add_argument("models", nargs="+")
     p.add_argument("--data", required=True)
     p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--out", required=True)
+    p.add_argument("--repeats", type=int, default=1,
+                   help="repeated CV: repeat r>0 re-splits the patients with split seed (dataset seed + r)")
+    p.add_argument("--out", required=True, help="CV dir; a re-run skips folds already evaluated")
     p.add_argument("--epochs", type=int)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0, help="weight initialisation and shuffling")
+
+    p = _add(sub, "predict", "run an export on new, unlabelled DICOM studies: findings, SEG",
+             "medzoo predict models/cnn/1 new_studies --out predictions")
+    p.add_argument("export")
+    p.add_argument("dicom_dir")
+    p.add_argument("--out", required=True)
+    p.add_argument("--runtime", default="onnx", choices=["onnx", "savedmodel"])
+    p.add_argument("--threshold", type=float, help="decision threshold (default: model card's)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--key-file", help="ingest's pseudonym key: adds study/series pseudonyms")
+    p.add_argument("--strict", action="store_true", help="exit 1 when any input is rejected")
+
+    p = _add(sub, "explain", "Grad-CAM overlays for a trained classifier on a dataset split",
+             "medzoo explain runs/cnn ds --out explain --split test")
+    p.add_argument("run")
+    p.add_argument("data")
+    p.add_argument("--out", required=True)
+    p.add_argument("--split", default="test", help="test (default) or fold:I")
+    p.add_argument("--limit", type=int, default=16, help="overlays to write (most confident)")
 
     p = _add(sub, "report", "write report.html for a CV or eval dir", "medzoo report cv")
     p.add_argument("dir")
@@ -151,18 +219,25 @@ def _cmd_data(args) -> int:
         from medzoo.datasets.synth import write_synthetic
 
         summary = write_synthetic(args.out, patients=args.patients, modality=args.modality,
-                                  size=args.size, slices=args.slices, seed=args.seed)
+                                  size=args.size, slices=args.slices, seed=args.seed,
+                                  compress=args.compress, paired=args.paired)
         print(f"wrote {summary['files']} DICOM files for {summary['patients']} patients "
               f"to {args.out} (labels: {os.path.join(args.out, 'labels.csv')})")
         return 0
     if args.data_command == "ingest":
         from medzoo.datasets.ingest import ingest
 
+        windows = [_window(w) for w in (args.window or ["auto"])]
         summary = ingest(args.dicom_dir, args.labels, args.out, size=args.size,
-                         window=_window(args.window), workers=args.workers, folds=args.folds,
-                         seed=args.seed, key_file=args.key_file, strict=args.strict)
+                         window=windows[0] if len(windows) == 1 else windows,
+                         workers=args.workers, folds=args.folds, seed=args.seed,
+                         key_file=args.key_file, strict=args.strict, color=args.color,
+                         volumes=args.volumes, denoise=args.denoise, enhance=args.enhance,
+                         standardize=args.standardize, series_issues=args.series_issues)
+        what = "volumes" if args.volumes else "images"
+        warned = f", {summary['warnings']} series warnings" if summary.get("warnings") else ""
         print(f"ingested {summary['loaded']} of {summary['inputs']} inputs "
-              f"({summary['records']} images), rejected {summary['rejected']} → {args.out}")
+              f"({summary['records']} {what}), rejected {summary['rejected']}{warned} → {args.out}")
         return 1 if args.strict and summary["rejected"] else 0
     from medzoo.datasets.info import describe
 
@@ -188,9 +263,24 @@ def _cmd_train(args) -> int:
     config = train(args.model, args.data, args.out, epochs=args.epochs,
                    batch_size=args.batch_size, test_fold=args.test_fold, seed=args.seed,
                    augment=args.augment, learning_rate=args.learning_rate,
-                   init_from=args.init_from)
+                   init_from=args.init_from, gan=args.gan, gan_ratio=args.gan_ratio)
     last = {k: round(v, 4) for k, v in config.get("history", {}).items() if k != "epoch"}
     print(f"trained {args.model} for {config['epochs_run']} epochs → {args.out}  {last}")
+    return 0
+
+
+def _cmd_gan(args) -> int:
+    from medzoo.training import gan
+
+    if args.gan_command == "train":
+        config = gan.train_gan(args.data, args.out, epochs=args.epochs,
+                               batch_size=args.batch_size, test_fold=args.test_fold,
+                               seed=args.seed)
+        print(f"trained the GAN for {config['epochs_run']} epochs on {config['n_train']} "
+              f"training images → {args.out} (samples/, curves.png)")
+        return 0
+    info = gan.sample_to_dataset(args.gan_run, args.n, args.out, seed=args.seed)
+    print(f"wrote {info['counts']['records']} generated images (synthetic) → {args.out}")
     return 0
 
 
@@ -213,15 +303,24 @@ def _cmd_push(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from medzoo.evaluation.evaluate import evaluate
+    from medzoo.evaluation.evaluate import evaluate_many
 
-    result = evaluate(args.model, args.data, args.out, split=args.split,
-                      batch_size=args.batch_size)
+    if args.threads is not None and args.threads < 1:
+        raise MedzooError(f"--threads must be a positive integer. Received: {args.threads}")
+    many = evaluate_many(args.models, args.data, args.out, split=args.split, batch_size=args.batch_size,
+                         threads=args.threads, n_boot=args.bootstrap)
+    single = len(many["rows"]) == 1
     if args.json:
-        print(json.dumps(result, indent=2, default=str))
+        print(json.dumps(many["results"][0] if single else many["rows"], indent=2, default=str))
+    elif single:
+        print(_headline(many["results"][0]) + f"  → {args.out}")
     else:
-        print(_headline(result) + f"  → {args.out}")
-    return 0
+        for row, result in zip(many["rows"], many["results"]):
+            shown = _headline(result) if result else f"FAILED: {row['reason']}"
+            print(f"{row['model']} on {row['dataset']}: {shown}")
+        print(f"evaluated {many['evaluated']} of {len(many['rows'])} model/dataset pairs, "
+              f"failed {many['failed']} → {many['table']}")
+    return 1 if args.strict and many["failed"] else 0
 
 
 def _headline(result: dict) -> str:
@@ -235,9 +334,34 @@ def _cmd_cv(args) -> int:
     from medzoo.evaluation.crossval import run_cv
 
     summary = run_cv(args.models, args.data, args.out, folds=args.folds, epochs=args.epochs,
-                     seed=args.seed)
+                     seed=args.seed, repeats=args.repeats, batch_size=args.batch_size, verbose=0)
     for line in summary["lines"]:
         print(line)
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from medzoo.export.predict import predict
+
+    r = predict(args.export, args.dicom_dir, args.out, runtime=args.runtime,
+                batch_size=args.batch_size, threshold=args.threshold, key_file=args.key_file)
+    print(f"predicted {r['predicted']} of {r['inputs']} files ({r['images']} images) in "
+          f"{r['studies']} studies; {r['positive_studies']} positive at p >= {r['threshold']:g} "
+          f"({r['threshold_source']}); rejected {r['rejected']}, ignored {r['ignored']}; "
+          f"model {r['model']} v{r['version']} → {r['out']}")
+    for path in r.get("seg_files", []):
+        print(f"  DICOM SEG: {path}")
+    return 1 if args.strict and r["rejected"] else 0
+
+
+def _cmd_explain(args) -> int:
+    from medzoo.zoo.explain import explain_dataset
+
+    summary = explain_dataset(args.run, args.data, args.out, split=args.split, limit=args.limit)
+    game = summary.get("pointing_game")
+    extra = (f"; pointing game {game['hit_rate']:.0%} of {game['n']} correct positives"
+             if game else "")
+    print(f"wrote {len(summary['overlays'])} Grad-CAM overlays → {args.out}{extra}")
     return 0
 
 
@@ -255,9 +379,10 @@ def _cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"models": _cmd_models, "data": _cmd_data, "train": _cmd_train,
+COMMANDS = {"models": _cmd_models, "data": _cmd_data, "train": _cmd_train, "gan": _cmd_gan,
             "export": _cmd_export, "push": _cmd_push, "evaluate": _cmd_evaluate, "cv": _cmd_cv,
-            "report": _cmd_report, "demo": _cmd_demo}
+            "report": _cmd_report, "explain": _cmd_explain,
+            "predict": _cmd_predict, "demo": _cmd_demo}
 
 
 def main(argv=None) -> int:

@@ -20,8 +20,8 @@ from matplotlib.figure import Figure
 from medzoo import fsio
 from medzoo.evaluation import metrics as M
 
-__all__ = ["plot_training_curves", "plot_model_comparison", "plot_roc", "plot_confusion",
-           "plot_fold_scatter", "plot_calibration", "save_figure"]
+__all__ = ["plot_training_curves", "plot_model_comparison", "plot_roc", "plot_pr", "plot_confusion",
+           "plot_fold_scatter", "plot_calibration", "plot_calibration_models", "save_figure"]
 
 _FONT = 11
 
@@ -59,6 +59,14 @@ def save_figure(fig: Figure, path) -> Path:
     finally:
         rcParams["svg.hashsalt"] = old_salt
     return png
+
+
+METRIC_NAMES = {"auc": "ROC AUC", "pr_auc": "PR AUC", "balanced_accuracy": "Balanced accuracy",
+                "ppv": "PPV", "npv": "NPV", "f1": "F1"}
+
+
+def _metric_name(metric: str) -> str:
+    return METRIC_NAMES.get(metric, metric.replace("_", " ").capitalize())
 
 
 def _float(v) -> float:
@@ -170,8 +178,9 @@ def plot_model_comparison(summary: Mapping[str, Mapping[str, Sequence[float]]], 
         bars = ax.bar(pos, means, width * 0.95, yerr=errs, capsize=4, label=metric.replace("_", " "), zorder=2)
         for bar, mean in zip(bars, means):
             if not np.isnan(mean):
-                ax.annotate(f"{mean:.2f}", (bar.get_x() + bar.get_width() / 2, 0.02), ha="center",
-                            fontsize=_FONT - 2, color="white")
+                short = mean < 0.1  # white text on a short bar would sit on the white background
+                ax.annotate(f"{mean:.2f}", (bar.get_x() + bar.get_width() / 2, mean + 0.02 if short else 0.02),
+                            ha="center", fontsize=_FONT - 2, color="black" if short else "white")
         if chance and metric in chance:
             ax.axhline(chance[metric], color=bars.patches[0].get_facecolor(), ls="--", lw=1, zorder=1)
     ax.set_xticks(x, models, fontsize=_FONT)
@@ -185,13 +194,33 @@ def plot_model_comparison(summary: Mapping[str, Mapping[str, Sequence[float]]], 
     return save_figure(fig, path)
 
 
-def plot_roc(curves: Mapping[str, tuple], path, *, title: str = "ROC curve") -> Path:
-    """ROC curves with AUC and counts in the legend.
+def _curve_inputs(value) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(y_true, scores) or (y_true, scores, groups) → arrays (groups None when not given)."""
+    if len(value) not in (2, 3):
+        raise ValueError("Each curve must be (y_true, scores) or (y_true, scores, groups). "
+                         f"Received a tuple of {len(value)}")
+    y, s = np.asarray(value[0]), np.asarray(value[1], dtype=np.float64)
+    g = np.asarray(value[2]) if len(value) == 3 and value[2] is not None else None
+    return y, s, g
+
+
+def _band_text(n_boot: int, groups_given: bool) -> str:
+    return (f"shaded: pointwise 95% bootstrap band ({n_boot} resamples of "
+            f"{'patients' if groups_given else 'records'})")
+
+
+def plot_roc(curves: Mapping[str, tuple], path, *, title: str = "ROC curve", n_boot: int = 0,
+             seed: int = 0) -> Path:
+    """ROC curves with AUC and counts in the legend, optionally with bootstrap bands.
 
     Parameters
     ----------
-    curves : {name: (y_true, scores)}
-        Binary labels and positive-class scores per curve.
+    curves : {name: (y_true, scores) or (y_true, scores, groups)}
+        Binary labels and positive-class scores per curve; ``groups`` (patient keys) makes the
+        band resample whole patients.
+    n_boot : int
+        Resamples for the pointwise 95% band of sensitivity at each false-positive rate
+        (:func:`medzoo.evaluation.metrics.bootstrap_curve_band`); 0 draws no band.
 
     Returns
     -------
@@ -199,22 +228,76 @@ def plot_roc(curves: Mapping[str, tuple], path, *, title: str = "ROC curve") -> 
     """
     if not curves:
         raise ValueError("`curves` must hold at least one (y_true, scores) pair. Received: {}")
-    fig, (ax,) = _figure(5.5, 5.2)
-    ns = set()
-    for name, (y, s) in curves.items():
-        y = np.asarray(y)
+    fig, (ax,) = _figure(5.8, 5.6)
+    ns, grouped = set(), False
+    for name, value in curves.items():
+        y, s, g = _curve_inputs(value)
         fpr, tpr, _ = M.roc_curve(y, s)
         auc = M.roc_auc(y, s)
         ns.add(len(y))
-        ax.plot(fpr, tpr, lw=2, label=f"{name}: AUC {auc:.3f} (n={len(y)}, {int(y.sum())} positive)")
-    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance")
+        line, = ax.plot(fpr, tpr, lw=2, drawstyle="steps-post",
+                        label=f"{name}: AUC {auc:.3f} (n={len(y)}, {int(y.sum())} positive)")
+        if n_boot:
+            band = M.bootstrap_curve_band(y, s, curve="roc", groups=g, n_boot=n_boot, seed=seed)
+            ax.fill_between(band["grid"], band["low"], band["high"], step="post", alpha=0.2,
+                            color=line.get_color(), lw=0)
+            grouped = grouped or g is not None
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance (AUC 0.5)")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
     ax.set_aspect("equal")
-    ax.set_xlabel("1 − specificity (false-positive rate)", fontsize=_FONT)
-    ax.set_ylabel("Sensitivity (true-positive rate)", fontsize=_FONT)
+    ax.set_xlabel("1 − specificity (false-positive rate, fraction)", fontsize=_FONT)
+    ax.set_ylabel("Sensitivity (true-positive rate, fraction)", fontsize=_FONT)
     ax.set_title(f"{title} (n={'/'.join(str(n) for n in sorted(ns))})", fontsize=_FONT + 1)
+    if n_boot:
+        ax.text(0.98, 0.02 + 0.07 * (len(curves) + 1), _band_text(n_boot, grouped), ha="right", va="bottom",
+                fontsize=_FONT - 3, color="#444", transform=ax.transAxes)
     ax.legend(fontsize=_FONT - 2, loc="lower right")
+    return save_figure(fig, path)
+
+
+def plot_pr(curves: Mapping[str, tuple], path, *, title: str = "Precision–recall curve",
+            n_boot: int = 0, seed: int = 0) -> Path:
+    """Precision–recall curves with average precision, prevalence baselines and optional bands.
+
+    Parameters
+    ----------
+    curves : {name: (y_true, scores) or (y_true, scores, groups)}
+    n_boot : int
+        Resamples for the pointwise 95% band of interpolated precision at each recall; 0: none.
+
+    Returns
+    -------
+    Path of the PNG.
+    """
+    if not curves:
+        raise ValueError("`curves` must hold at least one (y_true, scores) pair. Received: {}")
+    fig, (ax,) = _figure(5.8, 5.6)
+    ns, grouped, prevalences = set(), False, set()
+    for name, value in curves.items():
+        y, s, g = _curve_inputs(value)
+        precision, recall, _ = M.precision_recall_curve(y, s)
+        ap = M.average_precision(y, s)
+        ns.add(len(y))
+        prevalences.add(round(float(np.mean(y)), 3) if len(y) else float("nan"))
+        line, = ax.plot(np.r_[0.0, recall], np.r_[precision[:1], precision], lw=2, drawstyle="steps-pre",
+                        label=f"{name}: AP {ap:.3f} (n={len(y)}, {int(y.sum())} positive)")
+        if n_boot:
+            band = M.bootstrap_curve_band(y, s, curve="pr", groups=g, n_boot=n_boot, seed=seed)
+            ax.fill_between(band["grid"], band["low"], band["high"], alpha=0.2, color=line.get_color(), lw=0)
+            grouped = grouped or g is not None
+    for prev in sorted(prevalences):
+        ax.axhline(prev, ls="--", color="grey", lw=1, label=f"chance (prevalence {prev:.3f})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_aspect("equal")
+    ax.set_xlabel("Recall (sensitivity, fraction)", fontsize=_FONT)
+    ax.set_ylabel("Precision (positive predictive value, fraction)", fontsize=_FONT)
+    ax.set_title(f"{title} (n={'/'.join(str(n) for n in sorted(ns))})", fontsize=_FONT + 1)
+    if n_boot:
+        ax.text(0.02, 0.02 + 0.07 * (len(curves) + len(prevalences)), _band_text(n_boot, grouped),
+                ha="left", va="bottom", fontsize=_FONT - 3, color="#444", transform=ax.transAxes)
+    ax.legend(fontsize=_FONT - 2, loc="lower left")
     return save_figure(fig, path)
 
 
@@ -258,12 +341,16 @@ def plot_confusion(matrix, class_names: Sequence[str], path, *, title: str = "Co
 
 
 def plot_fold_scatter(summary: Mapping[str, Mapping[str, Sequence[float]]], path, *, metric: str = "accuracy",
-                      chance: float | None = None, title: str | None = None) -> Path:
-    """Per-fold values of one metric, one column per model, folds joined across models.
+                      chance: float | None = None, title: str | None = None,
+                      fold_labels: Sequence[str] | None = None) -> Path:
+    """Per-fold values of one metric, one column per model, folds joined across models, with the
+    mean ± t-based 95% CI of the mean beside each column.
 
     Parameters
     ----------
     summary : {model: {metric: [per-fold values]}} (folds in the same order for every model)
+    chance : float, optional — dashed chance line
+    fold_labels : names of the folds in the legend (default ``fold 0``, ``fold 1``...)
 
     Returns
     -------
@@ -274,48 +361,75 @@ def plot_fold_scatter(summary: Mapping[str, Mapping[str, Sequence[float]]], path
         raise ValueError(f"No model in `summary` has metric {metric!r}. Received models: {list(summary)}")
     values = [np.array([_float(v) for v in summary[m][metric]]) for m in models]
     k = max(len(v) for v in values)
-    fig, (ax,) = _figure(max(5.0, 1.5 * len(models) + 2.5), 4.2)
+    labels = list(fold_labels) if fold_labels is not None else [f"fold {i}" for i in range(k)]
+    fig, (ax,) = _figure(max(5.5, 1.6 * len(models) + 3.5), 4.4)
     for fold in range(k):
         pts = [(i, v[fold]) for i, v in enumerate(values) if fold < len(v)]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", alpha=0.7, label=f"fold {fold}")
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", alpha=0.6, markersize=5,
+                label=labels[fold] if fold < len(labels) and k <= 12 else None)
     for i, v in enumerate(values):
-        ax.plot([i - 0.2, i + 0.2], [np.nanmean(v)] * 2, color="black", lw=3)
+        ok = v[~np.isnan(v)]
+        if ok.size:
+            ax.errorbar(i + 0.22, ok.mean(), yerr=_spread(ok, "ci95"), fmt="D", color="black", capsize=5,
+                        markersize=6, label="mean ± 95% CI" if i == 0 else None, zorder=4)
     if chance is not None:
-        ax.axhline(chance, color="grey", ls="--", lw=1, label="chance")
+        ax.axhline(chance, color="grey", ls="--", lw=1, label=f"chance ({chance:.2f})")
     ax.set_xticks(range(len(models)), models, fontsize=_FONT)
-    ax.set_ylabel(f"{metric.replace('_', ' ')} (fraction)", fontsize=_FONT)
-    ax.set_title(title or f"{metric.replace('_', ' ').capitalize()} per fold (k={k}, bar = mean)", fontsize=_FONT + 1)
-    ax.legend(fontsize=_FONT - 2, ncol=2)
+    ax.set_xlim(-0.5, len(models) - 0.5)
+    ax.set_ylim(min(0.0, np.nanmin([np.nanmin(v) for v in values if v.size])), 1.05)
+    ax.set_ylabel(f"{_metric_name(metric)} (fraction, 0–1)", fontsize=_FONT)
+    ax.set_title(title or f"{_metric_name(metric)} per test fold (n={k} folds per model)",
+                 fontsize=_FONT + 1)
+    ax.legend(fontsize=_FONT - 3, ncol=2, loc="lower right")
     return save_figure(fig, path)
 
 
-def plot_calibration(y_true, prob, path, *, n_bins: int = 10, title: str = "Calibration") -> Path:
+def plot_calibration(y_true, prob, path, *, n_bins: int = 10, title: str = "Calibration",
+                     label: str = "model") -> Path:
+    """Reliability diagram of one model; see :func:`plot_calibration_models`."""
+    return plot_calibration_models({label: (y_true, prob)}, path, n_bins=n_bins, title=title)
+
+
+def plot_calibration_models(curves: Mapping[str, tuple], path, *, n_bins: int = 10,
+                            title: str = "Calibration") -> Path:
     """Reliability diagram: fraction positive against mean predicted probability per bin, with ECE.
 
-    Bins with records get a 95% Wilson interval as error bar; the bin counts are drawn beneath.
+    Bins with records get a 95% Wilson interval as error bar; with one model, the share of records
+    per bin is drawn beneath.
+
+    Parameters
+    ----------
+    curves : {name: (y_true, prob)} with probabilities in [0, 1]
 
     Returns
     -------
     Path of the PNG.
     """
-    b = M.calibration_bins(y_true, prob, n_bins)
-    ece = M.expected_calibration_error(y_true, prob, n_bins)
-    full = b["count"] > 0
-    n, p = b["count"][full].astype(float), b["frac_pos"][full]
-    z = 1.959963984540054
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    fig, (ax,) = _figure(5.5, 5.2)
+    if not curves:
+        raise ValueError("`curves` must hold at least one (y_true, prob) pair. Received: {}")
+    fig, (ax,) = _figure(5.8, 5.6)
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
-    yerr = np.clip([p - (centre - half), (centre + half) - p], 0, None)  # rounding can dip below 0
-    ax.errorbar(b["mean_prob"][full], p, yerr=yerr, fmt="o-",
-                capsize=3, label=f"model (ECE {ece:.3f})")
-    ax.bar(b["edges"][:-1], b["count"] / max(1, b["count"].sum()), width=1.0 / n_bins, align="edge",
-           alpha=0.2, color="grey", label="share of records per bin")
+    z = 1.959963984540054
+    ns = set()
+    for i, (name, (y_true, prob)) in enumerate(curves.items()):
+        dodge = (i - (len(curves) - 1) / 2) * 0.012  # side by side, so error bars of models do not hide each other
+        b = M.calibration_bins(y_true, prob, n_bins)
+        ece = M.expected_calibration_error(y_true, prob, n_bins)
+        full = b["count"] > 0
+        n, p = b["count"][full].astype(float), b["frac_pos"][full]
+        ns.add(int(b["count"].sum()))
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        yerr = np.clip([p - (centre - half), (centre + half) - p], 0, None)  # rounding can dip below 0
+        ax.errorbar(b["mean_prob"][full] + dodge, p, yerr=yerr, fmt="o-", capsize=3,
+                    label=f"{name} (ECE {ece:.3f}, n={int(b['count'].sum())})")
+        if len(curves) == 1:
+            ax.bar(b["edges"][:-1], b["count"] / max(1, b["count"].sum()), width=1.0 / n_bins, align="edge",
+                   alpha=0.2, color="grey", label="share of records per bin")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
-    ax.set_xlabel("Mean predicted probability", fontsize=_FONT)
-    ax.set_ylabel("Observed fraction positive", fontsize=_FONT)
-    ax.set_title(f"{title} (n={int(b['count'].sum())}, {n_bins} bins)", fontsize=_FONT + 1)
+    ax.set_xlabel("Mean predicted probability (fraction)", fontsize=_FONT)
+    ax.set_ylabel("Observed fraction positive (95% Wilson CI)", fontsize=_FONT)
+    ax.set_title(f"{title} (n={'/'.join(str(n) for n in sorted(ns))}, {n_bins} bins)", fontsize=_FONT + 1)
     ax.legend(fontsize=_FONT - 2, loc="upper left")
     return save_figure(fig, path)

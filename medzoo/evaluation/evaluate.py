@@ -8,7 +8,10 @@ Writes into the eval dir, each file atomically:
   ``segmentation`` (Dice, IoU, HD95 per record summarised);
 * ``predictions.csv`` — ``record_id, patient, label, score`` (+ task-specific columns); ``patient``
   is the dataset's pseudonym, nothing else identifies anyone;
-* ``roc.png``/``confusion.png`` (+ SVG twins) and ``calibration.png`` for binary scores.
+* ``roc.png``/``pr.png`` (with patient-bootstrap bands), ``confusion.png``, ``calibration.png`` (+ SVG
+  twins) for binary scores.
+
+:func:`evaluate_many` scores several models on several datasets into one ``table.csv``.
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ from medzoo import fsio
 from medzoo.errors import InputError
 from medzoo.evaluation import metrics as M
 
-__all__ = ["evaluate", "select_record_ids", "predict_records", "classification_result",
+__all__ = ["evaluate", "evaluate_many", "model_label", "select_record_ids", "predict_records", "classification_result",
            "segmentation_result"]
 
 SCHEMA_VERSION = 1
 TASKS = ("classification", "segmentation")
+CURVE_BAND_BOOT = 200  # resamples for the ROC/PR bands: a smooth band, not a reported number
 CI_METRICS = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "ppv", "npv", "f1",
               "auc", "pr_auc", "brier")
 
@@ -345,7 +349,9 @@ def evaluate(model_path, ds_dir, out_dir, *, split: str = "test", batch_size: in
     summary = _clean(summary)
     _write_predictions(out_dir / "predictions.csv", raw, patients, y, scores, task, classes)
     if charts:
-        _write_charts(out_dir, y, scores, summary, classes, np.stack(raw["output"]) if task == "classification" else None)
+        _write_charts(out_dir, y, scores, summary, classes,
+                      np.stack(raw["output"]) if task == "classification" else None, patients,
+                      n_boot=min(n_boot, CURVE_BAND_BOOT), seed=seed)
     fsio.write_json(out_dir / "metrics.json", summary)
     return summary
 
@@ -372,7 +378,8 @@ def _write_predictions(path: Path, raw: dict, patients, y, scores, task: str, cl
     fsio.write_csv(path, rows, columns)
 
 
-def _write_charts(out_dir: Path, y, scores, summary: dict, classes: list, probs) -> None:
+def _write_charts(out_dir: Path, y, scores, summary: dict, classes: list, probs, patients, *,
+                  n_boot: int, seed: int) -> None:
     from medzoo.evaluation import charts
 
     name = summary.get("model") or "model"
@@ -383,7 +390,10 @@ def _write_charts(out_dir: Path, y, scores, summary: dict, classes: list, probs)
         matrix = [[c["tn"], c["fp"]], [c["fn"], c["tp"]]]
         names = classes if len(classes) == 2 else ["negative", "positive"]
         if 0 < y.sum() < y.size:
-            charts.plot_roc({name: (y, scores)}, out_dir / "roc.png", title=f"ROC, {split}")
+            curve = {name: (y, scores, patients)}
+            charts.plot_roc(curve, out_dir / "roc.png", title=f"ROC, {split}", n_boot=n_boot, seed=seed)
+            charts.plot_pr(curve, out_dir / "pr.png", title=f"Precision–recall, {split}", n_boot=n_boot,
+                           seed=seed)
         if np.all((scores >= 0) & (scores <= 1)):
             charts.plot_calibration(y, scores, out_dir / "calibration.png", title=f"Calibration, {split}")
         charts.plot_confusion(matrix, names, out_dir / "confusion.png", title=f"Confusion, {split}",
@@ -396,3 +406,108 @@ def _write_charts(out_dir: Path, y, scores, summary: dict, classes: list, probs)
                   if 0 < np.sum(y == k) < y.size}
         if curves:
             charts.plot_roc(curves, out_dir / "roc.png", title=f"One-vs-rest ROC, {split}")
+
+
+# --------------------------------------------------------------------------------------------
+# several models × several datasets
+
+
+TABLE_METRICS = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "auc", "pr_auc", "brier",
+                 "dice")
+TABLE_COLUMNS = (["model", "dataset", "folder", "status", "task", "split", "fold", "n", "n_patients"]
+                 + [c for m in TABLE_METRICS for c in (m, f"{m}_ci_low", f"{m}_ci_high")] + ["reason"])
+
+
+def model_label(model_path) -> str:
+    """A short, path-free name for a model: ``NAME-VERSION`` for ``BASE/NAME/VERSION`` (or its
+    ``model.onnx``), the file stem for any other ``.onnx``."""
+    p = Path(model_path)
+    version_dir = p.parent if p.name == "model.onnx" else None if p.suffix.lower() == ".onnx" else p
+    if version_dir is not None and version_dir.name.isdigit() and version_dir.parent.name:
+        return f"{version_dir.parent.name}-{version_dir.name}"
+    return (version_dir or p.with_suffix("")).name or "model"
+
+
+def _unique(labels: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        out.append(label if seen[label] == 1 else f"{label}-{seen[label]}")
+    return out
+
+
+def _table_row(model: str, dataset: str, folder: str, result: dict | None, reason: str = "") -> dict:
+    row = {"model": model, "dataset": dataset, "folder": folder, "status": "ok" if result else "failed",
+           "reason": reason}
+    if not result:
+        return row
+    row.update({k: result.get(k) for k in ("task", "split", "fold", "n", "n_patients")})
+    for m in TABLE_METRICS:
+        row[m] = result["metrics"].get(m)
+        low, high = (result.get("ci95") or {}).get(m) or (None, None)
+        row[f"{m}_ci_low"], row[f"{m}_ci_high"] = low, high
+    return {k: ("" if v is None else round(v, 6) if isinstance(v, float) else v) for k, v in row.items()}
+
+
+def evaluate_many(models, datasets, out_dir, *, split: str = "test", batch_size: int = 32,
+                  threshold: float | None = None, n_boot: int = 1000, seed: int = 0,
+                  threads: int | None = None, charts: bool = True,
+                  progress: Callable[[str], None] | None = None) -> dict:
+    """Evaluate every model on every dataset; one eval dir per pair and one ``table.csv``.
+
+    With one model and one dataset the eval dir is ``out_dir`` itself (as :func:`evaluate`) and any
+    error is raised. Otherwise pair ``(M, D)`` goes to ``out_dir/<model label>/<dataset label>/``
+    (labels from :func:`model_label` and the dataset dir's name, made unique), a pair that cannot
+    be evaluated (e.g. image size or classes differ) is recorded as ``failed`` with its reason and
+    the others go on. ``table.csv`` holds one row per pair, no paths: model, dataset, folder,
+    status, task, split, fold, n, n_patients, each metric of :data:`TABLE_METRICS` with its 95% CI,
+    reason.
+
+    Returns
+    -------
+    dict with ``rows`` (table.csv), ``results`` (metrics.json per evaluated pair, in row order, None
+    for a failed pair), ``evaluated`` and ``failed`` counts, ``table`` (its path).
+
+    Raises
+    ------
+    InputError
+        No model or dataset given, or (several pairs) every pair failed; the one pair's error
+        otherwise.
+    """
+    models, datasets = [Path(m) for m in models], [Path(d) for d in datasets]
+    if not models or not datasets:
+        raise InputError(f"expected at least one model and one dataset. Received: {len(models)} models, "
+                         f"{len(datasets)} datasets")
+    out_dir = Path(out_dir)
+    m_labels = _unique([model_label(m) for m in models])
+    d_labels = _unique([d.resolve().name or "dataset" for d in datasets])
+    single = len(models) == 1 and len(datasets) == 1
+    rows, results = [], []
+    for model, m_label in zip(models, m_labels):
+        for ds, d_label in zip(datasets, d_labels):
+            folder = out_dir if single else out_dir / m_label / d_label
+            if progress:
+                progress(f"{m_label} on {d_label}")
+            try:
+                result = evaluate(model, ds, folder, split=split, batch_size=batch_size, threshold=threshold,
+                                  n_boot=n_boot, seed=seed, threads=threads, charts=charts)
+            except InputError as exc:
+                if single:
+                    raise
+                # the table is written beside results: paths (which may name people) stay out of it
+                reason = str(exc).replace(str(model), m_label).replace(str(ds), d_label)
+                rows.append(_table_row(m_label, d_label, folder.relative_to(out_dir).as_posix(), None, reason))
+                results.append(None)
+                continue
+            rows.append(_table_row(m_label, d_label, "." if single else folder.relative_to(out_dir).as_posix(),
+                                   result))
+            results.append(result)
+    failed = sum(r is None for r in results)
+    if failed == len(results):
+        raise InputError(f"none of the {len(results)} model/dataset pairs could be evaluated; first: "
+                         f"{rows[0]['model']} on {rows[0]['dataset']}: {rows[0]['reason']}")
+    table = out_dir / "table.csv"
+    fsio.write_csv(table, rows, TABLE_COLUMNS)
+    return {"rows": rows, "results": results, "evaluated": len(results) - failed, "failed": failed,
+            "table": table}

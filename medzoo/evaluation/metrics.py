@@ -16,6 +16,7 @@ conventions (symmetric, image borders count as surface).
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -27,7 +28,7 @@ __all__ = [
     "average_precision", "brier_score", "expected_calibration_error", "calibration_bins",
     "youden_threshold", "binary_report", "one_vs_rest_auc", "multiclass_report",
     "dice_per_image", "iou_per_image", "hausdorff95", "average_surface_distance",
-    "aggregate_by_patient", "bootstrap_metrics", "bootstrap_ci", "threshold_metric",
+    "aggregate_by_patient", "bootstrap_metrics", "bootstrap_ci", "bootstrap_curve_band", "threshold_metric",
     "BinaryAccumulator",
 ]
 
@@ -535,6 +536,34 @@ def aggregate_by_patient(patients, y_true, scores, how: str = "max"):
     return ids, y_p, s_p
 
 
+def _group_index(groups, n: int) -> np.ndarray:
+    """Group number 0..G-1 of every record (each record its own group when ``groups`` is None)."""
+    if groups is None:
+        return np.arange(n)
+    g = np.asarray(groups)
+    if g.shape != (n,):
+        raise ValueError(f"`groups` must have one key per record ({n}). Received: shape={g.shape}")
+    return np.unique(g, return_inverse=True)[1].reshape(-1)
+
+
+def _resamples(inv: np.ndarray, n_boot: int, seed: int):
+    """Yield ``n_boot`` index arrays, each drawing as many groups as there are, with replacement,
+    and taking every record of each drawn group."""
+    n = inv.size
+    if n == 0:
+        return
+    n_groups = int(inv.max()) + 1
+    order = np.argsort(inv, kind="stable")
+    counts = np.bincount(inv, minlength=n_groups)
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    rng = np.random.default_rng(seed)
+    for _ in range(n_boot):
+        picks = rng.integers(0, n_groups, n_groups)
+        lengths = counts[picks]
+        offsets = np.repeat(starts[picks] - (np.cumsum(lengths) - lengths), lengths)
+        yield order[offsets + np.arange(lengths.sum())]
+
+
 def bootstrap_metrics(metrics: Mapping[str, Callable], y_true, scores, *, groups=None,
                       n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, dict]:
     """Percentile bootstrap confidence intervals, resampling whole groups (patients).
@@ -567,25 +596,10 @@ def bootstrap_metrics(metrics: Mapping[str, Callable], y_true, scores, *, groups
         raise ValueError(f"`scores` must have one row per label ({n}). Received: shape={s.shape}")
     if not 0.0 < level < 1.0:
         raise ValueError(f"`level` must be in (0, 1). Received: level={level}")
-    if groups is None:
-        inv = np.arange(n)
-    else:
-        g = np.asarray(groups)
-        if g.shape != (n,):
-            raise ValueError(f"`groups` must have one key per record ({n}). Received: shape={g.shape}")
-        _, inv = np.unique(g, return_inverse=True)
-    n_groups = int(inv.max()) + 1 if n else 0
-    order = np.argsort(inv, kind="stable")
-    counts = np.bincount(inv, minlength=n_groups)
-    starts = np.r_[0, np.cumsum(counts)[:-1]]
-    rng = np.random.default_rng(seed)
+    inv = _group_index(groups, n)
     values = {name: float(fn(y, s)) for name, fn in metrics.items()}
     draws = {name: np.full(n_boot, np.nan) for name in metrics}
-    for i in range(n_boot if n else 0):
-        picks = rng.integers(0, n_groups, n_groups)
-        lengths = counts[picks]
-        offsets = np.repeat(starts[picks] - (np.cumsum(lengths) - lengths), lengths)
-        idx = order[offsets + np.arange(lengths.sum())]
+    for i, idx in enumerate(_resamples(inv, n_boot, seed)):
         yb, sb = y[idx], s[idx]
         for name, fn in metrics.items():
             draws[name][i] = fn(yb, sb)
@@ -605,6 +619,74 @@ def bootstrap_ci(metric: Callable, y_true, scores, *, groups=None, n_boot: int =
     """Bootstrap interval of one metric; see :func:`bootstrap_metrics` for the arguments and result."""
     return bootstrap_metrics({"metric": metric}, y_true, scores, groups=groups, n_boot=n_boot,
                              seed=seed, level=level)["metric"]
+
+
+def _roc_on_grid(y: np.ndarray, s: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Sensitivity at each false-positive rate of ``grid`` (the ROC step: best TPR with FPR <= x)."""
+    fpr, tpr, _ = roc_curve(y, s)
+    if np.isnan(fpr[-1]) or np.isnan(tpr[-1]):
+        return np.full(grid.size, np.nan)
+    return tpr[np.searchsorted(fpr, grid, side="right") - 1]
+
+
+def _pr_on_grid(y: np.ndarray, s: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Interpolated precision (best precision at recall >= r) at each recall of ``grid``."""
+    precision, recall, _ = precision_recall_curve(y, s)
+    if recall.size == 0 or np.isnan(recall[-1]):
+        return np.full(grid.size, np.nan)
+    best_after = np.maximum.accumulate(precision[::-1])[::-1]
+    idx = np.searchsorted(recall, grid, side="left")
+    out = np.full(grid.size, np.nan)
+    ok = idx < recall.size
+    out[ok] = best_after[idx[ok]]
+    return out
+
+
+def bootstrap_curve_band(y_true, scores, *, curve: str = "roc", groups=None, n_boot: int = 200,
+                         seed: int = 0, level: float = 0.95, points: int = 101) -> dict[str, np.ndarray]:
+    """Pointwise percentile-bootstrap band of a ROC or precision–recall curve.
+
+    Each resample (whole patients when ``groups`` is given, as :func:`bootstrap_metrics`) gives a
+    curve on a fixed grid: sensitivity at each false-positive rate (ROC) or interpolated precision
+    at each recall (PR); the band is the ``level`` percentile interval at each grid point.
+
+    Parameters
+    ----------
+    y_true : (n,) 0/1 labels; scores : (n,) positive-class scores
+    curve : {"roc", "pr"}
+    groups : (n,) patient keys, optional
+    n_boot, seed, level : resamples, their seed and the coverage
+    points : grid size over [0, 1]
+
+    Returns
+    -------
+    dict of arrays ``grid`` (FPR or recall), ``value`` (curve of the full data on the grid), ``low``,
+    ``high``, and ``n_valid`` (int: resamples holding both classes).
+
+    Raises
+    ------
+    ValueError
+        Unknown ``curve``, bad ``level``, or labels/scores of different lengths.
+    """
+    if curve not in ("roc", "pr"):
+        raise ValueError(f"`curve` must be 'roc' or 'pr'. Received: curve={curve!r}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"`level` must be in (0, 1). Received: level={level}")
+    y = _labels(y_true)
+    s = _scores(scores, y.shape[0])
+    grid = np.linspace(0.0, 1.0, int(points))
+    on_grid = _roc_on_grid if curve == "roc" else _pr_on_grid
+    draws = [on_grid(y[idx], s[idx], grid) for idx in _resamples(_group_index(groups, y.size), n_boot, seed)]
+    draws = np.array([d for d in draws if not np.all(np.isnan(d))]).reshape(-1, grid.size)
+    tail = (1.0 - level) / 2.0 * 100.0
+    if draws.shape[0]:
+        with warnings.catch_warnings():  # an all-nan grid column (no resample reaches it) is expected
+            warnings.simplefilter("ignore", RuntimeWarning)
+            low, high = np.nanpercentile(draws, [tail, 100.0 - tail], axis=0)
+    else:
+        low = high = np.full(grid.size, np.nan)
+    return {"grid": grid, "value": on_grid(y, s, grid), "low": low, "high": high,
+            "n_valid": int(draws.shape[0])}
 
 
 def threshold_metric(fn: Callable, threshold: float = 0.5) -> Callable:

@@ -21,29 +21,49 @@ from medzoo.evaluation.stats import describe
 
 __all__ = ["write_report", "render_report", "stat_sentences"]
 
-CHART_ORDER = ("comparison", "roc", "confusion", "calibration", "curves")
+CHART_ORDER = ("comparison", "folds_accuracy", "folds_auc", "roc", "pr", "calibration", "confusion", "curves")
 CHART_CAPTIONS = {
-    "comparison": "Accuracy, sensitivity and specificity per model over the folds (error bars and dots per fold).",
-    "roc": "ROC curve of the evaluated records.",
+    "comparison": "Accuracy, sensitivity and specificity per model: bars are the mean over folds with ± 1 SD "
+                  "error bars, dots are single folds, dashed lines the chance levels.",
+    "folds_accuracy": "Accuracy of each test fold, one column per model; lines join the same fold across "
+                      "models; black diamond: mean with t-based 95% CI; dashed: chance from the class balance.",
+    "folds_auc": "ROC AUC of each test fold, one column per model; black diamond: mean with 95% CI; dashed: 0.5.",
+    "roc": "ROC curve; the shaded band is a pointwise 95% bootstrap interval (whole patients resampled).",
+    "pr": "Precision–recall curve with average precision (AP); shaded: pointwise 95% bootstrap interval "
+          "(whole patients resampled); dashed: the prevalence, what a random score reaches.",
     "confusion": "Confusion matrix at the decision threshold (rows: true class).",
-    "calibration": "Reliability diagram: observed fraction positive against predicted probability.",
+    "calibration": "Reliability diagram: observed fraction positive (95% Wilson interval) against the mean "
+                   "predicted probability per bin; ECE = expected calibration error.",
     "curves": "Training and validation loss/accuracy per epoch.",
+}
+CV_CAPTIONS = {
+    "roc": "ROC curves of the pooled out-of-fold predictions (every record scored once, by the model of the "
+           "fold that held it out); shaded: pointwise 95% bootstrap band, whole patients resampled. Pooling "
+           "puts the scores of different fold models on one axis; the per-fold AUCs are in the chart above.",
+    "pr": "Precision–recall curves of the pooled out-of-fold predictions with average precision (AP); "
+          "shaded: pointwise 95% bootstrap band (patients resampled); dashed: the prevalence.",
+    "calibration": "Reliability diagram of the pooled out-of-fold predictions per model: observed fraction "
+                   "positive (95% Wilson interval) against mean predicted probability; ECE = expected "
+                   "calibration error.",
 }
 PRIVATE_COLUMNS = {"patient", "record_id", "study", "series", "path"}
 CV_NOTE = ("Per-fold results are not independent: the training sets of different folds share most of "
            "their patients. The plain paired t-test on fold scores therefore understates the variance "
            "and is anti-conservative (too many false 'significant' differences); the Nadeau–Bengio "
            "corrected resampled t-test, which inflates the variance by (1/k + n_test/n_train), is the "
-           "one to read. The Wilcoxon signed-rank test cannot reach p<0.05 with 5 folds. McNemar's and "
-           "DeLong's tests compare the models' pooled out-of-fold predictions.")
+           "one to read (with R repeats of k folds, k is replaced by R·k: Bouckaert & Frank's corrected "
+           "repeated cross-validation test). With 5 or fewer folds the Wilcoxon signed-rank test cannot reach "
+           "p<0.05. McNemar's and DeLong's tests compare the models' pooled out-of-fold predictions (repeat 0: "
+           "every record once, scored by the model that did not train on it); they are binary-only.")
 
 _CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1100px;margin:2em auto;
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1150px;margin:2em auto;
 padding:0 1em;color:#222;line-height:1.45}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.8em}
 table{border-collapse:collapse;margin:.6em 0;font-size:.92em}
 th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#f3f3f3}
-td:first-child,th:first-child{text-align:left}
+td:first-child,th:first-child,td.t{text-align:left}
+.wide{overflow-x:auto;max-width:100%}th{font-size:.95em}details{margin:.8em 0}summary{cursor:pointer;color:#335}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{color:#555;font-size:.9em}.note{background:#fff8e1;border-left:4px solid #f0b400;
 padding:.5em .8em}.sig{font-weight:600}ul.tests li{margin:.25em 0}
@@ -61,7 +81,7 @@ def _num(value, digits: int = 3) -> str:
         return html.escape(str(value))
     if math.isnan(f):
         return "–"
-    if f == int(f) and abs(f) < 1e9 and not (isinstance(value, str) and "." in value):
+    if f == int(f) and abs(f) < 1e9 and not isinstance(value, float) and not (isinstance(value, str) and "." in value):
         return str(int(f))
     return f"{f:.{digits}f}"
 
@@ -71,8 +91,14 @@ def _table(rows: list[dict], columns: list[str] | None = None) -> str:
         return "<p>(none)</p>"
     columns = [c for c in (columns or list(rows[0])) if c not in PRIVATE_COLUMNS]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{_num(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    body = "".join("<tr>" + "".join(_td(_num(r.get(c))) for c in columns) + "</tr>" for r in rows)
+    return f"<div class='wide'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+
+
+def _td(cell: str) -> str:
+    """A cell; words are left-aligned, numbers (and '–') right-aligned so digits line up."""
+    numeric = cell.replace("&lt;", "").lstrip("+-−").replace(".", "", 1).isdigit() or cell in ("–", "")
+    return f"<td>{cell}</td>" if numeric else f"<td class='t'>{cell}</td>"
 
 
 def _read_csv(path: Path) -> list[dict]:
@@ -94,16 +120,17 @@ def stat_sentences(stats: dict, alpha: float = 0.05) -> list[str]:
     """
     lines: list[str] = []
     seen: set[int] = set()
-    for model, per_metric in (stats.get("vs_chance") or {}).items():
-        for metric, r in per_metric.items():
-            seen.add(id(r))
-            p, mean, chance = r.get("p_value"), r.get("mean"), r.get("chance")
-            if isinstance(p, (int, float)) and isinstance(mean, (int, float)) and isinstance(chance, (int, float)):
-                verdict = "beats chance" if p < alpha and mean > chance else (
-                    "is below chance" if p < alpha else "does not differ significantly from chance")
-                lines.append(f"{model} {metric} {verdict} (mean {mean:.3f} vs {chance:.3f}): {describe(r)}")
-            else:
-                lines.append(f"{model} {metric} vs chance: {_p_text(r)}")
+    for key, how in (("vs_chance_corrected", " (Nadeau–Bengio corrected t)"), ("vs_chance", "")):
+        for model, per_metric in (stats.get(key) or {}).items():
+            for metric, r in per_metric.items():
+                seen.add(id(r))
+                p, mean, chance = r.get("p_value"), r.get("mean"), r.get("chance")
+                if isinstance(p, (int, float)) and isinstance(mean, (int, float)) and isinstance(chance, (int, float)):
+                    verdict = "beats chance" if p < alpha and mean > chance else (
+                        "is below chance" if p < alpha else "does not differ significantly from chance")
+                    lines.append(f"{model} {metric} {verdict}{how} (mean {mean:.3f} vs {chance:.3f}): {describe(r)}")
+                else:
+                    lines.append(f"{model} {metric} vs chance{how}: {_p_text(r)}")
     for entry in stats.get("between_models") or []:
         label = f"{entry.get('a')} vs {entry.get('b')}"
         metric = entry.get("metric")
@@ -130,7 +157,7 @@ def stat_sentences(stats: dict, alpha: float = 0.05) -> list[str]:
                 lines.append(f"{' / '.join(path)}, {node['test']}: {_p_text(node)}")
                 return
             for k, v in node.items():
-                if k not in ("vs_chance", "between_models") or path:
+                if k not in ("vs_chance", "vs_chance_corrected", "between_models") or path:
                     walk(v, path + [str(k)])
         elif isinstance(node, list):
             for i, v in enumerate(node):
@@ -140,13 +167,14 @@ def stat_sentences(stats: dict, alpha: float = 0.05) -> list[str]:
     return lines
 
 
-def _figures(folder: Path) -> str:
+def _figures(folder: Path, is_cv: bool = False) -> str:
     pngs = {p.stem: p for p in sorted(folder.glob("*.png"))}
+    captions = {**CHART_CAPTIONS, **(CV_CAPTIONS if is_cv else {})}
     ordered = [pngs.pop(k) for k in CHART_ORDER if k in pngs] + list(pngs.values())
     parts = []
     for p in ordered:
         data = base64.b64encode(p.read_bytes()).decode("ascii")
-        caption = CHART_CAPTIONS.get(p.stem, p.stem.replace("_", " "))
+        caption = captions.get(p.stem, p.stem.replace("_", " "))
         parts.append(f'<figure><img alt="{html.escape(p.stem)}" src="data:image/png;base64,{data}">'
                      f"<figcaption>{html.escape(caption)}</figcaption></figure>")
     return "".join(parts)
@@ -181,30 +209,116 @@ def _eval_section(m: dict) -> str:
     return "".join(parts)
 
 
+def _p_cell(r: dict | None) -> str:
+    p = (r or {}).get("p_value")
+    if not isinstance(p, (int, float)):
+        return "–"
+    return "&lt;0.0001" if p < 0.0001 else f"{p:.4f}"
+
+
+def _stat_cell(r: dict | None) -> str:
+    r = r or {}
+    if not isinstance(r.get("p_value"), (int, float)):
+        return html.escape(str(r.get("note", "–")).removeprefix("not defined: "))
+    return html.escape(describe(r).rsplit(", p", 1)[0])
+
+
+def _html_table(head: list[str], rows: list[list[str]]) -> str:
+    """A table of already-escaped cells."""
+    if not rows:
+        return "<p>(none)</p>"
+    th = "".join(f"<th>{h}</th>" for h in head)
+    body = "".join("<tr>" + "".join(_td(c) for c in row) + "</tr>" for row in rows)
+    return f"<div class='wide'><table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table></div>"
+
+
+def _chance_table(stats: dict, alpha: float = 0.05) -> str:
+    rows = []
+    corrected = stats.get("vs_chance_corrected") or {}
+    for model, per_metric in (stats.get("vs_chance") or {}).items():
+        for metric, plain in per_metric.items():
+            nb = (corrected.get(model) or {}).get(metric)
+            main = nb or plain
+            p = main.get("p_value")
+            if not isinstance(p, (int, float)):
+                verdict = "no test (zero variance)" if "variance" in str(main.get("note")) else "no test"
+            elif p < alpha:
+                verdict = "above chance" if main.get("mean", 0) > main.get("chance", 0) else "below chance"
+            else:
+                verdict = "not shown to differ"
+            ci = main.get("ci")
+            ci_text = f"{_num(max(0.0, ci[0]))} – {_num(min(1.0, ci[1]))}" if ci else "–"
+            rows.append([html.escape(model), html.escape(metric), _num(main.get("mean")), _num(main.get("chance")),
+                         ci_text, _stat_cell(nb), _p_cell(nb), _stat_cell(plain),
+                         _p_cell(plain), html.escape(verdict)])
+    return _html_table(["model", "metric", "mean over folds", "chance", "95% CI (corrected, within 0–1)",
+                        "corrected t", "p (corrected)", "plain t", "p (plain)", f"at α={alpha}"], rows)
+
+
+BETWEEN_TESTS = (("corrected_resampled_ttest", "Nadeau–Bengio corrected t"), ("paired_ttest", "paired t"),
+                 ("wilcoxon", "Wilcoxon signed-rank"), ("mcnemar", "McNemar (pooled predictions)"),
+                 ("delong", "DeLong, AUC (pooled predictions)"))
+
+
+def _between_table(stats: dict) -> str:
+    rows = []
+    entries = stats.get("between_models") or []
+    for i, entry in enumerate(entries):
+        for key, name in BETWEEN_TESTS:
+            r = entry.get(key)
+            if r is None:
+                continue
+            holm = stats.get(f"holm_{key}")
+            adjusted = f"{holm['adjusted'][i]:.4f}" if holm and len(holm.get("adjusted", [])) == len(entries) else "–"
+            diff = r.get("mean_difference", r.get("effect_size") if key == "delong" else None)
+            rows.append([html.escape(f"{entry.get('a')} vs {entry.get('b')}"), html.escape(name),
+                         _num(diff) if isinstance(diff, (int, float)) else "–", _stat_cell(r), _p_cell(r), adjusted])
+    return _html_table(["pair", "test", "difference (a − b)", "statistic", "p", "Holm-adjusted p"], rows)
+
+
 def _cv_section(folder: Path) -> str:
     parts = []
     cv = folder / "cv.json"
     if cv.is_file():
         info = fsio.read_json(cv)
-        parts.append(f"<p>Models: {html.escape(', '.join(map(str, info.get('models', []))))}; "
-                     f"{info.get('folds')} patient-grouped folds; seed {info.get('seed')}; "
-                     f"epochs {info.get('epochs')}.</p>")
+        repeats = info.get("repeats", 1)
+        parts.append(f"<p>Models: <b>{html.escape(', '.join(map(str, info.get('models', []))))}</b>; "
+                     f"{info.get('folds')} patient-grouped folds"
+                     + (f" × {repeats} repeats (split seeds {html.escape(str(info.get('split_seeds')))})"
+                        if repeats and repeats > 1 else "")
+                     + f"; training seed {info.get('seed')}; epochs {info.get('epochs')}.</p>")
     if (folder / "summary.csv").is_file():
         parts.append("<h2>Summary over folds</h2><p>Mean, standard deviation and t-based 95% CI of the "
-                     "mean over folds.</p>" + _table(_read_csv(folder / "summary.csv")))
+                     "mean over folds (metrics are fractions, 0–1).</p>" + _table(_read_csv(folder / "summary.csv")))
     if (folder / "stats.json").is_file():
         stats = fsio.read_json(folder / "stats.json")
-        sentences = stat_sentences(stats)
         prevalence = stats.get("prevalence")
-        intro = (f"<p>Chance levels use the positive-class prevalence {prevalence:.3f}: accuracy chance = "
-                 "max(p, 1−p); sensitivity, specificity and AUC chance = 0.5. Two-sided tests, α = 0.05.</p>"
-                 if isinstance(prevalence, (int, float)) else "")
-        items = "".join(f"<li>{html.escape(s)}</li>" for s in sentences)
-        parts.append(f"<h2>Statistical tests</h2>{intro}<ul class='tests'>{items}</ul>"
-                     f"<p class='note'>{html.escape(CV_NOTE)}</p>")
+        if isinstance(prevalence, (int, float)):
+            intro = (f"Chance levels use the positive-class prevalence p = {prevalence:.3f} of the "
+                     f"{stats.get('n_records', '')} evaluated records: accuracy chance = max(p, 1−p); "
+                     "balanced accuracy, sensitivity, specificity and AUC chance = 0.5.")
+        else:
+            shares = ", ".join(f"{s:.3f}" for s in stats.get("class_shares") or [])
+            intro = (f"Class shares {shares}: accuracy chance = the largest share; balanced accuracy chance "
+                     "= 1/k; macro AUC chance = 0.5.")
+        items = "".join(f"<li>{html.escape(s)}</li>" for s in stat_sentences(stats))
+        parts.append(f"<h2>Statistical tests</h2><p>{html.escape(intro)} Two-sided tests, α = 0.05.</p>"
+                     f"<p class='note'>{html.escape(CV_NOTE)}</p>"
+                     f"<h3>Against chance</h3>{_chance_table(stats)}"
+                     f"<h3>Between models</h3>{_between_table(stats)}"
+                     f"<details><summary>Every test in words</summary><ul class='tests'>{items}</ul></details>")
     if (folder / "folds.csv").is_file():
         parts.append("<h2>Per fold</h2>" + _table(_read_csv(folder / "folds.csv")))
     return "".join(parts)
+
+
+def _table_section(folder: Path) -> str:
+    rows = _read_csv(folder / "table.csv")
+    keep = ["model", "dataset", "status", "task", "split", "n", "n_patients", "accuracy", "sensitivity",
+            "specificity", "auc", "dice", "reason"]
+    shown = [c for c in keep if any(r.get(c) not in (None, "") for r in rows)]
+    return ("<h2>Evaluations</h2><p>One row per model and dataset; 95% intervals are in table.csv and "
+            "in each pair's folder.</p>" + _table(rows, shown))
 
 
 def render_report(folder) -> str:
@@ -216,20 +330,23 @@ def render_report(folder) -> str:
         When ``folder`` holds none of metrics.json, summary.csv, folds.csv, stats.json.
     """
     folder = Path(folder)
-    known = [n for n in ("metrics.json", "summary.csv", "folds.csv", "stats.json") if (folder / n).is_file()]
+    known = [n for n in ("metrics.json", "summary.csv", "folds.csv", "stats.json", "table.csv")
+             if (folder / n).is_file()]
     if not folder.is_dir() or not known:
         raise InputError(f"{folder}: expected a CV dir or eval dir holding metrics.json, summary.csv, "
-                         "folds.csv or stats.json. Received: none of them")
-    is_cv = any(n != "metrics.json" for n in known)
+                         "folds.csv, stats.json or table.csv. Received: none of them")
+    is_cv = any(n not in ("metrics.json", "table.csv") for n in known)
     body = [f"<h1>medzoo {'cross-validation' if is_cv else 'evaluation'} report</h1>"]
     if is_cv:
         body.append(_cv_section(folder))
+    if (folder / "table.csv").is_file() and not (folder / "metrics.json").is_file():
+        body.append(_table_section(folder))
     if (folder / "metrics.json").is_file():
         try:
             body.append(_eval_section(json.loads((folder / "metrics.json").read_text())))
         except ValueError as exc:
             raise InputError(f"{folder / 'metrics.json'}: expected JSON. Received: {type(exc).__name__}")
-    figures = _figures(folder)
+    figures = _figures(folder, is_cv)
     if figures:
         body.append("<h2>Charts</h2>" + figures)
     body.append(f"<p style='color:#777;font-size:.85em'>Written by medzoo {html.escape(__version__)}. "

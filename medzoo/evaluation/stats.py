@@ -31,7 +31,8 @@ import numpy as np
 from scipy import stats as sps
 
 __all__ = [
-    "chance_level", "one_sample_ttest", "paired_ttest", "corrected_resampled_ttest",
+    "chance_level", "multiclass_chance_level", "one_sample_ttest", "corrected_one_sample_ttest",
+    "paired_ttest", "corrected_resampled_ttest",
     "wilcoxon_signed_rank", "mcnemar", "delong_roc_variance", "delong_test", "holm", "describe",
 ]
 
@@ -60,6 +61,14 @@ def _p_from_t(t: float, df: float, alternative: str) -> float:
     if alternative == "less":
         return float(sps.t.cdf(t, df))
     raise ValueError(f"`alternative` must be 'two-sided', 'greater' or 'less'. Received: {alternative!r}")
+
+
+def _no_variance(test: str, n: int, alternative: str, level: float, **fields) -> dict:
+    """A t-test over values that are all equal: the t statistic and its p-value are undefined
+    (a p of 0 from three identical folds would claim what the data cannot show)."""
+    return {"test": test, "statistic": None, "df": float(n - 1), "p_value": None, "alternative": alternative,
+            "n": int(n), "effect_size": None, "ci": None, "ci_level": level, **fields,
+            "note": "not defined: every fold gave the same value (zero variance)"}
 
 
 def _t_ci(center: float, se: float, df: float, level: float) -> list[float]:
@@ -99,6 +108,32 @@ def chance_level(metric: str, prevalence: float | None = None) -> float:
     return {"accuracy": max(p, 1.0 - p), "ppv": p, "npv": 1.0 - p}[m]
 
 
+
+def multiclass_chance_level(metric: str, class_shares: Sequence[float]) -> float:
+    """Chance level of a multi-class metric from the share of each class.
+
+    accuracy: the largest share (always predicting the majority class); balanced accuracy: 1/k;
+    (macro) AUC: 0.5.
+
+    Raises
+    ------
+    ValueError
+        For another metric, or shares that are not a distribution over at least 2 classes.
+    """
+    shares = np.asarray(class_shares, dtype=np.float64)
+    if shares.ndim != 1 or shares.size < 2 or np.any(shares < 0) or abs(shares.sum() - 1.0) > 1e-6:
+        raise ValueError(f"`class_shares` must be fractions of >= 2 classes summing to 1. Received: {shares.tolist()}")
+    m = {"roc_auc": "auc", "macro_auc": "auc"}.get(metric, metric)
+    if m == "accuracy":
+        return float(shares.max())
+    if m == "balanced_accuracy":
+        return 1.0 / shares.size
+    if m == "auc":
+        return 0.5
+    raise ValueError(f"`metric` must be accuracy, balanced_accuracy or auc for several classes. "
+                     f"Received: metric={metric!r}")
+
+
 def one_sample_ttest(values: Sequence[float], chance: float, *, alternative: str = "two-sided",
                      level: float = 0.95) -> dict:
     """One-sample t-test of per-fold metric values against a chance level.
@@ -122,9 +157,12 @@ def one_sample_ttest(values: Sequence[float], chance: float, *, alternative: str
     n = v.size
     mean, sd = float(v.mean()), float(v.std(ddof=1))
     se = sd / math.sqrt(n)
-    t = (mean - chance) / se if se > 0 else math.copysign(math.inf, mean - chance) if mean != chance else math.nan
+    if se == 0:
+        return _no_variance("one-sample t-test", n, alternative, level, mean=mean, sd=sd, chance=float(chance),
+                            effect_size_name="Cohen's d")
+    t = (mean - chance) / se
     return {"test": "one-sample t-test", "statistic": float(t), "df": float(n - 1),
-            "p_value": _p_from_t(t, n - 1, alternative) if not math.isnan(t) else 1.0,
+            "p_value": _p_from_t(t, n - 1, alternative),
             "alternative": alternative, "n": int(n), "mean": mean, "sd": sd, "chance": float(chance),
             "effect_size": (mean - chance) / sd if sd > 0 else math.nan, "effect_size_name": "Cohen's d",
             "ci": _t_ci(mean, se, n - 1, level), "ci_level": level}
@@ -144,6 +182,9 @@ def paired_ttest(a: Sequence[float], b: Sequence[float], *, alternative: str = "
     """
     x, y = _pair(a, b)
     r = one_sample_ttest(x - y, 0.0, alternative=alternative, level=level)
+    if r["p_value"] is None:
+        return _no_variance("paired t-test", r["n"], alternative, level, mean_difference=r["mean"],
+                            sd_difference=0.0, effect_size_name="Cohen's d_z")
     return {"test": "paired t-test", "statistic": r["statistic"], "df": r["df"], "p_value": r["p_value"],
             "alternative": alternative, "n": r["n"], "mean_difference": r["mean"],
             "sd_difference": r["sd"], "effect_size": r["effect_size"], "effect_size_name": "Cohen's d_z",
@@ -180,13 +221,47 @@ def corrected_resampled_ttest(a: Sequence[float], b: Sequence[float], n_train, n
     mean, var = float(d.mean()), float(d.var(ddof=1))
     correction = 1.0 / k + te / tr
     se = math.sqrt(correction * var)
-    t = mean / se if se > 0 else (math.copysign(math.inf, mean) if mean else math.nan)
+    if se == 0:
+        return _no_variance("Nadeau-Bengio corrected resampled t-test", k, alternative, level,
+                            mean_difference=mean, sd_difference=0.0, correction=correction, n_train=tr,
+                            n_test=te, effect_size_name="Cohen's d_z")
+    t = mean / se
     return {"test": "Nadeau-Bengio corrected resampled t-test", "statistic": float(t), "df": float(k - 1),
-            "p_value": _p_from_t(t, k - 1, alternative) if not math.isnan(t) else 1.0,
+            "p_value": _p_from_t(t, k - 1, alternative),
             "alternative": alternative, "n": int(k), "mean_difference": mean, "sd_difference": math.sqrt(var),
             "correction": correction, "n_train": tr, "n_test": te,
             "effect_size": mean / math.sqrt(var) if var > 0 else math.nan, "effect_size_name": "Cohen's d_z",
             "ci": _t_ci(mean, se, k - 1, level), "ci_level": level}
+
+
+
+def corrected_one_sample_ttest(values: Sequence[float], chance: float, n_train, n_test, *,
+                               alternative: str = "two-sided", level: float = 0.95) -> dict:
+    """Per-fold metric values against a chance level with the Nadeau–Bengio variance correction.
+
+    The cross-validation mean of one model has the same overlap problem as a difference of two:
+    its variance is ``(1/k + n_test/n_train) · var`` rather than ``var / k``. This is
+    :func:`corrected_resampled_ttest` of ``values`` against the constant ``chance``.
+
+    Returns
+    -------
+    dict as :func:`one_sample_ttest` (``mean``, ``sd``, ``chance``, Cohen's d) plus ``correction``,
+    ``n_train``, ``n_test``; ``ci`` uses the corrected standard error.
+    """
+    v = _values(values, "values")
+    r = corrected_resampled_ttest(v, np.full(v.size, float(chance)), n_train, n_test,
+                                  alternative=alternative, level=level)
+    if r["p_value"] is None:
+        return _no_variance("Nadeau-Bengio corrected one-sample t-test", r["n"], alternative, level,
+                            mean=float(v.mean()), sd=0.0, chance=float(chance), correction=r["correction"],
+                            n_train=r["n_train"], n_test=r["n_test"], effect_size_name="Cohen's d")
+    sd = r["sd_difference"]
+    mean = r["mean_difference"] + float(chance)
+    return {"test": "Nadeau-Bengio corrected one-sample t-test", "statistic": r["statistic"], "df": r["df"],
+            "p_value": r["p_value"], "alternative": alternative, "n": r["n"], "mean": mean, "sd": sd,
+            "chance": float(chance), "correction": r["correction"], "n_train": r["n_train"],
+            "n_test": r["n_test"], "effect_size": (mean - chance) / sd if sd > 0 else math.nan,
+            "effect_size_name": "Cohen's d", "ci": [c + float(chance) for c in r["ci"]], "ci_level": level}
 
 
 def wilcoxon_signed_rank(a: Sequence[float], b: Sequence[float], *, alternative: str = "two-sided") -> dict:
@@ -381,4 +456,8 @@ def describe(result: dict) -> str:
         sym = "z"
     else:
         sym = "statistic"
+    if not isinstance(p, (int, float)) or math.isnan(p):
+        return f"{sym}: {result.get('note', 'not defined')}"
+    if not isinstance(stat, (int, float)) or not math.isfinite(stat):
+        return f"{sym} not finite, {_fmt_p(p)}"
     return f"{sym}={stat:.2f}, {_fmt_p(p)}"

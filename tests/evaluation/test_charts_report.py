@@ -46,6 +46,9 @@ def test_charts_written_png_and_svg(tmp_path):
         charts.plot_confusion([[20, 5], [3, 32]], ["normal", "lesion"], tmp_path / "confusion.png"),
         charts.plot_fold_scatter(SUMMARY, tmp_path / "scatter.png", chance=0.5),
         charts.plot_calibration(y, s, tmp_path / "calibration.png"),
+        charts.plot_roc({"cnn": (y, s, np.arange(60) // 2)}, tmp_path / "roc_band.png", n_boot=50),
+        charts.plot_pr({"cnn": (y, s), "other": (y, 1 - s)}, tmp_path / "pr.png", n_boot=50),
+        charts.plot_calibration_models({"cnn": (y, s), "other": (y, 1 - s)}, tmp_path / "calibration2.png"),
     ]
     for path in written:
         w, h = _png_ok(path)
@@ -55,6 +58,15 @@ def test_charts_written_png_and_svg(tmp_path):
     assert "k=5 folds" in comparison
     roc = (tmp_path / "roc.svg").read_text()
     assert "n=60" in roc
+    # units, n and the error/interval each chart shows are written on it
+    band = (tmp_path / "roc_band.svg").read_text()
+    assert "95% bootstrap band (50 resamples of patients)" in band and "fraction" in band
+    pr = (tmp_path / "pr.svg").read_text()
+    assert "AP " in pr and "prevalence" in pr and "records" in pr  # no groups: records resampled
+    scatter = (tmp_path / "scatter.svg").read_text()
+    assert "mean ± 95% CI" in scatter and "n=5 folds" in scatter and "fraction" in scatter
+    cal = (tmp_path / "calibration2.svg").read_text()
+    assert "Wilson" in cal and "ECE" in cal and "n=60" in cal
     # same input, same bytes: nothing random or time-stamped in the file
     again = charts.plot_roc({"cnn": (y, s)}, tmp_path / "roc2.png")
     assert again.read_bytes() == (tmp_path / "roc.png").read_bytes()
@@ -130,7 +142,7 @@ def test_report_of_an_empty_dir_is_a_clear_error(tmp_path):
         render_report(tmp_path)
 
 
-def stat_sentences_generic_fallback():
+def test_stat_sentences_generic_fallback():
     lines = stat_sentences({"extra": {"deep": {"test": "DeLong test for correlated ROC AUCs", "statistic": 2.1,
                                                "df": None, "p_value": 0.0357}}})
     assert lines == ["extra / deep, DeLong test for correlated ROC AUCs: z=2.10, p=0.036"]

@@ -205,3 +205,27 @@ def test_accumulator_equals_one_shot_report():
     assert acc.report(0.4) == M.binary_report(y, s, 0.4) or all(
         (np.isnan(a) and np.isnan(b)) or a == b for a, b in zip(acc.report(0.4).values(), M.binary_report(y, s, 0.4).values()))
     assert len(acc.y_true) == len(y)
+
+
+def test_bootstrap_curve_band_roc_and_pr():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 120)
+    s = np.clip(0.3 * y + rng.random(120) * 0.7, 0, 1)
+    band = M.bootstrap_curve_band(y, s, curve="roc", n_boot=200, seed=3)
+    fpr, tpr, _ = M.roc_curve(y, s)
+    # the full-data curve on the grid is the ROC step: best sensitivity at FPR <= x
+    for x, v in zip(band["grid"][::10], band["value"][::10]):
+        assert v == pytest.approx(tpr[fpr <= x + 1e-12].max())
+    inside = (band["low"] <= band["value"] + 1e-9) & (band["value"] <= band["high"] + 1e-9)
+    assert inside.mean() > 0.9 and np.all(band["low"] <= band["high"])
+    assert band["n_valid"] == 200
+    again = M.bootstrap_curve_band(y, s, curve="roc", n_boot=200, seed=3)
+    np.testing.assert_array_equal(again["low"], band["low"])  # seeded: reproducible
+
+    pr = M.bootstrap_curve_band(y, s, curve="pr", groups=np.arange(120) // 3, n_boot=100, seed=0)
+    precision, recall, _ = M.precision_recall_curve(y, s)
+    r = 0.5
+    assert pr["value"][50] == pytest.approx(precision[recall >= r - 1e-12].max())
+    assert np.all((pr["low"] >= 0) & (pr["high"] <= 1))
+    with pytest.raises(ValueError, match="'roc' or 'pr'"):
+        M.bootstrap_curve_band(y, s, curve="det")

@@ -76,3 +76,19 @@ def test_evaluation_modules_never_import_tensorflow():
             "medzoo.evaluation.charts, medzoo.evaluation.evaluate, medzoo.evaluation.report; import sys; "
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'tensorflow imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_evaluate_and_report_run_with_tensorflow_unimportable(tmp_path):
+    """A deployment box without TensorFlow: evaluate several pairs, chart and report them."""
+    from .conftest import write_dataset
+
+    ds, _, _ = write_dataset(tmp_path / "ds", patients=6)
+    model = write_onnx(tmp_path / "m.onnx")
+    code = ("import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None\n"
+            "from medzoo.evaluation.evaluate import evaluate_many\n"
+            "from medzoo.evaluation.report import write_report\n"
+            f"r = evaluate_many([{str(model)!r}], [{str(ds)!r}, {str(ds)!r}], {str(tmp_path / 'e')!r}, n_boot=20)\n"
+            "assert r['evaluated'] == 2, r\n"
+            f"write_report({str(tmp_path / 'e')!r})\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert (tmp_path / "e" / "report.html").exists() and (tmp_path / "e" / "m" / "ds" / "roc.png").exists()
