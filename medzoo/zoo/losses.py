@@ -1,4 +1,8 @@
-"""Segmentation losses and metrics as serialisable Keras objects (soft Dice, Dice + BCE)."""
+"""Losses and metrics as serialisable Keras objects: Dice, Dice + BCE, focal, Tversky, IoU.
+
+Each is a pure function of arrays (``soft_dice``, ``tversky_index``, ``binary_focal``,
+``sparse_focal``, ``iou``) with a thin Keras wrapper, so values can be checked by hand.
+"""
 
 from __future__ import annotations
 
@@ -60,6 +64,126 @@ class DiceScore(keras.metrics.MeanMetricWrapper):
 
     def _dice(self, y_true, y_pred):
         return soft_dice(y_true, ops.cast(y_pred > self.threshold, y_pred.dtype), smooth=1e-6)
+
+    def get_config(self):
+        return {"threshold": self.threshold, "name": self.name, "dtype": self.dtype}
+
+
+def tversky_index(y_true, y_pred, alpha: float = 0.3, beta: float = 0.7, smooth: float = 1.0):
+    """Per-image Tversky index (TP + s) / (TP + α·FP + β·FN + s); α = β = 0.5 is soft Dice.
+
+    β > α penalises missed lesion pixels (FN) more than false alarms (FP).
+    """
+    y_true = ops.cast(y_true, y_pred.dtype)
+    axes = tuple(range(1, len(y_pred.shape)))
+    true_pos = ops.sum(y_true * y_pred, axis=axes)
+    false_pos = ops.sum((1.0 - y_true) * y_pred, axis=axes)
+    false_neg = ops.sum(y_true * (1.0 - y_pred), axis=axes)
+    return (true_pos + smooth) / (true_pos + alpha * false_pos + beta * false_neg + smooth)
+
+
+def binary_focal(y_true, y_pred, gamma: float = 2.0, alpha: float | None = 0.25,
+                 epsilon: float = 1e-7):
+    """Per-image mean of −α_t (1 − p_t)^γ log p_t over every element (Lin et al. 2017).
+
+    ``y_pred`` holds probabilities; p_t = p where the target is 1, 1 − p where it is 0;
+    α_t = α for targets 1 and 1 − α for targets 0 (``alpha=None``: no weighting).
+    """
+    y_true = ops.cast(y_true, y_pred.dtype)
+    p = ops.clip(y_pred, epsilon, 1.0 - epsilon)
+    p_t = y_true * p + (1.0 - y_true) * (1.0 - p)
+    loss = -ops.power(1.0 - p_t, gamma) * ops.log(p_t)
+    if alpha is not None:
+        loss = (y_true * alpha + (1.0 - y_true) * (1.0 - alpha)) * loss
+    return ops.mean(loss, axis=tuple(range(1, len(y_pred.shape))))
+
+
+def sparse_focal(y_true, y_pred, gamma: float = 2.0, alpha=None, epsilon: float = 1e-7):
+    """Per-sample −α_y (1 − p_y)^γ log p_y for integer labels ``y_true`` (B,) and softmax (B, K).
+
+    ``alpha``: None (no weighting) or one weight per class.
+    """
+    labels = ops.reshape(ops.cast(y_true, "int32"), (-1,))
+    one_hot = ops.one_hot(labels, y_pred.shape[-1], dtype=y_pred.dtype)
+    p_t = ops.clip(ops.sum(one_hot * y_pred, axis=-1), epsilon, 1.0)
+    loss = -ops.power(1.0 - p_t, gamma) * ops.log(p_t)
+    if alpha is not None:
+        loss = ops.sum(one_hot * ops.convert_to_tensor(alpha, y_pred.dtype), axis=-1) * loss
+    return loss
+
+
+def iou(y_true, y_pred, smooth: float = 1e-6):
+    """Per-image intersection over union |A∩B| / |A∪B| of (soft) masks; two empty masks → 1."""
+    y_true = ops.cast(y_true, y_pred.dtype)
+    axes = tuple(range(1, len(y_pred.shape)))
+    intersection = ops.sum(y_true * y_pred, axis=axes)
+    union = ops.sum(y_true, axis=axes) + ops.sum(y_pred, axis=axes) - intersection
+    return (intersection + smooth) / (union + smooth)
+
+
+@keras.saving.register_keras_serializable(package="medzoo")
+class TverskyLoss(keras.losses.Loss):
+    """1 − Tversky index, averaged over the batch (α weighs FP, β weighs FN)."""
+
+    def __init__(self, alpha: float = 0.3, beta: float = 0.7, smooth: float = 1.0,
+                 name: str = "tversky_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.alpha, self.beta, self.smooth = float(alpha), float(beta), float(smooth)
+
+    def call(self, y_true, y_pred):
+        return 1.0 - tversky_index(y_true, y_pred, self.alpha, self.beta, self.smooth)
+
+    def get_config(self):
+        return {**super().get_config(), "alpha": self.alpha, "beta": self.beta,
+                "smooth": self.smooth}
+
+
+@keras.saving.register_keras_serializable(package="medzoo")
+class BinaryFocalLoss(keras.losses.Loss):
+    """Focal loss on sigmoid outputs (masks, or binary scores): down-weights easy pixels."""
+
+    def __init__(self, gamma: float = 2.0, alpha: float | None = 0.25, name: str = "binary_focal",
+                 **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.gamma = float(gamma)
+        self.alpha = None if alpha is None else float(alpha)
+
+    def call(self, y_true, y_pred):
+        return binary_focal(y_true, y_pred, self.gamma, self.alpha)
+
+    def get_config(self):
+        return {**super().get_config(), "gamma": self.gamma, "alpha": self.alpha}
+
+
+@keras.saving.register_keras_serializable(package="medzoo")
+class SparseFocalLoss(keras.losses.Loss):
+    """Focal loss on softmax outputs with integer labels (classifiers' ``probabilities``)."""
+
+    def __init__(self, gamma: float = 2.0, alpha=None, name: str = "sparse_focal", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if alpha is not None and not isinstance(alpha, (list, tuple)):
+            raise ValueError("Argument `alpha` must be None or one weight per class. "
+                             f"Received: alpha={alpha!r}")
+        self.gamma = float(gamma)
+        self.alpha = None if alpha is None else [float(a) for a in alpha]
+
+    def call(self, y_true, y_pred):
+        return sparse_focal(y_true, y_pred, self.gamma, self.alpha)
+
+    def get_config(self):
+        return {**super().get_config(), "gamma": self.gamma, "alpha": self.alpha}
+
+
+@keras.saving.register_keras_serializable(package="medzoo")
+class IoUScore(keras.metrics.MeanMetricWrapper):
+    """Mean hard IoU (prediction thresholded at ``threshold``) over the images seen."""
+
+    def __init__(self, threshold: float = 0.5, name: str = "iou", **kwargs):
+        super().__init__(fn=self._iou, name=name, **kwargs)
+        self.threshold = threshold
+
+    def _iou(self, y_true, y_pred):
+        return iou(y_true, ops.cast(y_pred > self.threshold, y_pred.dtype))
 
     def get_config(self):
         return {"threshold": self.threshold, "name": self.name, "dtype": self.dtype}

@@ -20,21 +20,30 @@ class ModelEntry:
     task: str
     builder: Callable
     description: str
+    default_channels: int = 1  # channels it is described and tested with (fusion: one per modality)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register(name: str, *, task: str) -> Callable:
-    """Register ``builder`` under ``name``; raises ``ValueError`` on a duplicate name or bad task."""
+def register(name: str, *, task: str, default_channels: int = 1) -> Callable:
+    """Register ``builder`` under ``name``; raises ``ValueError`` on a duplicate name or bad task.
+
+    ``default_channels``: the channel count the model is described and tested with (fusion models
+    take one channel per modality); builders still accept any count they support.
+    """
     if task not in TASKS:
         raise ValueError(f"Argument `task` must be one of {TASKS}. Received: task={task!r}")
+    if int(default_channels) < 1:
+        raise ValueError("Argument `default_channels` must be >= 1. "
+                         f"Received: default_channels={default_channels}")
 
     def decorate(builder: Callable) -> Callable:
         if name in _REGISTRY:
             raise ValueError(f"A model named {name!r} is already registered.")
         doc = (builder.__doc__ or "").strip().splitlines()
-        _REGISTRY[name] = ModelEntry(name, task, builder, doc[0] if doc else "")
+        _REGISTRY[name] = ModelEntry(name, task, builder, doc[0] if doc else "",
+                                     int(default_channels))
         return builder
 
     return decorate
@@ -42,7 +51,7 @@ def register(name: str, *, task: str) -> Callable:
 
 def _load_families() -> None:
     # Importing a family module registers its models; done lazily so `import registry` stays cheap.
-    from medzoo.zoo import classifiers, unet  # noqa: F401
+    from medzoo.zoo import applications, classifiers, fusion, unet, unetr_pp  # noqa: F401
 
 
 def names() -> list[str]:

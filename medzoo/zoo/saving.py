@@ -39,5 +39,20 @@ def load_model(path, *, compile: bool = False):
     try:
         return keras.saving.load_model(path, compile=compile, safe_mode=True)
     except Exception as exc:  # keras raises ValueError/TypeError/zipfile errors alike
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: refused to load the model ({reason[:300]})") from exc
+        raise InputError(f"{path}: refused to load the model ({_reason(exc)})") from exc
+
+
+def _reason(exc: Exception) -> str:
+    """One short line saying why Keras refused a file (its own messages run over many lines)."""
+    import re
+
+    text = str(exc)
+    unknown = re.search(r"Could not locate (?:class|function) '([^']+)'", text)
+    if "Lambda" in text and ("arbitrary code" in text or "safe_mode" in text):
+        return ("it holds a Lambda layer, i.e. Python code; medzoo loads models in safe mode "
+                "only and never runs code from a model file")
+    if unknown:
+        return (f"it names an unknown class {unknown.group(1)!r}, which is neither Keras' nor "
+                "medzoo's; safe mode loads registered classes only")
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return first[:300]
