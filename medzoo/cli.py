@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--augment", action="store_true")
     p.add_argument("--init-from", help="earlier run dir to start matching layers from")
+    p.add_argument("--freeze-encoder", action="store_true",
+                   help="keep the encoder's weights fixed (fine-tune the rest)")
     p.add_argument("--gan", help="GAN run whose samples join the training folds only")
     p.add_argument("--gan-ratio", type=float, default=1.0,
                    help="generated images per real training image (default 1.0)")
@@ -263,7 +265,8 @@ def _cmd_train(args) -> int:
     config = train(args.model, args.data, args.out, epochs=args.epochs,
                    batch_size=args.batch_size, test_fold=args.test_fold, seed=args.seed,
                    augment=args.augment, learning_rate=args.learning_rate,
-                   init_from=args.init_from, gan=args.gan, gan_ratio=args.gan_ratio)
+                   init_from=args.init_from, freeze=args.freeze_encoder, gan=args.gan,
+                   gan_ratio=args.gan_ratio)
     last = {k: round(v, 4) for k, v in config.get("history", {}).items() if k != "epoch"}
     print(f"trained {args.model} for {config['epochs_run']} epochs → {args.out}  {last}")
     return 0

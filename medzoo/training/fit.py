@@ -22,7 +22,28 @@ from medzoo.errors import InputError
 
 CONFIG_KEYS_THAT_MUST_MATCH = ("model", "data", "test_fold", "folds", "seed", "model_options",
                                "epochs", "batch_size", "learning_rate", "augment", "init_from",
-                               "gan")
+                               "freeze_encoder", "gan")
+
+
+# Layer-name prefixes that make up each model's encoder (``--freeze-encoder``).
+ENCODER_PREFIXES = {
+    "cnn": ("stage",), "resnet": ("stem", "stage"), "unet": ("enc", "bottleneck"),
+    "attention_unet": ("enc", "bottleneck"), "unetr_pp": ("stem_", "patch_embed", "down", "stage"),
+    "fusion_early": ("encoder_",), "fusion_late": ("modality",),
+}
+
+
+def freeze_encoder(net, model: str) -> list[str]:
+    """Make the encoder layers of ``net`` untrainable; return their names."""
+    prefixes = ENCODER_PREFIXES.get(model)
+    if prefixes is None:
+        raise InputError(f"--freeze-encoder: no encoder is defined for model {model!r}; "
+                         f"expected one of {', '.join(sorted(ENCODER_PREFIXES))}")
+    frozen = [layer.name for layer in net.layers if layer.name.startswith(prefixes)]
+    for layer in net.layers:
+        if layer.name in frozen:
+            layer.trainable = False
+    return frozen
 
 
 def split_record_ids(fold_of: dict, test_fold: int, folds: int) -> dict[str, list[str]]:
@@ -60,7 +81,8 @@ def default_epochs(task: str) -> int:
 def train(model: str, ds_dir, run_dir, *, epochs: int | None = None, batch_size: int = 16,
           test_fold: int = 0, folds: int | None = None, seed: int = 0, augment: bool = False,
           learning_rate: float = 1e-3, patience: int = 6, model_options: dict | None = None,
-          init_from=None, gan=None, gan_ratio: float = 1.0, verbose: int = 1) -> dict:
+          init_from=None, freeze: bool = False, gan=None, gan_ratio: float = 1.0,
+          verbose: int = 1) -> dict:
     """Train zoo model ``model`` on ``ds_dir``; write the run dir; return its config.
 
     Parameters
@@ -76,6 +98,8 @@ def train(model: str, ds_dir, run_dir, *, epochs: int | None = None, batch_size:
     model_options : keyword options passed to the zoo builder.
     init_from : path-like, optional
         An earlier run dir; layers with matching names and shapes start from its weights.
+    freeze : bool
+        Keep the encoder's weights fixed (``--freeze-encoder``; typically with ``init_from``).
     gan, gan_ratio : path-like, float
         A GAN run (``medzoo gan train``) made for the same split; ``gan_ratio`` × n_train
         generated images join the training part only — never validation or test.
@@ -132,6 +156,7 @@ def train(model: str, ds_dir, run_dir, *, epochs: int | None = None, batch_size:
         "seed": seed, "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
         "patience": patience, "augment": bool(augment),
         "init_from": str(init_from) if init_from else None,
+        "freeze_encoder": bool(freeze),
         "gan": {"run": str(gan), "ratio": gan_ratio} if gan else None,
     }
     _prepare_run_dir(run_dir, config)
@@ -141,6 +166,8 @@ def train(model: str, ds_dir, run_dir, *, epochs: int | None = None, batch_size:
     net = registry.build(model, input_shape, len(classes), **(model_options or {}))
     if init_from:
         config["init_layers"] = transfer_weights(net, Path(init_from))
+    if freeze:
+        config["frozen_layers"] = freeze_encoder(net, model)
     _compile(net, entry.task, learning_rate)
     started = time.monotonic()
     net.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose, shuffle=False,

@@ -56,3 +56,22 @@ def test_fine_tuning_starts_from_a_lower_loss_than_scratch(cnn_run, phantom_ds, 
                       init_from=cnn_run, verbose=0)
     assert "probabilities" in tuned["init_layers"] and "fc" in tuned["init_layers"]
     assert tuned["history"]["loss"] < scratch["history"]["loss"]
+
+
+def test_freeze_encoder_keeps_encoder_weights_fixed(cnn_run, phantom_ds, tmp_path):
+    import numpy as np
+
+    from medzoo.zoo import saving
+
+    source = saving.load_model(cnn_run / "model.keras")
+    config = fit.train("cnn", phantom_ds, tmp_path / "frozen", epochs=1, batch_size=8, seed=0,
+                       init_from=cnn_run, freeze=True, verbose=0)
+    assert [n for n in config["frozen_layers"] if "conv" in n] == [
+        "stage0_conv0", "stage1_conv0", "stage2_conv0"]
+    tuned = saving.load_model(tmp_path / "frozen" / "model.keras")
+    for name in config["frozen_layers"]:
+        for a, b in zip(source.get_layer(name).get_weights(), tuned.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    changed = [not np.array_equal(a, b) for a, b in
+               zip(source.get_layer("fc").get_weights(), tuned.get_layer("fc").get_weights())]
+    assert any(changed)
