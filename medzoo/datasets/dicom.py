@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import re
 import stat
 import warnings
 import zlib
@@ -307,8 +308,13 @@ def check_header(ds) -> None:
         )
 
 
+_UID = re.compile(r"[0-9]{1,10}(\.[0-9]{1,20}){1,30}")
+
+
 def _decode(ds) -> np.ndarray:
     ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+    if not _UID.fullmatch(ts):  # a corrupt length swallows the next elements (names, UIDs…):
+        ts = "(invalid transfer syntax UID)"  # never copy them into a reason
     try:
         return ds.pixel_array
     except NotImplementedError:
@@ -643,6 +649,8 @@ def _decoded_frames(ds, arr: np.ndarray) -> np.ndarray:
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if frames == 1 and arr.ndim == (3 if samples == 3 else 2):
         arr = arr[None]
+    if arr.shape[0] != frames:  # pydicom infers frames from excess data when the header has none
+        raise DicomRejected(f"pixel data holds {arr.shape[0]} frames, the header declares {frames}")
     return arr
 
 

@@ -760,6 +760,9 @@ def ingest(dicom_dir, labels_csv, out, size=64, window="auto", workers=1, folds=
     if not classes:
         raise InputError(f"Labels file {labels_csv}: expected class names in column `label`. "
                          "Received: every label empty")
+    if len(classes) < 2:  # folds are label-stratified: say so before decoding anything
+        raise InputError(f"Labels file {labels_csv}: expected at least two classes in column "
+                         f"`label`. Received: only {classes[0]!r}")
     has_mask = any(r.mask is not None for r in rows)
     key = deid.load_or_create_key(key_file)
     options = Options(key=key, size=image_hw, windows=tuple(windows), color=color,

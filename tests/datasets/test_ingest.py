@@ -172,6 +172,10 @@ def test_bad_input_raises_one_clear_line(tmp_path, key_file):
         ingest(tmp_path, tmp_path / "labels.csv", tmp_path / "DS", key_file=key_file)
     (tmp_path / "x.dcm").write_text("nope")
     (tmp_path / "labels.csv").write_text("path,label\nx.dcm,a\n")
+    with pytest.raises(InputError, match="at least two classes"):
+        ingest(tmp_path, tmp_path / "labels.csv", tmp_path / "DS", key_file=key_file)
+    (tmp_path / "y.dcm").write_text("nope")
+    (tmp_path / "labels.csv").write_text("path,label\nx.dcm,a\ny.dcm,b\n")
     with pytest.raises(InputError, match="No readable input"):
         ingest(tmp_path, tmp_path / "labels.csv", tmp_path / "DS", key_file=key_file,
                progress=False)
