@@ -116,9 +116,18 @@ def build_parser() -> argparse.ArgumentParser:
              "medzoo gan train --data ds --out runs/gan --epochs 40 --test-fold 0")
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--steps-per-epoch", type=int, default=100)
+    p.add_argument("--classifier", help="run dir of a classifier trained on the real images: "
+                                        "logs the Fréchet distance per epoch")
+    p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--test-fold", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p = _add(gan_sub, "quality", "judge samples with a classifier trained on real images",
+             "medzoo gan quality runs/gan --classifier runs/cnn")
+    p.add_argument("gan_run")
+    p.add_argument("--classifier", required=True)
+    p.add_argument("--n", type=int, default=64, help="samples per class")
     p.add_argument("--seed", type=int, default=0)
     p = _add(gan_sub, "sample", "write N generated images as a (synthetic) dataset dir",
              "medzoo gan sample runs/gan --n 100 --out generated")
@@ -278,9 +287,19 @@ def _cmd_gan(args) -> int:
     if args.gan_command == "train":
         config = gan.train_gan(args.data, args.out, epochs=args.epochs,
                                batch_size=args.batch_size, test_fold=args.test_fold,
-                               seed=args.seed)
+                               steps_per_epoch=args.steps_per_epoch, seed=args.seed,
+                               classifier_run=args.classifier)
         print(f"trained the GAN for {config['epochs_run']} epochs on {config['n_train']} "
               f"training images → {args.out} (samples/, curves.png)")
+        return 0
+    if args.gan_command == "quality":
+        q = gan.gan_quality(args.gan_run, args.classifier, n_per_class=args.n, seed=args.seed)
+        for name, row in q["per_class"].items():
+            print(f"{name}: classified as {name} {row['classified_as_intended']:.0%}, "
+                  f"Fréchet distance {row['frechet_distance']:.3f}")
+        t = q["two_sample_test"]
+        print(f"real vs synthetic: accuracy {t['accuracy']:.2f} on {t['n_test']}, "
+              f"p={t['p_value']:.3g} → {args.gan_run}/quality.json")
         return 0
     info = gan.sample_to_dataset(args.gan_run, args.n, args.out, seed=args.seed)
     print(f"wrote {info['counts']['records']} generated images (synthetic) → {args.out}")

@@ -10,7 +10,7 @@ from medzoo.errors import InputError
 
 
 def run_demo(out, *, patients: int = 60, seed: int = 0, cv_folds: int = 3,
-             cv_models=("cnn", "unet")) -> dict:
+             cv_models=("cnn", "unet"), cv_epochs: int = 12) -> dict:
     """Run the chain into ``out`` (which must be new or empty); return the headline figures."""
     from medzoo.datasets.ingest import ingest
     from medzoo.datasets.synth import write_synthetic
@@ -49,7 +49,8 @@ def run_demo(out, *, patients: int = 60, seed: int = 0, cv_folds: int = 3,
     step("      " + ", ".join(f"{k}={metrics[k]:.3f}" for k in
                                ("accuracy", "sensitivity", "specificity", "auc")))
     step(f"6/6 {cv_folds}-fold cross-validation of {', '.join(cv_models)} with statistics")
-    cv = run_cv(list(cv_models), out / "dataset", out / "cv", folds=cv_folds, seed=seed)
+    cv = run_cv(list(cv_models), out / "dataset", out / "cv", folds=cv_folds, seed=seed,
+                epochs=cv_epochs)
     for line in cv["lines"]:
         step("      " + line)
     step(f"done in {time.monotonic() - started:.0f}s. Open {out / 'cv' / 'report.html'}")

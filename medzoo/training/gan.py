@@ -19,14 +19,16 @@ from medzoo.errors import InputError
 SYNTHETIC_PREFIX = "g"
 
 
-def train_gan(ds_dir, out, *, epochs: int = 60, batch_size: int = 16, test_fold: int = 0,
+def train_gan(ds_dir, out, *, epochs: int = 30, batch_size: int = 32, test_fold: int = 0,
               folds: int | None = None, seed: int = 0, base_width: int = 16,
-              verbose: int = 1) -> dict:
+              steps_per_epoch: int = 100, classifier_run=None, verbose: int = 1) -> dict:
     """Train the conditional GAN on the training folds of ``test_fold``; write the GAN run dir.
 
     The GAN run dir holds ``config.json``, ``generator.keras``, ``history.csv`` (d_loss, g_loss),
     ``curves.png``, ``samples/epoch-NNN.png`` (one grid per epoch, a row per class) and
-    ``backup/`` (re-running the same command after a crash resumes).
+    ``backup/`` (re-running the same command after a crash resumes). A GAN needs far more
+    steps than a classifier on the same few images, so an "epoch" here is ``steps_per_epoch``
+    batches drawn from the repeated training part.
     """
     import keras
 
@@ -50,17 +52,31 @@ def train_gan(ds_dir, out, *, epochs: int = 60, batch_size: int = 16, test_fold:
               "folds": folds, "split_seed": int(info["seed"]), "test_fold": test_fold,
               "val_fold": (test_fold + 1) % folds, "trained_on": "training folds only",
               "n_train": len(parts["train"]), "epochs": epochs, "batch_size": batch_size,
+              "steps_per_epoch": steps_per_epoch,
               "seed": seed, "base_width": base_width}
     out.mkdir(parents=True, exist_ok=True)
     fsio.write_json(out / "config.json", config)
     keras.utils.set_random_seed(seed)
     data = pipeline.make_dataset(ds_dir, parts["train"], target="label", batch_size=batch_size,
-                                 shuffle=True, seed=seed)
+                                 shuffle=True, seed=seed).repeat()
     gan = build_gan(input_shape, len(info["classes"]), base_width=base_width)
     gan.compile()
     started = time.monotonic()
-    gan.fit(data, epochs=epochs, verbose=verbose, shuffle=False, callbacks=[
+    tracking = []
+    if classifier_run:
+        from medzoo.datasets import records
+        from medzoo.zoo import saving
+
+        classifier = saving.load_model(Path(classifier_run) / "model.keras")
+        real = np.stack([r["image"] for r in records.read_records(ds_dir, parts["train"])])
+        tracking = [FrechetTracker(feature_extractor(classifier), real, len(info["classes"]),
+                                   seed=seed)]
+        config["classifier_run"] = "given (features for the Fréchet distance per epoch)"
+    # The tracker writes into the epoch's logs, so it must run before the CSV logger.
+    gan.fit(data, epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=verbose,
+            shuffle=False, callbacks=[
         keras.callbacks.BackupAndRestore(str(out / "backup"), delete_checkpoint=True),
+        *tracking,
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
         SampleGrid(out / "samples", len(info["classes"]), seed=seed),
     ])
@@ -93,6 +109,25 @@ def plot_gan_losses(history: list[dict], path: Path) -> Path:
     ax.set_title(f"GAN losses per epoch ({len(history)} epochs)")
     ax.legend()
     return save_figure(fig, path)
+
+
+class FrechetTracker:  # a keras.callbacks.Callback, built lazily so importing stays TF-free
+    """Adds ``frechet`` (generated vs real training features) to every epoch's logs."""
+
+    def __new__(cls, extractor, real_images: np.ndarray, num_classes: int, seed: int = 0):
+        import keras
+
+        real_features = _features(extractor, real_images)
+
+        class _FrechetTracker(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                labels = np.arange(len(real_images)) % num_classes
+                images = generate(self.model.generator, labels, seed=seed)
+                if logs is not None:
+                    logs["frechet"] = frechet_distance(real_features,
+                                                       _features(extractor, images))
+
+        return _FrechetTracker()
 
 
 class SampleGrid:  # a keras.callbacks.Callback, built lazily so importing stays TF-free
@@ -216,6 +251,86 @@ def sample_to_dataset(gan_run, n: int, out, *, seed: int = 0) -> dict:
             "pixel_stats": {"mean": float(images.mean()), "std": float(images.std())}}
     fsio.write_json(out / "dataset.json", info)
     return info
+
+
+def feature_extractor(classifier):
+    """The classifier's penultimate features (the input of its ``probabilities`` layer)."""
+    import keras
+
+    return keras.Model(classifier.inputs, classifier.get_layer("probabilities").input)
+
+
+def _features(extractor, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    return np.concatenate([np.asarray(extractor(images[i:i + batch_size], training=False))
+                           for i in range(0, len(images), batch_size)])
+
+
+def two_sample_test(real: np.ndarray, synthetic: np.ndarray, seed: int = 0) -> dict:
+    """Classifier two-sample test (Lopez-Paz & Oquab 2017) with a linear discriminant.
+
+    Half of each set fits a regularised Fisher discriminant; its accuracy on the other half is
+    tested against 0.5 (one-sided exact binomial). Accuracy near 0.5 means the features cannot
+    tell generated from real images.
+    """
+    from scipy import stats
+
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([real, synthetic]).astype(np.float64)
+    y = np.concatenate([np.zeros(len(real)), np.ones(len(synthetic))])
+    order = rng.permutation(len(x))
+    x, y = x[order], y[order]
+    half = len(x) // 2
+    fit_x, fit_y, test_x, test_y = x[:half], y[:half], x[half:], y[half:]
+    mu0, mu1 = fit_x[fit_y == 0].mean(0), fit_x[fit_y == 1].mean(0)
+    pooled = np.cov(fit_x.T) + 1e-3 * np.eye(x.shape[1])
+    w = np.linalg.solve(np.atleast_2d(pooled), mu1 - mu0)
+    predicted = (test_x - (mu0 + mu1) / 2) @ w > 0
+    correct = int((predicted == test_y.astype(bool)).sum())
+    result = stats.binomtest(correct, len(test_y), 0.5, alternative="greater")
+    return {"test": "classifier two-sample test (linear discriminant, exact binomial)",
+            "accuracy": correct / len(test_y), "n_test": int(len(test_y)),
+            "p_value": float(result.pvalue)}
+
+
+def gan_quality(gan_run, classifier_run, *, n_per_class: int = 64, seed: int = 0) -> dict:
+    """How good are the samples, judged by a classifier trained on the real images.
+
+    Per class: the fraction of generated images the classifier assigns to the intended class,
+    and the Fréchet distance between real and generated features; overall, a real-vs-synthetic
+    two-sample test. Writes ``quality.json`` into the GAN run.
+    """
+    from medzoo.datasets import records
+    from medzoo.training.fit import read_config, split_record_ids
+    from medzoo.zoo import saving
+
+    generator, gan_config = load_generator(gan_run)
+    classifier = saving.load_model(Path(classifier_run) / "model.keras")
+    if read_config(classifier_run)["classes"] != gan_config["classes"]:
+        raise InputError(f"{classifier_run}: its classes differ from the GAN run's")
+    ds_dir = Path(gan_config["data"]["dir"])
+    parts = split_record_ids(
+        splits.fold_assignment(ds_dir, gan_config["folds"], gan_config["split_seed"]),
+        gan_config["test_fold"], gan_config["folds"])
+    real = list(records.read_records(ds_dir, parts["train"]))
+    extractor = feature_extractor(classifier)
+    result = {"classifier": "trained on real images", "n_per_class": n_per_class,
+              "per_class": {}}
+    all_real, all_fake = [], []
+    for index, name in enumerate(gan_config["classes"]):
+        images = generate(generator, np.full(n_per_class, index), seed=seed + index)
+        assigned = np.asarray(classifier(images, training=False)).argmax(1)
+        real_images = np.stack([r["image"] for r in real if r["label"] == index])
+        real_features, fake_features = _features(extractor, real_images), _features(extractor,
+                                                                                     images)
+        all_real.append(real_features)
+        all_fake.append(fake_features)
+        result["per_class"][name] = {
+            "classified_as_intended": float((assigned == index).mean()),
+            "frechet_distance": frechet_distance(real_features, fake_features)}
+    result["two_sample_test"] = two_sample_test(np.concatenate(all_real),
+                                                np.concatenate(all_fake), seed)
+    fsio.write_json(Path(gan_run) / "quality.json", result)
+    return result
 
 
 def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:

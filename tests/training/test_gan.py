@@ -10,9 +10,10 @@ from medzoo.training import gan
 
 
 @pytest.fixture(scope="module")
-def gan_run(phantom_ds, tmp_path_factory):
+def gan_run(phantom_ds, cnn_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("gan") / "run"
-    gan.train_gan(phantom_ds, out, epochs=2, batch_size=8, seed=0, verbose=0)
+    gan.train_gan(phantom_ds, out, epochs=2, batch_size=8, steps_per_epoch=3, seed=0,
+                  classifier_run=cnn_run, verbose=0)
     return out
 
 
@@ -96,3 +97,28 @@ def test_frechet_distance_matches_the_formula():
     sx, sy = np.std(x, ddof=1), np.std(y, ddof=1)
     expected = (x.mean() - y.mean()) ** 2 + sx ** 2 + sy ** 2 - 2 * sx * sy
     assert gan.frechet_distance(x, y) == pytest.approx(expected, abs=1e-9)
+
+
+def test_frechet_distance_is_logged_per_epoch(gan_run):
+    from medzoo.training.curves import read_history
+
+    history = read_history(gan_run / "history.csv")
+    assert [row["epoch"] for row in history] == [0, 1]
+    assert all(row["frechet"] > 0 for row in history)
+
+
+def test_quality_report(gan_run, cnn_run):
+    quality = gan.gan_quality(gan_run, cnn_run, n_per_class=8)
+    assert set(quality["per_class"]) == {"normal", "lesion"}
+    for row in quality["per_class"].values():
+        assert 0.0 <= row["classified_as_intended"] <= 1.0 and row["frechet_distance"] >= 0
+    assert json.loads((gan_run / "quality.json").read_text()) == json.loads(json.dumps(quality))
+
+
+def test_two_sample_test_tells_different_sets_apart_only():
+    rng = np.random.default_rng(1)
+    same = gan.two_sample_test(rng.standard_normal((200, 4)), rng.standard_normal((200, 4)))
+    apart = gan.two_sample_test(rng.standard_normal((200, 4)),
+                                rng.standard_normal((200, 4)) + 1.0)
+    assert same["p_value"] > 0.05 and 0.35 < same["accuracy"] < 0.65
+    assert apart["p_value"] < 1e-6 and apart["accuracy"] > 0.8
