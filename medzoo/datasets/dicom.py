@@ -394,14 +394,9 @@ def choose_window(ds, values: np.ndarray, window="auto") -> tuple[float, float]:
         bits = int(ds.get("BitsStored", 8) or 8)
         full = float(2**bits)
         return full / 2.0, full
-    c = _first(ds.get("WindowCenter"))
-    w = _first(ds.get("WindowWidth"))
-    try:
-        c, w = float(c), float(w)
-        if w >= 1 and math.isfinite(c) and math.isfinite(w):
-            return c, w
-    except (TypeError, ValueError):
-        pass
+    c, w = _file_window(ds)
+    if c is not None:
+        return c, w
     preset = WINDOW_PRESETS.get(str(ds.get("Modality", "")).upper())
     if preset:
         return preset
