@@ -1,7 +1,7 @@
 """A class-conditional GAN that makes extra training images when data is scarce (the seed's GAN).
 
 DCGAN-style generator and a projection discriminator (Miyato & Koyama 2018) with spectral
-normalisation, trained with the hinge loss. ``ConditionalGAN`` is a ``keras.Model`` with its own
+normalisation and an auxiliary classifier head (Odena et al. 2017), trained with the hinge loss. ``ConditionalGAN`` is a ``keras.Model`` with its own
 ``train_step``, so it trains with ``fit`` and the usual callbacks (checkpoints, backup, CSV log).
 The generator alone is a plain functional model (``latent`` + ``label`` in, ``image`` out) that
 saves, loads and exports like any zoo model.
@@ -63,8 +63,9 @@ def build_discriminator(input_shape, num_classes: int, *, base_width: int = 16) 
     logit = layers.SpectralNormalization(layers.Dense(1))(features)
     projection = layers.Embedding(num_classes, features.shape[-1], name="class_projection")(label)
     projected = layers.Dot(axes=1)([features, projection])
-    return keras.Model([image, label], layers.Add(name="realness")([logit, projected]),
-                       name="discriminator")
+    realness = layers.Add(name="realness")([logit, projected])
+    class_logits = layers.Dense(num_classes, name="class_logits")(features)
+    return keras.Model([image, label], [realness, class_logits], name="discriminator")
 
 
 @keras.saving.register_keras_serializable(package="medzoo")
@@ -72,11 +73,12 @@ class ConditionalGAN(keras.Model):
     """Generator + discriminator trained with the hinge loss; ``fit`` on (image, label) batches."""
 
     def __init__(self, generator: keras.Model, discriminator: keras.Model,
-                 latent_dim: int = LATENT_DIM, **kwargs):
+                 latent_dim: int = LATENT_DIM, class_weight: float = 1.0, **kwargs):
         super().__init__(**kwargs)
         self.generator = generator
         self.discriminator = discriminator
         self.latent_dim = latent_dim
+        self.class_weight = class_weight
         self.seed_generator = keras.random.SeedGenerator(0)
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
         self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
@@ -94,6 +96,11 @@ class ConditionalGAN(keras.Model):
     def call(self, inputs, training=False):
         return self.generator(inputs, training=training)
 
+    @staticmethod
+    def _class_loss(labels, logits):
+        return ops.mean(keras.losses.sparse_categorical_crossentropy(labels, logits,
+                                                                     from_logits=True))
+
     def _latent(self, batch):
         return keras.random.normal((batch, self.latent_dim), seed=self.seed_generator)
 
@@ -105,15 +112,20 @@ class ConditionalGAN(keras.Model):
         batch = ops.shape(images)[0]
         with tf.GradientTape() as tape:
             fake = self.generator([self._latent(batch), labels], training=True)
-            real_logit = self.discriminator([images, labels], training=True)
-            fake_logit = self.discriminator([fake, labels], training=True)
+            real_logit, real_class = self.discriminator([images, labels], training=True)
+            fake_logit, _ = self.discriminator([fake, labels], training=True)
+            # Hinge loss, plus an auxiliary classifier learnt on real images only (AC-GAN):
+            # small findings (a lesion) are easy for the projection term alone to ignore.
             d_loss = (ops.mean(ops.relu(1.0 - real_logit)) +
-                      ops.mean(ops.relu(1.0 + fake_logit)))
+                      ops.mean(ops.relu(1.0 + fake_logit)) +
+                      self.class_weight * self._class_loss(labels, real_class))
         weights = self.discriminator.trainable_weights
         self.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, weights), weights))
         with tf.GradientTape() as tape:
             fake = self.generator([self._latent(batch), labels], training=True)
-            g_loss = -ops.mean(self.discriminator([fake, labels], training=True))
+            fake_logit, fake_class = self.discriminator([fake, labels], training=True)
+            g_loss = (-ops.mean(fake_logit) +
+                      self.class_weight * self._class_loss(labels, fake_class))
         weights = self.generator.trainable_weights
         self.g_optimizer.apply_gradients(zip(tape.gradient(g_loss, weights), weights))
         self.d_loss_tracker.update_state(d_loss)
@@ -122,6 +134,7 @@ class ConditionalGAN(keras.Model):
 
     def get_config(self):
         return {**super().get_config(), "latent_dim": self.latent_dim,
+                "class_weight": self.class_weight,
                 "generator": keras.saving.serialize_keras_object(self.generator),
                 "discriminator": keras.saving.serialize_keras_object(self.discriminator)}
 
