@@ -165,6 +165,14 @@ def _time_limit(seconds: float):
         return
 
     def expire(signum, frame):
+        # never inside an import: a module cut short stays half-made in this process and every
+        # later file would fail with it; try again a moment later instead
+        f = frame
+        while f is not None:
+            if f.f_code.co_filename.startswith("<frozen importlib"):
+                signal.setitimer(signal.ITIMER_REAL, 0.05)
+                return
+            f = f.f_back
         raise _FileTimeout()
 
     previous = signal.signal(signal.SIGALRM, expire)
@@ -178,6 +186,8 @@ def _time_limit(seconds: float):
 
 def _read_files(files, window, opts: Options):
     """Decode every file once → (readable items, [(path, reason)])."""
+    import pydicom.pixels  # noqa: F401 - a cold import is start-up, not decoding: keep it untimed
+
     ok, bad = [], []
     for order, path in enumerate(files):
         try:
