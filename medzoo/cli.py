@@ -407,15 +407,44 @@ COMMANDS = {"models": _cmd_models, "data": _cmd_data, "train": _cmd_train, "gan"
             "predict": _cmd_predict, "demo": _cmd_demo}
 
 
+# Commands whose work imports TensorFlow (evaluate, report, push and data stay without it).
+TENSORFLOW_COMMANDS = {"models", "train", "gan", "export", "cv", "explain", "demo"}
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow with file descriptor 2 muted.
+
+    Its C++ start-up logging (absl, CUDA probing) writes to stderr whatever
+    ``TF_CPP_MIN_LOG_LEVEL`` says, which would bury medzoo's one-line errors.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def main(argv=None) -> int:
     """Entry point of the ``medzoo`` console script; returns the exit status."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     args = build_parser().parse_args(argv)
     try:
+        if args.command in TENSORFLOW_COMMANDS or getattr(args, "runtime", "") == "savedmodel":
+            _import_tensorflow_quietly()
         return COMMANDS[args.command](args)
     except MedzooError as exc:
         print(f"medzoo {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # disk full, permission denied: the environment, not the input
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"medzoo {args.command}: error: cannot write or read{where}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"medzoo {args.command}: interrupted", file=sys.stderr)
         return 130

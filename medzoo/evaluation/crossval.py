@@ -183,8 +183,9 @@ def run_cv(models, ds_dir, out_dir, *, folds: int = 5, epochs: int | None = None
             registry.get(name)
         except KeyError as exc:
             raise InputError(str(exc.args[0])) from exc
-    if folds < 2:
-        raise InputError(f"--folds must be at least 2. Received: {folds}")
+    if folds < 3:  # each fold's run holds out one test and one validation fold
+        raise InputError(f"--folds must be at least 3 (one test fold, one validation fold, the "
+                         f"rest for training). Received: {folds}")
     if repeats < 1:
         raise InputError(f"--repeats must be at least 1. Received: {repeats}")
     model_options = {m: dict((model_options or {}).get(m) or {}) for m in models}

@@ -159,11 +159,15 @@ def train(model: str, ds_dir, run_dir, *, epochs: int | None = None, batch_size:
         "freeze_encoder": bool(freeze),
         "gan": {"run": str(gan), "ratio": gan_ratio} if gan else None,
     }
-    _prepare_run_dir(run_dir, config)
     keras.utils.set_random_seed(seed)
+    try:  # build before writing anything: a shape the model cannot take leaves no run dir behind
+        net = registry.build(model, input_shape, len(classes), **(model_options or {}))
+    except ValueError as exc:
+        raise InputError(f"{ds_dir}: model {model!r} cannot take this dataset's images "
+                         f"({exc})") from exc
+    _prepare_run_dir(run_dir, config)
     target = "mask" if entry.task == "segmentation" else "label"
     train_ds, val_ds = training_datasets(ds_dir, parts, config, target=target)
-    net = registry.build(model, input_shape, len(classes), **(model_options or {}))
     if init_from:
         config["init_layers"] = transfer_weights(net, Path(init_from))
     if freeze:

@@ -106,34 +106,16 @@ def test_evaluate_on_a_dataset_with_other_classes_or_size(work, cv_chain):
     assert "36" in line
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "medzoo/training/fit.py: train() writes the run dir (_prepare_run_dir: config.json, "
-    "checkpoints/) before registry.build(), and build raises a plain ValueError for an input "
-    "size the model cannot take (cnn/unet need multiples of 8), so `medzoo train cnn` on a 36 px "
-    "dataset prints a traceback, exits 1 and leaves a half-made run dir. Fix: check the shape "
-    "(or build) before _prepare_run_dir and raise InputError naming the dataset dir and the "
-    "sizes that fit."))
 def test_an_image_size_the_model_cannot_take(work):
     _check(work, ["train", "cnn", "--data", "ds36", "--out", "o15"], "ds36", "o15")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "medzoo/evaluation/crossval.py: run_cv accepts --folds 2 and writes OUT/cv.json, then "
-    "train() fails with 'the train part of fold 0 is empty; use fewer folds' (test and "
-    "validation folds take both folds; fewer folds is impossible). Fix: require folds >= 3 in "
-    "run_cv before writing anything, with that reason."))
 def test_cv_with_two_folds(work):
     line = _check(work, ["cv", "cnn", "--data", "ds32", "--folds", "2", "--out", "o16"],
                   "--folds", "o16")
     assert "3" in line
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "medzoo/cli.py: TensorFlow's C++ start-up logging ('WARNING: All log messages before "
-    "absl::InitializeLog() ...', 'I0000 ... cudart_stub.cc ...') goes to stderr whatever "
-    "TF_CPP_MIN_LOG_LEVEL says, so a failing command that imports TensorFlow prints 3-5 lines, "
-    "not one. Fix: in cli.main, import tensorflow once with fd 2 redirected to /dev/null "
-    "(os.dup/os.dup2) before dispatching a command that needs it."))
 def test_stderr_is_one_line_even_when_tensorflow_loads(work):
     result = medzoo("train", "cnn", "--data", "empty", "--out", "o17", cwd=work)
     assert result.returncode == 2

@@ -155,11 +155,6 @@ def test_a_full_disk_during_ingest_leaves_nothing_behind(tiny_dicom, rel_key, tm
     assert list(tmp_path.iterdir()) == [], "a failed ingest left its temporary folder"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "medzoo/cli.py: an OSError (disk full: ENOSPC/EFBIG, permission denied) is not a MedzooError, "
-    "so the command dies with a traceback and exit 1 instead of one line naming what could not "
-    "be written. Fix: in cli.main, catch OSError and print `medzoo CMD: error: cannot write "
-    "FILE: STRERROR` (exit 1 or 2). The data are safe either way (see the test above)."))
 def test_a_full_disk_is_reported_in_one_line(tiny_dicom, rel_key, tmp_path):
     src, _ = tiny_dicom
     res = _ingest_on_a_full_disk(src, tmp_path / "DS", rel_key)
