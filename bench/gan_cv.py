@@ -42,7 +42,7 @@ def main() -> None:
            seed=args.seed, key_file=out / "pseudonym.key")
     rows = []
     for fold in range(args.folds):
-        gan_run = out / f"fold-{fold}" / "gan"
+        gan_run = out / f"fold-{fold}" / "gan-run"
         train_gan(ds, gan_run, epochs=args.gan_epochs, test_fold=fold, seed=args.seed, verbose=0)
         row = {"fold": fold}
         for arm, gan in (("plain", None), ("gan", gan_run)):
@@ -55,7 +55,11 @@ def main() -> None:
             row.update({f"{arm}_accuracy": metrics["accuracy"], f"{arm}_auc": metrics["auc"]})
         rows.append(row)
         print(json.dumps(row), flush=True)
-    n_test = args.patients * 4 // args.folds
+    from medzoo.datasets import splits
+
+    fold_of = splits.fold_assignment(ds, args.folds, args.seed)
+    n_test = [sum(1 for f in fold_of.values() if f == fold) for fold in range(args.folds)]
+    n_train = [len(fold_of) - n for n in n_test]
     result = {"rows": rows}
     for metric in ("accuracy", "auc"):
         plain = [r[f"plain_{metric}"] for r in rows]
@@ -64,8 +68,7 @@ def main() -> None:
             "plain_mean": sum(plain) / len(plain), "gan_mean": sum(with_gan) / len(with_gan),
             "paired_ttest": stats.paired_ttest(with_gan, plain),
             "corrected_resampled_ttest": stats.corrected_resampled_ttest(
-                with_gan, plain, [args.patients * 4 - n_test] * len(rows),
-                [n_test] * len(rows)),
+                with_gan, plain, n_train, n_test),
         }
         print(f"{metric}: plain {result[metric]['plain_mean']:.3f}, with GAN "
               f"{result[metric]['gan_mean']:.3f}; paired t: "
