@@ -122,3 +122,14 @@ def test_two_sample_test_tells_different_sets_apart_only():
                                 rng.standard_normal((200, 4)) + 1.0)
     assert same["p_value"] > 0.05 and 0.35 < same["accuracy"] < 0.65
     assert apart["p_value"] < 1e-6 and apart["accuracy"] > 0.8
+
+
+@pytest.mark.slow
+def test_frechet_distance_falls_over_training(phantom_ds, cnn_run, tmp_path):
+    from medzoo.training.curves import read_history
+
+    gan.train_gan(phantom_ds, tmp_path / "gan", epochs=4, batch_size=8, steps_per_epoch=40,
+                  seed=0, classifier_run=cnn_run, verbose=0)
+    distances = [row["frechet"] for row in read_history(tmp_path / "gan" / "history.csv")]
+    assert len(distances) == 4
+    assert distances[-1] < distances[0], distances
