@@ -6,6 +6,7 @@ half-written export is never visible; an existing version is never overwritten.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -63,19 +64,13 @@ def export_run(run_dir, base, *, name: str | None = None, version: int | None = 
     from medzoo.zoo import saving
 
     run_dir, base = Path(run_dir), Path(base)
+    if (run_dir / "generator.keras").is_file():
+        return export_generator(run_dir, base, name=name or "gan", version=version,
+                                tolerance=tolerance, opset=opset)
     config = read_config(run_dir)
     name = name or config["model"]
-    if not _NAME.match(name):
-        raise InputError(f"--name must be letters, digits, '_', '.', '-'. Received: {name!r}")
-    model_dir = base / name
-    versions = existing_versions(model_dir)
-    version = int(version) if version is not None else (versions[-1] + 1 if versions else 1)
-    if version < 1:
-        raise InputError(f"--version must be a positive integer. Received: {version}")
-    final_dir = model_dir / str(version)
-    if final_dir.exists():
-        raise InputError(f"{final_dir}: version {version} exists already; exports are never "
-                         "overwritten (omit --version to take the next one)")
+    final_dir = _new_version_dir(base, name, version)
+    version, model_dir = int(final_dir.name), final_dir.parent
     data_dir = Path(data_dir or config["data"]["dir"])
     model = saving.load_model(run_dir / "model.keras")
     input_shape = tuple(config["input_shape"])
@@ -115,6 +110,98 @@ def export_run(run_dir, base, *, name: str | None = None, version: int | None = 
         fsio.write_text(staging / "model_card.md", card.render_markdown(model_card))
         fsio.write_text(staging / ("BLESSED" if blessed else "NOT_BLESSED"),
                         "\n".join(reasons) + "\n")
+        _publish(staging, final_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return final_dir
+
+
+def _new_version_dir(base: Path, name: str, version: int | None) -> Path:
+    """``base/name/version`` for a new export (next free version by default); never existing."""
+    if not _NAME.match(name):
+        raise InputError(f"--name must be letters, digits, '_', '.', '-'. Received: {name!r}")
+    versions = existing_versions(base / name)
+    version = int(version) if version is not None else (versions[-1] + 1 if versions else 1)
+    if version < 1:
+        raise InputError(f"--version must be a positive integer. Received: {version}")
+    final_dir = base / name / str(version)
+    if final_dir.exists():
+        raise InputError(f"{final_dir}: version {version} exists already; exports are never "
+                         "overwritten (omit --version to take the next one)")
+    return final_dir
+
+
+def export_generator(gan_run, base, *, name: str = "gan", version: int | None = None,
+                     tolerance: float | None = None, opset: int | None = None) -> Path:
+    """Export a GAN run's generator like any model: SavedModel + ONNX + parity + card.
+
+    Signature ``serving_default``: ``latent`` (B × latent_dim float32) and ``label`` (B int32)
+    in, ``image`` (B × H × W × C in [0, 1]) out. Generated images are synthetic; the card says so
+    and the export is never BLESSED for diagnosis (``NOT_BLESSED`` with that reason).
+    """
+    import keras
+    import tensorflow as tf
+    import tf2onnx
+
+    from medzoo.export import card, parity, saved_model
+    from medzoo.training.gan import load_generator
+
+    generator, gan_config = load_generator(gan_run)
+    final_dir = _new_version_dir(Path(base), name, version)
+    latent_dim = int(generator.inputs[0].shape[-1])
+    spec = [tf.TensorSpec((None, latent_dim), tf.float32, name="latent"),
+            tf.TensorSpec((None,), tf.int32, name="label")]
+    serve = tf.function(lambda latent, label: {"image": generator([latent, label],
+                                                                  training=False)},
+                        input_signature=spec)
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.partial-", dir=final_dir.parent))
+    try:
+        tf.get_logger().setLevel("ERROR")
+        archive = keras.export.ExportArchive()
+        archive.track(generator)
+        archive.add_endpoint("serving_default", serve)
+        archive.write_out(str(staging), verbose=False)
+        proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec,
+                                                 opset=opset or 17)
+        for key, value in {"task": "generation", "classes": gan_config["classes"],
+                           "synthetic": True}.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = f"medzoo.{key}", json.dumps(value)
+        fsio.write_bytes(staging / "model.onnx", proto.SerializeToString())
+        rng = np.random.default_rng(0)
+        feeds = {"latent": rng.standard_normal((4, latent_dim)).astype(np.float32),
+                 "label": (np.arange(4) % len(gan_config["classes"])).astype(np.int32)}
+        expected = {"image": np.asarray(generator([feeds["latent"], feeds["label"]],
+                                                  training=False))}
+        loaded = saved_model.load_signatures(staging)["serving_default"]
+        from_saved = {k: v.numpy() for k, v in
+                      loaded(**{k: tf.constant(v) for k, v in feeds.items()}).items()}
+        limit = tolerance if tolerance is not None else parity.DEFAULT_TOLERANCE
+        report = {"tolerance": limit, "max_abs_difference": {
+            "keras_vs_savedmodel": parity.max_abs_difference(expected, from_saved),
+            "keras_vs_onnx": parity.max_abs_difference(
+                expected, parity.run_onnx(staging / "model.onnx", feeds))}}
+        report["passed"] = all(v <= limit for v in report["max_abs_difference"].values())
+        if not report["passed"]:
+            raise parity.ParityError(f"generator export parity failed: {report}")
+        fsio.write_json(staging / "parity.json", report)
+        fsio.write_json(staging / "model_card.json", {
+            "schema_version": 1,
+            "model": {"name": name, "version": int(final_dir.name),
+                      "architecture": "conditional_gan generator", "task": "generation",
+                      "classes": gan_config["classes"], "latent_dim": latent_dim,
+                      "parameters": int(generator.count_params())},
+            "training": {"data_fingerprint": gan_config["data"]["fingerprint"],
+                         "folds": gan_config["folds"], "test_fold": gan_config["test_fold"],
+                         "trained_on": gan_config["trained_on"]},
+            "intended_use": "Synthetic training images for data augmentation only. Generated "
+                            "images are not patient images and must never be read as such.",
+            "parity": report, "versions": _versions(),
+            "artefacts": card.artefact_hashes(staging)})
+        fsio.write_text(staging / "NOT_BLESSED",
+                        "generator: synthetic images are for augmentation, not diagnosis\n")
         _publish(staging, final_dir)
     finally:
         if staging.exists():

@@ -133,3 +133,20 @@ def test_frechet_distance_falls_over_training(phantom_ds, cnn_run, tmp_path):
     distances = [row["frechet"] for row in read_history(tmp_path / "gan" / "history.csv")]
     assert len(distances) == 4
     assert distances[-1] < distances[0], distances
+
+
+def test_generator_exports_like_any_model(gan_run, tmp_path):
+    from medzoo.export.exporter import export_run
+    from medzoo.export.parity import run_onnx
+
+    version = export_run(gan_run, tmp_path)
+    assert version == tmp_path / "gan" / "1"
+    for name in ("saved_model.pb", "model.onnx", "parity.json", "model_card.json", "NOT_BLESSED"):
+        assert (version / name).exists(), name
+    parity = json.loads((version / "parity.json").read_text())
+    assert parity["passed"] and max(parity["max_abs_difference"].values()) <= 1e-4
+    images = run_onnx(version / "model.onnx", {
+        "latent": np.zeros((2, 64), np.float32), "label": np.array([0, 1], np.int32)})["image"]
+    assert images.shape == (2, 32, 32, 1)
+    assert "not patient images" in json.loads((version / "model_card.json").read_text())[
+        "intended_use"]
