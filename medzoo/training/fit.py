@@ -230,8 +230,10 @@ def _compile(net, task: str, learning_rate: float) -> None:
 def _callbacks(run_dir: Path, patience: int, epochs: int) -> list:
     import keras
 
+    from medzoo.training.backup import make_backup_callback
+
     return [
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=True),
+        make_backup_callback(run_dir / "backup"),
         keras.callbacks.ModelCheckpoint(str(run_dir / "checkpoints" / "best.keras"),
                                         monitor="val_loss", save_best_only=True),
         # Small validation folds are noisy early on: never stop in the first half of the schedule.

@@ -34,6 +34,7 @@ def train_gan(ds_dir, out, *, epochs: int = 30, batch_size: int = 32, test_fold:
 
     from medzoo.datasets import pipeline
     from medzoo.training import curves
+    from medzoo.training.backup import make_backup_callback
     from medzoo.training.fit import dataset_fingerprint, split_record_ids
     from medzoo.zoo.gan import build_gan
 
@@ -75,7 +76,7 @@ def train_gan(ds_dir, out, *, epochs: int = 30, batch_size: int = 32, test_fold:
     # The tracker writes into the epoch's logs, so it must run before the CSV logger.
     gan.fit(data, epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=verbose,
             shuffle=False, callbacks=[
-        keras.callbacks.BackupAndRestore(str(out / "backup"), delete_checkpoint=True),
+        make_backup_callback(out / "backup"),
         *tracking,
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
         SampleGrid(out / "samples", len(info["classes"]), seed=seed),

@@ -210,7 +210,7 @@ def test_run_cv_rejects_bad_requests(tmp_path):
         crossval.run_cv(["cnn", "cnn"], ds, tmp_path / "cv", folds=3)
     with pytest.raises(InputError, match="no-such-model"):
         crossval.run_cv(["no-such-model"], ds, tmp_path / "cv", folds=3)
-    with pytest.raises(InputError, match="--folds must be at least 2"):
+    with pytest.raises(InputError, match="--folds must be at least 3"):
         crossval.run_cv(["cnn"], ds, tmp_path / "cv", folds=1)
     with pytest.raises(InputError, match="--repeats must be at least 1"):
         crossval.run_cv(["cnn"], ds, tmp_path / "cv", folds=3, repeats=0)

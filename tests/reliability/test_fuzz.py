@@ -186,8 +186,9 @@ def test_a_file_that_decodes_too_slowly_is_rejected_and_the_rest_loads(
     good = [(src / r["path"], r["label"]) for r in _rows(src / "labels.csv")[:4]]
     work = tmp_path / "in"
     work.mkdir()
-    # 400,000 empty private elements: pydicom parses them for seconds (about 2.5 s per 200,000)
-    (work / "slow.dcm").write_bytes(fuzz.many_elements(good[0][0].read_bytes(), 400_000))
+    # 2,000,000 empty private elements: parsing them takes many times the 0.5 s limit even on a
+    # quiet machine (400,000 did not, once: the file then loaded and met a duplicate UID)
+    (work / "slow.dcm").write_bytes(fuzz.many_elements(good[0][0].read_bytes(), 2_000_000))
     with open(work / "labels.csv", "w") as fh:
         fh.write("path,label\n")
         fh.write(f"{good[0][0]},{good[0][1]}\nslow.dcm,normal\n")
