@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lossless compressed transfer syntax (default: uncompressed)")
     p.add_argument("--paired", action="store_true",
                    help="co-registered CT + MR per patient; labels.csv path,path_mr,label,mask")
+    p.add_argument("--classes", type=int, default=2,
+                   help="2 (normal, lesion) or 3 (normal, nodule, ground_glass: by density)")
+    p.add_argument("--multi-label", action="store_true",
+                   help="findings nodule and ground_glass independently (label nodule|ground_glass)")
+    p.add_argument("--positive-fraction", type=float, metavar="F",
+                   help="fraction of patients with a finding, e.g. 0.1 for 1:9 (default: balanced)")
     p = _add(data_sub, "ingest", "DICOM folder + labels.csv → dataset dir (TFRecord shards)",
              "medzoo data ingest phantoms --labels phantoms/labels.csv --out ds")
     p.add_argument("dicom_dir")
@@ -87,6 +93,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--key-file", help="pseudonymisation key (kept by the data owner)")
     p.add_argument("--strict", action="store_true", help="exit 1 when any input is rejected")
+    p.add_argument("--records-per-shard", type=int, default=1024, metavar="N",
+                   help="records per TFRecord shard (multi-worker training shards by file: "
+                        "keep at least one shard per worker)")
+    p = _add(data_sub, "pull", "copy studies from a PACS (DICOMweb or DIMSE) into a DICOM folder",
+             "medzoo data pull --dicomweb https://pacs/dicom-web --auth-file ~/.pacs.json "
+             "--query ModalitiesInStudy=CT --out studies")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--dicomweb", metavar="URL", help="DICOMweb root (QIDO-RS + WADO-RS)")
+    where.add_argument("--dimse", metavar="AET@HOST:PORT", help="DICOM node (C-FIND + C-GET)")
+    p.add_argument("--query", action="append", default=[], metavar="KEY=VALUE",
+                   help="study matching key by DICOM keyword, e.g. StudyDate=20240101-20240131")
+    p.add_argument("--study", action="append", default=[], metavar="UID",
+                   help="only this StudyInstanceUID (repeatable)")
+    p.add_argument("--out", required=True,
+                   help="DICOM folder to create or resume (exit 1 when some instances failed: "
+                        "run the same command again)")
+    p.add_argument("--auth-file", help="JSON/INI with user+password or token (default: "
+                                       "MEDZOO_PACS_USER/_PASSWORD or MEDZOO_PACS_TOKEN)")
+    p.add_argument("--insecure", action="store_true", help="skip TLS certificate verification")
+    p.add_argument("--calling-aet", default="MEDZOO", help="our AE title (DIMSE)")
+    p.add_argument("--called-aet", help="the PACS AE title (DIMSE; default: from --dimse)")
+    p.add_argument("--workers", type=int, default=4, help="concurrent fetches")
+    p.add_argument("--retries", type=int, default=4, help="retries per instance (backoff 1, 2, 4 s…)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+    p.add_argument("--key-file", help="name folders by keyed pseudonyms instead of counters")
     p = _add(data_sub, "info", "counts per class, fold, modality; rejects by reason",
              "medzoo data info ds")
     p.add_argument("ds")
@@ -107,6 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gan", help="GAN run whose samples join the training folds only")
     p.add_argument("--gan-ratio", type=float, default=1.0,
                    help="generated images per real training image (default 1.0)")
+    p.add_argument("--balance", choices=["weights", "sample"],
+                   help="class imbalance: loss weights from the training part, or balanced sampling")
+    p.add_argument("--loss", default="ce", choices=["ce", "focal"],
+                   help="cross-entropy (default) or focal loss")
+    p.add_argument("--threshold", metavar="RULE",
+                   help="decision threshold chosen on validation: youden, sens:0.95 or spec:0.95 "
+                        "(stored in config.json and the model card)")
+    p.add_argument("--target-sensitivity", type=float, metavar="X",
+                   help="same as --threshold sens:X: the highest threshold reaching sensitivity X")
+    p.add_argument("--strategy", default="default", choices=["default", "mirrored", "multiworker"],
+                   help="tf.distribute strategy; multiworker reads TF_CONFIG (one process per "
+                        "worker; --batch-size is the global batch; the chief writes --out)")
     p.add_argument("--seed", type=int, default=0)
 
     gan = _add(sub, "gan", "train a conditional GAN augmenter, or sample from one",
@@ -149,6 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=1e-4, help="parity tolerance")
     p.add_argument("--data", help="dataset dir for parity/validation (default: the run's)")
     p.add_argument("--onnx-opset", type=int)
+    p.add_argument("--quantize", action="append", default=[], choices=["int8", "fp16"],
+                   help="also write model.int8.onnx (static QDQ, calibrated on training images) "
+                        "or model.fp16.onnx (repeatable)")
+    p.add_argument("--max-drop", type=float, default=0.01,
+                   help="refuse a quantised model whose validation AUC drops by more (default 0.01)")
 
     p = _add(sub, "push", "copy a BLESSED export version into a TF Serving model dir",
              "medzoo push models/cnn/1 --to serving")
@@ -170,6 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="exit 1 when any model/dataset pair failed")
     p.add_argument("--json", action="store_true",
                    help="print metrics.json (one pair) or the table rows (several) as JSON")
+    p.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="where onnxruntime runs: this process, or Ray Data over the shards "
+                        "(pip install 'medzoo[ray]')")
+    p.add_argument("--address", help="Ray cluster address for --engine ray (default: a local Ray)")
 
     p = _add(sub, "cv", "k-fold cross-validation of one or more zoo models, with statistics",
              "medzoo cv cnn unet --data ds --folds 5 --repeats 2 --out cv")
@@ -193,14 +245,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--key-file", help="ingest's pseudonym key: adds study/series pseudonyms")
     p.add_argument("--strict", action="store_true", help="exit 1 when any input is rejected")
+    p.add_argument("--explain", action="store_true",
+                   help="classifiers: occlusion map of each study's top image in its findings report")
+    p.add_argument("--send", metavar="URL",
+                   help="store SEG + SR on a PACS: DICOMweb URL (STOW-RS) or dimse://AET@HOST:PORT "
+                        "(C-STORE); credentials from MEDZOO_PACS_USER/_PASSWORD or _TOKEN")
+    p.add_argument("--auth-file", help="with --send: JSON/INI with user+password or token")
+    p.add_argument("--insecure", action="store_true",
+                   help="with --send: skip TLS certificate verification (test servers only)")
+    p.add_argument("--calling-aet", default="MEDZOO", help="with --send dimse://…: our AE title")
 
     p = _add(sub, "explain", "Grad-CAM overlays for a trained classifier on a dataset split",
-             "medzoo explain runs/cnn ds --out explain --split test")
-    p.add_argument("run")
-    p.add_argument("data")
-    p.add_argument("--out", required=True)
-    p.add_argument("--split", default="test", help="test (default) or fold:I")
-    p.add_argument("--limit", type=int, default=16, help="overlays to write (most confident)")
+             "medzoo explain runs/cnn ds --out evals/cnn/explain && medzoo report evals/cnn")
+    p.add_argument("run", help="a finished classifier run dir")
+    p.add_argument("data", help="its dataset dir")
+    p.add_argument("--out", required=True,
+                   help="folder for the overlays; an eval dir's explain/ puts them in its report")
+    p.add_argument("--split", default="test", help="test (default), fold:I or all")
+    p.add_argument("--limit", type=int, default=4,
+                   help="overlays per kind: most confident correct and incorrect (default 4)")
+    p.add_argument("--class-index", type=int, default=1,
+                   help="class whose evidence is shown (default 1, the first finding)")
 
     p = _add(sub, "report", "write report.html for a CV or eval dir", "medzoo report cv")
     p.add_argument("dir")
@@ -229,9 +294,14 @@ def _cmd_data(args) -> int:
     if args.data_command == "synth":
         from medzoo.datasets.synth import write_synthetic
 
-        summary = write_synthetic(args.out, patients=args.patients, modality=args.modality,
-                                  size=args.size, slices=args.slices, seed=args.seed,
-                                  compress=args.compress, paired=args.paired)
+        try:
+            summary = write_synthetic(args.out, patients=args.patients, modality=args.modality,
+                                      size=args.size, slices=args.slices, seed=args.seed,
+                                      compress=args.compress, paired=args.paired,
+                                      classes=args.classes, multi_label=args.multi_label,
+                                      positive_fraction=args.positive_fraction)
+        except ValueError as exc:  # out-of-range sizes, classes or fractions: bad usage
+            raise MedzooError(str(exc)) from None
         print(f"wrote {summary['files']} DICOM files for {summary['patients']} patients "
               f"to {args.out} (labels: {os.path.join(args.out, 'labels.csv')})")
         return 0
@@ -239,21 +309,49 @@ def _cmd_data(args) -> int:
         from medzoo.datasets.ingest import ingest
 
         windows = [_window(w) for w in (args.window or ["auto"])]
+        if args.records_per_shard < 1:
+            raise MedzooError(f"--records-per-shard must be a positive integer. "
+                              f"Received: {args.records_per_shard}")
         summary = ingest(args.dicom_dir, args.labels, args.out, size=args.size,
                          window=windows[0] if len(windows) == 1 else windows,
                          workers=args.workers, folds=args.folds, seed=args.seed,
                          key_file=args.key_file, strict=args.strict, color=args.color,
                          volumes=args.volumes, denoise=args.denoise, enhance=args.enhance,
-                         standardize=args.standardize, series_issues=args.series_issues)
+                         standardize=args.standardize, series_issues=args.series_issues,
+                         records_per_shard=args.records_per_shard)
         what = "volumes" if args.volumes else "images"
         warned = f", {summary['warnings']} series warnings" if summary.get("warnings") else ""
         print(f"ingested {summary['loaded']} of {summary['inputs']} inputs "
               f"({summary['records']} {what}), rejected {summary['rejected']}{warned} → {args.out}")
         return 1 if args.strict and summary["rejected"] else 0
+    if args.data_command == "pull":
+        return _data_pull(args)
     from medzoo.datasets.info import describe
 
     print(describe(args.ds))
     return 0
+
+
+def _data_pull(args) -> int:
+    from medzoo.pacs import client as pacs
+    from medzoo.pacs.pull import describe, pull
+
+    if not args.timeout > 0:
+        raise MedzooError(f"Argument `--timeout` must be a positive number of seconds. "
+                          f"Received: --timeout={args.timeout:g}")
+    target = args.dicomweb or pacs.parse_dimse_address(args.dimse)
+    query = pacs.parse_query(args.query)
+    client = pacs.connect(target, credentials=pacs.load_credentials(args.auth_file),
+                          insecure=args.insecure, calling_aet=args.calling_aet,
+                          called_aet=args.called_aet, timeout=args.timeout)
+    summary = pull(client, args.out, query=query, study_uids=args.study, workers=args.workers,
+                   retries=args.retries, key_file=args.key_file)
+    print(describe(summary))
+    if summary["failed"]:
+        print(f"medzoo data pull: {summary['failed']} instances failed "
+              f"({', '.join(f'{n} {r}' for r, n in summary['failed_by_reason'].items())}); "
+              "run the same command again to resume", file=sys.stderr)
+    return 1 if summary["failed"] else 0
 
 
 def _window(text: str):
@@ -268,6 +366,16 @@ def _window(text: str):
     return (center, width)
 
 
+def _threshold_rule(args) -> str | None:
+    if args.target_sensitivity is None:
+        return args.threshold
+    if args.threshold:
+        raise MedzooError("give --threshold or --target-sensitivity, not both. "
+                          f"Received: --threshold {args.threshold} --target-sensitivity "
+                          f"{args.target_sensitivity}")
+    return f"sens:{args.target_sensitivity}"
+
+
 def _cmd_train(args) -> int:
     from medzoo.training.fit import train
 
@@ -275,7 +383,8 @@ def _cmd_train(args) -> int:
                    batch_size=args.batch_size, test_fold=args.test_fold, seed=args.seed,
                    augment=args.augment, learning_rate=args.learning_rate,
                    init_from=args.init_from, freeze=args.freeze_encoder, gan=args.gan,
-                   gan_ratio=args.gan_ratio)
+                   gan_ratio=args.gan_ratio, balance=args.balance, loss=args.loss,
+                   threshold=_threshold_rule(args), strategy=args.strategy)
     last = {k: round(v, 4) for k, v in config.get("history", {}).items() if k != "epoch"}
     print(f"trained {args.model} for {config['epochs_run']} epochs → {args.out}  {last}")
     return 0
@@ -311,7 +420,8 @@ def _cmd_export(args) -> int:
 
     version_dir = export_run(args.run, args.out, name=args.name, version=args.version,
                              bless_if=args.bless_if, baseline=args.baseline, margin=args.margin,
-                             tolerance=args.tolerance, data_dir=args.data, opset=args.onnx_opset)
+                             tolerance=args.tolerance, data_dir=args.data, opset=args.onnx_opset,
+                             quantize=args.quantize, max_drop=args.max_drop)
     status = "BLESSED" if (version_dir / "BLESSED").exists() else "NOT_BLESSED"
     print(f"exported {version_dir} ({status})")
     return 0
@@ -329,8 +439,11 @@ def _cmd_evaluate(args) -> int:
 
     if args.threads is not None and args.threads < 1:
         raise MedzooError(f"--threads must be a positive integer. Received: {args.threads}")
+    if args.address and args.engine != "ray":
+        raise MedzooError(f"--address is for --engine ray. Received: --engine {args.engine}")
     many = evaluate_many(args.models, args.data, args.out, split=args.split, batch_size=args.batch_size,
-                         threads=args.threads, n_boot=args.bootstrap)
+                         threads=args.threads, n_boot=args.bootstrap, engine=args.engine,
+                         address=args.address)
     single = len(many["rows"]) == 1
     if args.json:
         print(json.dumps(many["results"][0] if single else many["rows"], indent=2, default=str))
@@ -365,25 +478,46 @@ def _cmd_cv(args) -> int:
 def _cmd_predict(args) -> int:
     from medzoo.export.predict import predict
 
+    client = None
+    if args.send:  # checked before the model runs: a wrong URL or password fails at once
+        from medzoo.export.send import open_target
+
+        client = open_target(args.send, auth_file=args.auth_file, insecure=args.insecure,
+                             calling_aet=args.calling_aet)
     r = predict(args.export, args.dicom_dir, args.out, runtime=args.runtime,
-                batch_size=args.batch_size, threshold=args.threshold, key_file=args.key_file)
+                batch_size=args.batch_size, threshold=args.threshold, key_file=args.key_file,
+                explain=args.explain)
     print(f"predicted {r['predicted']} of {r['inputs']} files ({r['images']} images) in "
           f"{r['studies']} studies; {r['positive_studies']} positive at p >= {r['threshold']:g} "
           f"({r['threshold_source']}); rejected {r['rejected']}, ignored {r['ignored']}; "
           f"model {r['model']} v{r['version']} → {r['out']}")
     for path in r.get("seg_files", []):
         print(f"  DICOM SEG: {path}")
+    if client is not None:
+        from medzoo.export.send import send_results
+
+        try:
+            sent = send_results(client, r["out"], args.dicom_dir)
+        except MedzooError as exc:
+            print(f"medzoo predict: error: predictions written, sending failed: {exc}",
+                  file=sys.stderr)
+            return 1
+        print(f"  sent {sent['seg']} DICOM SEG and {sent['sr']} DICOM SR objects to "
+              f"{client.where} (SR also in {os.path.join(r['out'], 'sr')})")
     return 1 if args.strict and r["rejected"] else 0
 
 
 def _cmd_explain(args) -> int:
     from medzoo.zoo.explain import explain_dataset
 
-    summary = explain_dataset(args.run, args.data, args.out, split=args.split, limit=args.limit)
-    game = summary.get("pointing_game")
-    extra = (f"; pointing game {game['hit_rate']:.0%} of {game['n']} correct positives"
-             if game else "")
-    print(f"wrote {len(summary['overlays'])} Grad-CAM overlays → {args.out}{extra}")
+    summary = explain_dataset(args.run, args.data, args.out, split=args.split, limit=args.limit,
+                              class_index=args.class_index)
+    games = summary.get("pointing_game") or {}
+    extra = "; ".join(f"{name.replace('_', ' ')} {g['hit_rate']:.0%}" for name, g in games.items())
+    if extra:
+        n = next(iter(games.values()))["n"]
+        extra = f"; pointing game on {n} correct positives: {extra}"
+    print(f"wrote {len(summary['cases'])} overlays → {args.out}{extra}")
     return 0
 
 

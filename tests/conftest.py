@@ -70,3 +70,20 @@ def unet_export(unet_run, tmp_path_factory):
 
     base = tmp_path_factory.mktemp("models")
     return export_run(unet_run, base)
+
+
+@pytest.fixture(scope="session")
+def well_trained_cnn(tmp_path_factory):
+    """A CNN trained to high accuracy on 24 phantom patients (32 px, 10 epochs): for checks that
+    need a model that has learned the lesion (explanations, quantisation). Returns its folder
+    holding ``dicom/``, ``ds/`` and ``run/``."""
+    from medzoo.datasets.ingest import ingest
+    from medzoo.datasets.synth import write_synthetic
+    from medzoo.training.fit import train
+
+    root = tmp_path_factory.mktemp("well-trained")
+    write_synthetic(root / "dicom", patients=24, size=SIZE, slices=2, seed=3)
+    ingest(root / "dicom", root / "dicom" / "labels.csv", root / "ds", size=SIZE, folds=3, seed=0,
+           key_file=root / "k.key")
+    train("cnn", root / "ds", root / "run", epochs=10, batch_size=8, seed=0, verbose=0)
+    return root

@@ -1,14 +1,15 @@
 """DICOM folder + labels.csv → dataset dir (docs/internals.md).
 
-Rows of labels.csv are decoded in chunks, in this process first; worker processes (spawned;
-they import pydicom and numpy, never TensorFlow) are started only when the work measured so far
-says they will pay for their start-up, and this process keeps decoding the next chunks while
-they start. Each file is read once: the pixel chain runs only on the pixels the resize reads
-(:func:`medzoo.datasets.dicom.read_dicom` with ``size``), and a series folder is sorted along
-the slice normal from the headers of that same read. Results come back small (already resized)
-and are streamed, in input order, into shards. Everything is written into a hidden sibling folder
-that is renamed to OUT at the end, so a half-written dataset is never visible. Every input file
-ends in index.csv or rejected.csv; series-level findings in 2D mode go to warnings.csv.
+Rows of labels.csv are decoded in chunks, in this process first; worker processes (forked
+where safe, else spawned; they import pydicom and numpy, never TensorFlow) are started only when
+the work measured so far says they will pay for their start-up, and this process keeps decoding
+chunks alongside them (``workers`` counts it). Each file is read once: the pixel chain runs only
+on the pixels the resize reads (:func:`medzoo.datasets.dicom.read_dicom` with ``size``), and a
+series folder is sorted along the slice normal from the headers of that same read. Results come
+back small (already resized) and are streamed, in input order, into shards. Everything is
+written into a hidden sibling folder that is renamed to OUT at the end, so a half-written
+dataset is never visible. Every input file ends in index.csv or rejected.csv; series-level
+findings in 2D mode go to warnings.csv.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import collections
 import contextlib
 import csv
 import dataclasses
+import functools
 import io
 import json
 import math
@@ -41,11 +43,13 @@ SCHEMA_VERSION = 1
 FILES_PER_CHUNK = 16
 """Files decoded per task (a series folder is never split)."""
 
-PARALLEL_MIN_SECONDS = 1.5
-"""Start workers only when the decode time still ahead, estimated, exceeds this."""
+PARALLEL_MIN_SECONDS = {"fork": 0.15, "spawn": 1.5}
+"""Start workers only when the decode time still ahead, estimated, exceeds this (per start
+method: a spawned worker re-imports numpy and pydicom, about 0.5 s of CPU each)."""
 
-WORKER_STARTUP_SECONDS = 0.6
-"""About how long a spawned worker takes to be ready; this process decodes meanwhile."""
+CHUNKS_QUEUED_PER_WORKER = 2
+"""Chunks handed to each worker process ahead of time (and the most this process decodes ahead
+of the chunk due next, per decoding process): what bounds the results held in memory."""
 
 FILE_TIMEOUT_SECONDS = 120.0
 """A file whose decoding takes longer is rejected ("decoding timed out"), not waited for."""
@@ -126,9 +130,12 @@ def _init_worker(options: Options):
 def _load_mask(path: Path, rows: int, cols: int) -> np.ndarray:
     if path.suffix.lower() == ".npy":
         try:
-            mask = np.load(path, allow_pickle=False)
-        except (OSError, ValueError):
+            mask = _read_npy(path)
+        except (OSError, ValueError, SyntaxError, TypeError, MemoryError):
             raise dicom.DicomRejected("mask file unreadable (expected .npy or .png)")
+        if mask.dtype.kind not in "biuf":  # structured, string, object... arrays
+            raise dicom.DicomRejected(f"mask file unreadable (expected a numeric array, "
+                                      f"received dtype {mask.dtype.kind!r})")
     else:
         try:
             from PIL import Image
@@ -141,7 +148,49 @@ def _load_mask(path: Path, rows: int, cols: int) -> np.ndarray:
     if mask.shape != (rows, cols):
         got = "x".join(str(s) for s in mask.shape) or "scalar"
         raise dicom.DicomRejected(f"mask shape mismatch (expected {rows}x{cols}, received {got})")
-    return (mask > 0).astype(np.float32)
+    return mask
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    """``np.load(path, allow_pickle=False)``, parsing each distinct header once.
+
+    Masks of one dataset share their header (shape, dtype), and parsing it (a Python literal)
+    is most of the time ``np.load`` takes. Plain .npy files of version 1 or 2 with all their
+    data are read here; anything else goes to ``np.load``, with its checks and errors.
+    """
+    data = path.read_bytes()
+    if data[:6] == b"\x93NUMPY" and len(data) >= 12 and data[7] == 0 and data[6] in (1, 2):
+        size_bytes = 2 if data[6] == 1 else 4
+        end = 8 + size_bytes + int.from_bytes(data[8:8 + size_bytes], "little")
+        if end <= len(data):
+            shape, fortran, dtype = _npy_header(data[:end])
+            count = math.prod(shape)
+            if (not dtype.hasobject and dtype.itemsize > 0
+                    and len(data) - end >= count * dtype.itemsize):
+                array = np.frombuffer(data, dtype=dtype, count=count, offset=end)
+                return array.reshape(shape[::-1]).transpose() if fortran else array.reshape(shape)
+    return np.load(path, allow_pickle=False)
+
+
+@functools.lru_cache(maxsize=16)
+def _npy_header(head: bytes):
+    """``(shape, fortran_order, dtype)`` of a .npy header (magic and header, version 1 or 2)."""
+    from numpy.lib import format as npy
+
+    fh = io.BytesIO(head)
+    version = npy.read_magic(fh)
+    read = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+    return read(fh)
+
+
+def _resize_mask(mask: np.ndarray, size) -> np.ndarray:
+    """``mask > 0`` resized (bilinear, as the images) and thresholded at 0.5 → uint8 0/1.
+
+    The comparison is pointwise, so it runs only on the pixels the resize reads.
+    """
+    small = dicom._resize_through(lambda a: (a > 0).astype(np.float32)[..., None], mask[None],
+                                  size)
+    return (small[0, ..., 0] >= 0.5).astype(np.uint8)
 
 
 @dataclasses.dataclass
@@ -406,11 +455,11 @@ def decode_task(task):
                 raise dicom.DicomRejected(
                     f"mask shape mismatch (expected one mask per frame for "
                     f"{img.frames.shape[0]} frames, received one {img.rows}x{img.columns} mask)")
-            full = _load_mask(Path(mask_path), img.rows, img.columns)
+            stored = _load_mask(Path(mask_path), img.rows, img.columns)
         except dicom.DicomRejected as exc:
             out.extend(("reject", p, exc.reason) for u in units for p in u["paths"])
             return out
-        mask = (dicom.resize_bilinear(full, opts.size) >= 0.5).astype(np.uint8)
+        mask = _resize_mask(stored, opts.size)
     for unit in units:
         image = unit["image"]
         if opts.preprocessing:
@@ -469,7 +518,8 @@ def worker_imports_tensorflow() -> bool:
 # --------------------------------------------------------------------------- main side
 
 
-def _chunks(tasks, files_per_chunk=FILES_PER_CHUNK):
+def _chunks(tasks, files_per_chunk=None):
+    files_per_chunk = files_per_chunk or FILES_PER_CHUNK
     chunk, n = [], 0
     for task in tasks:
         chunk.append(task)
@@ -481,53 +531,84 @@ def _chunks(tasks, files_per_chunk=FILES_PER_CHUNK):
         yield chunk
 
 
+def worker_start_method() -> str:
+    """How worker processes start: ``"fork"`` where that is safe, else ``"spawn"``.
+
+    A forked worker is ready in milliseconds with numpy, pydicom and its decoders already
+    imported; a spawned one re-imports them (about half a second of CPU each), which on a few
+    hundred files costs more than it saves. Fork is used only on Linux, from a process that runs
+    a single thread and has not loaded TensorFlow (whose threads and locks a fork would copy
+    half-held); anything else spawns.
+
+    Returns
+    -------
+    str
+        ``"fork"`` or ``"spawn"``, a :mod:`multiprocessing` start method.
+    """
+    if (sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+            and threading.active_count() == 1 and "tensorflow" not in sys.modules):
+        return "fork"
+    return "spawn"
+
+
 def iter_outcomes(tasks, options: Options, workers: int = 1, parallel: str = "auto", stats=None):
     """Outcomes of :func:`decode_task` for every task, in task order.
 
-    Tasks are decoded in chunks of about :data:`FILES_PER_CHUNK` files. Up to ``workers``
-    processes are started, and only when worthwhile: ``parallel="auto"`` measures the first
-    chunk here and starts them when the remaining work is estimated above
-    :data:`PARALLEL_MIN_SECONDS`; this process keeps decoding the next chunks while they start.
-    ``parallel="always"`` starts them at once (tests), ``"never"`` never does. ``stats`` (a dict)
-    receives ``workers_started`` and ``chunks``.
+    Tasks are decoded in chunks of about :data:`FILES_PER_CHUNK` files by up to ``workers``
+    processes, this one included: up to ``workers - 1`` worker processes are started (see
+    :func:`worker_start_method`), and only when worthwhile: ``parallel="auto"`` measures the
+    first chunk here and starts them when the remaining work is estimated above
+    :data:`PARALLEL_MIN_SECONDS`; ``parallel="always"`` starts them at once (tests),
+    ``"never"`` never does. Chunks are handed out in order: each worker has
+    :data:`CHUNKS_QUEUED_PER_WORKER` queued, and this process, rather than wait for the chunk
+    due next, decodes the next chunk nobody has claimed (while it holds fewer than
+    ``CHUNKS_QUEUED_PER_WORKER × workers`` decoded chunks). ``stats`` (a dict) receives
+    ``workers_started`` (worker processes, this one not counted), ``start_method``, ``chunks``
+    and ``chunks_here`` (decoded by this process).
     """
     if parallel not in ("auto", "always", "never"):
         raise ValueError(f"Argument `parallel` must be auto, always or never. "
                          f"Received: parallel={parallel!r}")
     chunks = list(_chunks(tasks))
     sizes = [sum(len(files) for task in chunk for _, files, _ in task[0]) for chunk in chunks]
-    remaining = sum(sizes)
+    unclaimed = sum(sizes)  # files in chunks nobody has started
     _init_worker(options)
-    pool, futures, next_submit = None, {}, len(chunks)
+    helpers = max(0, int(workers) - 1) if parallel != "never" else 0
+    pool, futures, ready, claimed = None, {}, {}, 0
     busy, done_here = 0.0, 0
     if stats is not None:
-        stats.update(workers_started=0, chunks=len(chunks))
+        stats.update(workers_started=0, chunks=len(chunks), chunks_here=0)
     try:
-        for i, chunk in enumerate(chunks):
-            if pool is None and workers > 1 and parallel != "never" and (
-                    parallel == "always" or (done_here and busy / done_here * remaining
-                                             > PARALLEL_MIN_SECONDS)):
-                per_chunk = busy / max(1, i)
-                ahead = int(WORKER_STARTUP_SECONDS / per_chunk) if per_chunk > 0 else 0
-                pool = ProcessPoolExecutor(max_workers=workers,
-                                           mp_context=multiprocessing.get_context("spawn"),
-                                           initializer=_init_worker, initargs=(options,))
-                next_submit = min(len(chunks), i + ahead)
-                if stats is not None:
-                    stats["workers_started"] = workers
-            if pool is not None:
-                while next_submit < len(chunks) and len(futures) < 3 * workers:
-                    futures[next_submit] = pool.submit(decode_chunk, chunks[next_submit])
-                    next_submit += 1
-            if i in futures:
-                results = futures.pop(i).result()
-            else:
-                t0 = time.perf_counter()
-                results = decode_chunk(chunk)
-                busy += time.perf_counter() - t0
-                done_here += sizes[i]
-            remaining -= sizes[i]
-            yield from results
+        for i in range(len(chunks)):
+            while i not in ready:
+                if pool is None and helpers and (parallel == "always" or (
+                        done_here and busy / done_here * unclaimed
+                        > PARALLEL_MIN_SECONDS[worker_start_method()])):
+                    method = worker_start_method()
+                    pool = ProcessPoolExecutor(max_workers=helpers,
+                                               mp_context=multiprocessing.get_context(method),
+                                               initializer=_init_worker, initargs=(options,))
+                    if stats is not None:
+                        stats.update(workers_started=helpers, start_method=method)
+                while (pool is not None and claimed < len(chunks)
+                       and len(futures) < CHUNKS_QUEUED_PER_WORKER * helpers):
+                    futures[claimed] = pool.submit(decode_chunk, chunks[claimed])
+                    unclaimed -= sizes[claimed]
+                    claimed += 1
+                if i in futures and (futures[i].done() or claimed == len(chunks)
+                                     or len(ready) >= CHUNKS_QUEUED_PER_WORKER * workers):
+                    ready[i] = futures.pop(i).result()
+                else:  # chunk i is unclaimed (then k == i) or still with a worker
+                    k = claimed
+                    claimed += 1
+                    unclaimed -= sizes[k]
+                    t0 = time.perf_counter()
+                    ready[k] = decode_chunk(chunks[k])
+                    busy += time.perf_counter() - t0
+                    done_here += sizes[k]
+                    if stats is not None:
+                        stats["chunks_here"] += 1
+            yield from ready.pop(i)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -766,7 +847,9 @@ def ingest(dicom_dir, labels_csv, out, size=64, window="auto", workers=1, folds=
         what = "a dataset" if (out / "dataset.json").exists() else "existing files"
         raise InputError(f"Output {out}: expected a new or empty folder. Received: it holds "
                          f"{what}; refusing to overwrite")
-    classes = manifest.order_classes(r.label for r in rows if r.label)
+    multi_label = any(len(manifest.split_label(r.label)) > 1 for r in rows if r.label)
+    classes = manifest.order_classes(name for r in rows if r.label
+                                     for name in manifest.split_label(r.label))
     if not classes:
         raise InputError(f"Labels file {labels_csv}: expected class names in column `label`. "
                          "Received: every label empty")
@@ -797,6 +880,7 @@ def ingest(dicom_dir, labels_csv, out, size=64, window="auto", workers=1, folds=
         "color": color,
         "preprocessing": specs,
         "series_issues": "reject" if volume else series_issues,
+        "multi_label": multi_label,
     }
     try:
         summary = _run(plan, dicom_dir, tmp, options, int(workers), classes, has_mask,
@@ -847,21 +931,26 @@ def _run(plan, dicom_dir, tmp, options, workers, classes, has_mask, folds, seed,
          records_per_shard, progress, parallel, settings):
     from tqdm import tqdm
 
+    class Bar(tqdm):
+        monitor_interval = 0  # no monitor thread: workers may then be forked (one thread)
+
     class_index = {c: i for i, c in enumerate(classes)}
     stream = RecordStream(dicom_dir, class_index, has_mask)
     n_inputs = sum(len(p.files) for p in plan)
     index = []
     total = total_sq = 0.0
     n_pixels = 0
-    bar = tqdm(total=n_inputs, unit="file", file=sys.stderr, disable=None if progress is None
+    bar = Bar(total=n_inputs, unit="file", file=sys.stderr, disable=None if progress is None
                else not progress, desc="ingest")
     run_stats: dict = {}
     with records.ShardWriter(tmp / "shards", records_per_shard) as writer:
         for record_id, row, payload in iter_plan_records(plan, stream, options, workers,
                                                          parallel, bar.update, run_stats):
-            image, label = payload["image"], class_index[row.label]
+            names = manifest.split_label(row.label)
+            image, label = payload["image"], class_index[names[0]]  # first class: compatibility
+            labels = manifest.multi_hot(row.label, classes) if settings["multi_label"] else None
             writer.write(records.record_features(record_id, image, label, payload["mask"],
-                                                 spacing=payload["spacing"]))
+                                                 spacing=payload["spacing"], labels=labels))
             total += float(image.sum(dtype=np.float64))
             total_sq += float(np.square(image, dtype=np.float64).sum())
             n_pixels += image.size
@@ -871,7 +960,7 @@ def _run(plan, dicom_dir, tmp, options, workers, classes, has_mask, folds, seed,
                 "modality": payload["modality"], "window_center": payload["window_center"],
                 "window_width": payload["window_width"], "photometric": payload["photometric"],
                 "has_mask": int(payload["has_own_mask"]), "voi": payload["voi"],
-                "slices": payload["slices"],
+                "slices": payload["slices"], "_names": names,
                 "_sort": (payload["position"] is None, payload["position"] or 0.0,
                           payload["instance"] if payload["instance"] is not None else 0,
                           payload["frame_no"], len(index)),
@@ -909,7 +998,8 @@ def _run(plan, dicom_dir, tmp, options, workers, classes, has_mask, folds, seed,
     per_class = {c: 0 for c in classes}
     per_fold = {str(f): 0 for f in range(folds)}
     for rec in index:
-        per_class[classes[rec["label"]]] += 1
+        for name in rec["_names"]:  # multi-label: every finding of the record counts
+            per_class[name] += 1
         per_fold[str(rec["fold"])] += 1
     by_reason = collections.Counter(reason for _, _, reason in stream.rejected)
     mean = total / n_pixels
@@ -940,5 +1030,7 @@ def _run(plan, dicom_dir, tmp, options, workers, classes, has_mask, folds, seed,
         "preprocessing": settings["preprocessing"],
         "series_issues": settings["series_issues"],
     }
+    if settings["multi_label"]:
+        info["multi_label"] = True
     _write_text(tmp / "dataset.json", json.dumps(info, indent=2) + "\n")
     return dict(counts, workers_started=run_stats.get("workers_started", 0))

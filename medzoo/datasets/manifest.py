@@ -61,6 +61,33 @@ def order_classes(labels) -> list[str]:
     return sorted(names, key=lambda n: (0, rank[n.lower()]) if n.lower() in rank else (1, n))
 
 
+MULTI_LABEL_SEPARATOR = "|"
+
+
+def split_label(label: str) -> list[str]:
+    """Class names of one labels.csv ``label`` cell: ``"nodule|effusion"`` → both, in order.
+
+    A cell naming several classes makes the dataset multi-label (``"multi_label": true``);
+    duplicates and empty parts are dropped.
+
+    Examples
+    --------
+    >>> split_label("nodule| effusion|nodule")
+    ['nodule', 'effusion']
+    """
+    names = [part.strip() for part in str(label).split(MULTI_LABEL_SEPARATOR)]
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def multi_hot(label: str, classes) -> list[int]:
+    """The multi-hot vector of ``label``'s class names over ``classes`` (KeyError if unknown)."""
+    index = {c: i for i, c in enumerate(classes)}
+    vector = [0] * len(index)
+    for name in split_label(label):
+        vector[index[name]] = 1
+    return vector
+
+
 def read_labels(labels_csv) -> list[LabelRow]:
     """Read and validate labels.csv (``path,label[,mask]``, paths relative to the CSV's folder).
 

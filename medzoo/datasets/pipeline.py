@@ -11,13 +11,19 @@ from medzoo.datasets.records import shard_paths
 from medzoo.errors import InputError
 
 
-def _parser(shape, channels, has_mask):
-    """Parse one Example; ``shape`` is ``[H, W]`` (2D) or ``[D, H, W]`` (volume)."""
+def _parser(shape, channels, has_mask, num_labels=0):
+    """Parse one Example; ``shape`` is ``[H, W]`` (2D) or ``[D, H, W]`` (volume).
+
+    ``num_labels`` > 0: the records of a multi-label dataset also hold ``labels``, a multi-hot
+    int64 vector of that length.
+    """
     spec = {
         "record_id": tf.io.FixedLenFeature([], tf.string),
         "image": tf.io.FixedLenFeature([], tf.string),
         "label": tf.io.FixedLenFeature([], tf.int64),
     }
+    if num_labels:
+        spec["labels"] = tf.io.FixedLenFeature([num_labels], tf.int64)
     if has_mask:
         spec["mask"] = tf.io.FixedLenFeature([], tf.string)
 
@@ -28,8 +34,11 @@ def _parser(shape, channels, has_mask):
             mask = tf.reshape(tf.io.decode_raw(ex["mask"], tf.uint8), [*shape, 1])
         else:
             mask = tf.zeros([*shape, 1], tf.uint8)
-        return {"record_id": ex["record_id"], "image": image,
-                "label": tf.cast(ex["label"], tf.int32), "mask": tf.cast(mask, tf.float32)}
+        out = {"record_id": ex["record_id"], "image": image,
+               "label": tf.cast(ex["label"], tf.int32), "mask": tf.cast(mask, tf.float32)}
+        if num_labels:
+            out["labels"] = tf.cast(ex["labels"], tf.float32)
+        return out
 
     return parse
 
@@ -63,8 +72,9 @@ def make_dataset(ds_dir, record_ids, *, target="label", batch_size=16, shuffle=T
         Dataset dir written by :func:`medzoo.datasets.ingest.ingest`.
     record_ids : iterable of str or None
         Records to include (e.g. one fold's); None → all.
-    target : {"label", "mask"}
-        ``label``: int32 ``(B,)`` class index; ``mask``: float32 ``(B, H, W, 1)`` in {0, 1}.
+    target : {"label", "labels", "mask"}
+        ``label``: int32 ``(B,)`` class index; ``labels``: float32 ``(B, K)`` multi-hot (datasets
+        with ``"multi_label": true``); ``mask``: float32 ``(B, H, W, 1)`` in {0, 1}.
     batch_size : int
     shuffle : bool
         Reshuffled every epoch from ``seed``.
@@ -87,8 +97,13 @@ def make_dataset(ds_dir, record_ids, *, target="label", batch_size=16, shuffle=T
         Not a dataset dir, unknown target, mask target on a dataset without masks, or no shards.
     """
     info = read_dataset_info(ds_dir)
-    if target not in ("label", "mask"):
-        raise InputError(f"Argument `target` must be 'label' or 'mask'. Received: target={target!r}")
+    if target not in ("label", "labels", "mask"):
+        raise InputError("Argument `target` must be 'label', 'labels' or 'mask'. "
+                         f"Received: target={target!r}")
+    multi_label = bool(info.get("multi_label"))
+    if target == "labels" and not multi_label:
+        raise InputError(f"{ds_dir}: target='labels' needs a multi-label dataset. "
+                         "Received: multi_label=false")
     if target == "mask" and not info.get("has_mask"):
         raise InputError(f"{ds_dir}: target='mask' needs a dataset with masks. "
                          "Received: has_mask=false")
@@ -101,7 +116,8 @@ def make_dataset(ds_dir, record_ids, *, target="label", batch_size=16, shuffle=T
                          f"{info.get('kind', 'image')!r}")
     channels = int(info.get("channels", 1))
     ds = tf.data.TFRecordDataset(paths).map(
-        _parser(shape, channels, bool(info.get("has_mask"))),
+        _parser(shape, channels, bool(info.get("has_mask")),
+                len(info["classes"]) if multi_label else 0),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     n = int(info["counts"]["records"])
     if record_ids is not None:
@@ -127,6 +143,35 @@ def make_dataset(ds_dir, record_ids, *, target="label", batch_size=16, shuffle=T
             lambda ex, r: _augment(ex, tf.stack([r, tf.constant(int(seed), tf.int64)]),
                                    shape),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    key = "label" if target == "label" else "mask"
-    ds = ds.map(lambda ex: (ex["image"], ex[key]))
+    ds = ds.map(lambda ex: (ex["image"], ex[target]))
     return ds.batch(int(batch_size)).prefetch(tf.data.AUTOTUNE)
+
+
+def make_balanced_dataset(ds_dir, record_ids, labels, *, batch_size=16, seed=0,
+                          augment=False) -> tf.data.Dataset:
+    """Training batches of ``(image, label)`` that draw every class equally often.
+
+    One endless, reshuffled stream per class present in ``labels`` (``labels[i]`` is the class
+    of ``record_ids[i]``), mixed with equal weights by ``tf.data.Dataset.sample_from_datasets``
+    (seeded). An epoch is ``ceil(len(record_ids) / batch_size)`` batches, as without balancing,
+    so minority images repeat and majority images are subsampled within an epoch.
+
+    Raises
+    ------
+    InputError
+        ``record_ids`` and ``labels`` differ in length, or no record is given.
+    """
+    record_ids, labels = list(record_ids), [int(v) for v in labels]
+    if len(record_ids) != len(labels) or not record_ids:
+        raise InputError("make_balanced_dataset: expected one label per record id and at least "
+                         f"one record. Received: {len(record_ids)} ids, {len(labels)} labels")
+    streams = []
+    for k in sorted(set(labels)):
+        ids = [r for r, y in zip(record_ids, labels) if y == k]
+        streams.append(make_dataset(ds_dir, ids, target="label", batch_size=1, shuffle=True,
+                                    seed=int(seed) + k, augment=augment)
+                       .unbatch().repeat())
+    mixed = tf.data.Dataset.sample_from_datasets(streams, weights=[1.0 / len(streams)] * len(streams),
+                                                 seed=int(seed))
+    steps = -(-len(record_ids) // int(batch_size))
+    return mixed.batch(int(batch_size)).take(steps).prefetch(tf.data.AUTOTUNE)

@@ -8,6 +8,7 @@ crc32c of the length, data, masked crc32c of the data. ``tf.data.TFRecordDataset
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 from pathlib import Path
@@ -67,7 +68,12 @@ def iter_tfrecord(path):
 # --------------------------------------------------------------------------- protobuf
 
 
+_SMALL_VARINTS = tuple(bytes([v]) for v in range(128))
+
+
 def _varint(value: int) -> bytes:
+    if 0 <= value < 128:  # tags, lengths of short names, small ints: one byte
+        return _SMALL_VARINTS[value]
     value &= 0xFFFFFFFFFFFFFFFF
     out = bytearray()
     while True:
@@ -92,11 +98,13 @@ def _read_varint(buf: bytes, pos: int):
 
 
 def _field(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+    return b"".join((_varint(number << 3 | 2), _varint(len(payload)), payload))
 
 
 def _feature(value) -> bytes:
-    if isinstance(value, (bytes, str)):
+    if isinstance(value, bytes):  # the common case (image, mask, record id): one bytes value
+        return _field(1, _field(1, value))
+    if isinstance(value, str):
         value = [value]
     if isinstance(value, np.ndarray):
         value = value.ravel().tolist()
@@ -124,12 +132,19 @@ def encode_example(features: dict) -> bytes:
     for name in sorted(features):
         value = features[name]
         if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-            value = [int(value)]
-        elif isinstance(value, (float, np.floating)):
-            value = [float(value)]
-        entry = _field(1, name.encode()) + _field(2, _feature(value))
-        entries.append(_field(1, entry))
+            feature = _field(3, _field(1, _varint(int(value))))  # Int64List of one value
+        else:
+            if isinstance(value, (float, np.floating)):
+                value = [float(value)]
+            feature = _feature(value)
+        entries.append(_field(1, _key(name) + _field(2, feature)))
     return _field(1, b"".join(entries))
+
+
+@functools.lru_cache(maxsize=256)
+def _key(name: str) -> bytes:
+    """A feature's encoded name (``record_id``, ``image``, …), made once."""
+    return _field(1, name.encode())
 
 
 def _fields(buf: bytes):
@@ -204,12 +219,13 @@ def decode_example(data: bytes) -> dict:
 
 
 def record_features(record_id: str, image: np.ndarray, label: int, mask=None,
-                    spacing=None) -> dict:
+                    spacing=None, labels=None) -> dict:
     """Feature dict of one dataset record (docs/internals.md schema).
 
     ``image`` is ``(H, W[, C])`` or, for a volume, ``(D, H, W, C)``: a volume record adds
     ``depth`` (int64) and ``spacing`` (3 floats, mm between voxel centres along D, H, W); its
-    mask, when given, is ``(D, H, W)``.
+    mask, when given, is ``(D, H, W)``. ``labels`` (multi-label datasets): the multi-hot int
+    vector over the dataset's classes, stored as feature ``labels``.
     """
     image = np.asarray(image, dtype="<f4")
     if image.ndim == 2:
@@ -224,6 +240,8 @@ def record_features(record_id: str, image: np.ndarray, label: int, mask=None,
     if d is not None:
         features["depth"] = d
         features["spacing"] = [float(v) for v in (spacing if spacing is not None else (1, 1, 1))]
+    if labels is not None:
+        features["labels"] = [int(v) for v in labels]
     if mask is not None:
         shape = (h, w) if d is None else (d, h, w)
         features["mask"] = np.asarray(mask, dtype=np.uint8).reshape(shape).tobytes()
@@ -293,6 +311,8 @@ def parse_record(features: dict) -> dict:
            "label": int(features["label"][0]), "mask": mask}
     if "spacing" in features:
         out["spacing"] = tuple(float(v) for v in features["spacing"])
+    if "labels" in features:
+        out["labels"] = np.array([int(v) for v in features["labels"]], dtype=np.int64)
     return out
 
 

@@ -52,8 +52,9 @@ def phantom_slice(rng, size, lesion=None, k=0, modality="ct"):
     ----------
     rng : numpy.random.Generator
     size : int
-    lesion : dict or None
-        ``{"cx", "cy", "r0", "aspect", "zc", "rz"}`` in pixels / slice units.
+    lesion : dict, list of dicts, or None
+        ``{"cx", "cy", "r0", "aspect", "zc", "rz"}`` in pixels / slice units, optionally
+        ``"density"`` (1.0 soft tissue, the default; 0.5 half-way between lung and tissue).
     k : int
         Slice number (0-based) for the lesion's radius along z.
     modality : str
@@ -71,20 +72,21 @@ def phantom_slice(rng, size, lesion=None, k=0, modality="ct"):
         img[((x - side * 0.38) / 0.28) ** 2 + ((y + 0.02) / 0.45) ** 2 <= 1.0] = lung
     img[(x**2 + (y - 0.5) ** 2) <= 0.08**2] = bone
     mask = np.zeros((size, size), np.uint8)
-    if lesion is not None:
-        ratio = (k - lesion["zc"]) / lesion["rz"]
-        r = lesion["r0"] * np.sqrt(max(0.0, 1.0 - ratio**2))
+    for one in ([lesion] if isinstance(lesion, dict) else lesion or []):
+        ratio = (k - one["zc"]) / one["rz"]
+        r = one["r0"] * np.sqrt(max(0.0, 1.0 - ratio**2))
         py, px = np.meshgrid(np.arange(size) + 0.5, np.arange(size) + 0.5, indexing="ij")
-        rx, ry = r * lesion["aspect"], r / lesion["aspect"]
-        inside = ((px - lesion["cx"]) / rx) ** 2 + ((py - lesion["cy"]) / ry) ** 2 <= 1.0
-        img[inside] = tissue
+        rx, ry = r * one["aspect"], r / one["aspect"]
+        inside = ((px - one["cx"]) / rx) ** 2 + ((py - one["cy"]) / ry) ** 2 <= 1.0
+        # density: 1.0 = soft tissue (the seed's lesion), 0.5 = half-way to lung (ground glass)
+        img[inside] = lung + one.get("density", 1.0) * (tissue - lung)
         mask[inside] = 1
     img = img + rng.normal(0.0, sigma, size=img.shape)
     return img, mask
 
 
-def _lesion_params(rng, size, slices):
-    side = rng.choice([-1.0, 1.0])
+def _lesion_params(rng, size, slices, side=None):
+    side = rng.choice([-1.0, 1.0]) if side is None else side
     cx = (side * 0.38 + rng.uniform(-0.08, 0.08) + 1.0) / 2.0 * size
     cy = (rng.uniform(-0.2, 0.2) + 1.0) / 2.0 * size
     return {
@@ -94,7 +96,41 @@ def _lesion_params(rng, size, slices):
         "aspect": rng.uniform(0.85, 1.15),
         "zc": (slices - 1) / 2.0 + rng.uniform(-0.5, 0.5),
         "rz": 0.9 * slices + 1.0,
+        "side": float(side),
     }
+
+
+# Findings beyond the seed's "lesion" (``classes`` > 2 or ``multi_label``), told apart by density.
+FINDINGS = {"nodule": 1.0, "ground_glass": 0.5}
+
+
+def class_names(classes: int = 2, multi_label: bool = False) -> list[str]:
+    """The label names :func:`write_synthetic` uses.
+
+    Two classes (the default): ``normal``, ``lesion``. More: ``normal`` then one finding per
+    class, told apart by density (``nodule`` soft tissue, ``ground_glass`` half-way to lung).
+    Multi-label: ``normal``, ``nodule``, ``ground_glass``; a patient may carry both findings
+    (labels.csv ``nodule|ground_glass``).
+    """
+    if multi_label:
+        return ["normal", *FINDINGS]
+    if classes == 2:
+        return ["normal", "lesion"]
+    if not 2 <= classes <= 1 + len(FINDINGS):
+        raise ValueError(f"Argument `classes` must be in 2..{1 + len(FINDINGS)}. "
+                         f"Received: classes={classes}")
+    return ["normal", *list(FINDINGS)[:classes - 1]]
+
+
+def _patient_findings(p: int, classes: int, multi_label: bool, positive_fraction) -> list[str]:
+    """The findings of patient ``p`` (empty = normal); deterministic, spread evenly over p."""
+    if multi_label:
+        return [[], ["nodule"], ["ground_glass"], ["nodule", "ground_glass"]][p % 4]
+    if positive_fraction is not None:
+        positive = int((p + 1) * positive_fraction) > int(p * positive_fraction)
+        return (["lesion"] if classes == 2 else ["nodule"]) if positive else []
+    names = class_names(classes)
+    return [] if p % classes == 0 else [names[p % classes]]
 
 
 def _uid(seed, *parts):
@@ -196,7 +232,7 @@ def _atomic_bytes(path: Path, data: bytes):
 
 
 def write_synthetic(out, patients=60, modality="ct", size=64, slices=4, seed=0, compress=None,
-                    paired=False):
+                    paired=False, classes=2, multi_label=False, positive_fraction=None):
     """Write ``patients`` synthetic chest series as DICOM plus ``labels.csv``.
 
     Parameters
@@ -221,6 +257,15 @@ def write_synthetic(out, patients=60, modality="ct", size=64, slices=4, seed=0, 
         in both, one study, two series sharing a FrameOfReferenceUID, the same slice positions.
         Layout ``OUT/<PatientID>/CT/IM0001.dcm``, ``OUT/<PatientID>/MR/IM0001.dcm``,
         ``OUT/<PatientID>/IM0001_mask.npy``; labels.csv is ``path,path_mr,label,mask``.
+    classes : int
+        2 (``normal``/``lesion``, the default) or more: ``normal`` plus findings told apart by
+        density (see :func:`class_names`); patients cycle through the classes.
+    multi_label : bool
+        Findings ``nodule`` and ``ground_glass`` independently (one per lung); a row's label is
+        ``normal``, ``nodule``, ``ground_glass`` or ``nodule|ground_glass``.
+    positive_fraction : float, optional
+        Fraction of patients with a finding (class imbalance, e.g. 0.1 for 1:9); default:
+        classes in turn (balanced).
 
     Returns
     -------
@@ -239,6 +284,10 @@ def write_synthetic(out, patients=60, modality="ct", size=64, slices=4, seed=0, 
     if compress not in _COMPRESS:
         raise ValueError(f"Unknown compression. Expected one of {sorted(k for k in _COMPRESS if k)}. "
                          f"Received: compress={compress!r}")
+    names = class_names(int(classes), bool(multi_label))
+    if positive_fraction is not None and not 0.0 < float(positive_fraction) < 1.0:
+        raise ValueError("Argument `positive_fraction` must be in (0, 1). "
+                         f"Received: positive_fraction={positive_fraction}")
     if int(patients) < 2 or int(size) < 16 or int(slices) < 1:
         raise ValueError("Expected patients >= 2, size >= 16, slices >= 1. "
                          f"Received: patients={patients}, size={size}, slices={slices}")
@@ -247,15 +296,20 @@ def write_synthetic(out, patients=60, modality="ct", size=64, slices=4, seed=0, 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows, phi_strings, folders = [], set(), []
-    per_class = {"normal": 0, "lesion": 0}
+    per_class = {}
     modalities = {}
     for p in range(int(patients)):
         rng = np.random.default_rng([int(seed), p])
         mod = modality if modality != "mixed" else MODALITIES[(p // 2) % len(MODALITIES)]
-        positive = p % 2 == 1
-        label = "lesion" if positive else "normal"
+        findings = _patient_findings(p, int(classes), bool(multi_label),
+                                     None if positive_fraction is None else float(positive_fraction))
+        label = "|".join(findings) or "normal"
         phi = _patient_phi(rng, p)
-        lesion = _lesion_params(rng, size, slices) if positive else None
+        lesion = None
+        for finding in findings:  # a second finding goes to the other lung
+            one = _lesion_params(rng, size, slices, side=-lesion[0]["side"] if lesion else None)
+            one["density"] = FINDINGS.get(finding, 1.0)
+            lesion = [*(lesion or []), one]
         store_params = {"slope": round(float(rng.uniform(0.5, 2.0)), 4)}
         uids = {"study": _uid(seed, p, "study"), "series": _uid(seed, p, "series"),
                 "frame": _uid(seed, p, "frame")}
@@ -296,7 +350,7 @@ def write_synthetic(out, patients=60, modality="ct", size=64, slices=4, seed=0, 
             np.save(mbuf, mask, allow_pickle=False)
             _atomic_bytes(folder / f"{name}_mask.npy", mbuf.getvalue())
             rows.append((*rels, label, f"{phi['PatientID']}/{name}_mask.npy"))
-            per_class[label] += 1
+            per_class[label] = per_class.get(label, 0) + 1
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["path", "path_mr", "label", "mask"] if paired else ["path", "label", "mask"])
@@ -305,7 +359,9 @@ def write_synthetic(out, patients=60, modality="ct", size=64, slices=4, seed=0, 
     return {
         "patients": int(patients),
         "files": len(rows) * (2 if paired else 1),
-        "per_class": per_class,
+        "per_class": {**{n: 0 for n in names if not multi_label}, **per_class},
+        "classes": names,
+        "multi_label": bool(multi_label),
         "modalities": modalities,
         "labels_csv": str(out / "labels.csv"),
         "phi": sorted(phi_strings),

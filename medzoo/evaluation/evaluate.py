@@ -27,10 +27,11 @@ from medzoo.errors import InputError
 from medzoo.evaluation import metrics as M
 
 __all__ = ["evaluate", "evaluate_many", "model_label", "select_record_ids", "predict_records", "classification_result",
-           "segmentation_result"]
+           "multilabel_result", "segmentation_result"]
 
 SCHEMA_VERSION = 1
 TASKS = ("classification", "segmentation")
+ENGINES = ("local", "ray")  # ray: medzoo.evaluation.ray_engine (optional extra, imported lazily)
 CURVE_BAND_BOOT = 200  # resamples for the ROC/PR bands: a smooth band, not a reported number
 CI_METRICS = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "ppv", "npv", "f1",
               "auc", "pr_auc", "brier")
@@ -102,7 +103,8 @@ def predict_records(model, records, *, task: str, batch_size: int = 32,
     segmentation: max of the mask), and for segmentation ``dice``, ``iou``, ``hausdorff95_px``
     (``nan`` where the record has no mask).
     """
-    out = {"record_id": [], "label": [], "output": [], "dice": [], "iou": [], "hausdorff95_px": []}
+    out = {"record_id": [], "label": [], "labels": [], "output": [], "dice": [], "iou": [],
+           "hausdorff95_px": []}
     batch: list[dict] = []
 
     def flush():
@@ -111,6 +113,8 @@ def predict_records(model, records, *, task: str, batch_size: int = 32,
         for rec, p in zip(batch, pred):
             out["record_id"].append(rec["record_id"])
             out["label"].append(int(rec["label"]))
+            if rec.get("labels") is not None:  # multi-label datasets: the multi-hot vector
+                out["labels"].append(np.asarray(rec["labels"], dtype=np.int64).ravel())
             if task == "classification":
                 out["output"].append(np.asarray(p, dtype=np.float64).ravel())
                 continue
@@ -216,6 +220,72 @@ def classification_result(y_true, outputs, patients, *, threshold: float = 0.5, 
             "bootstrap": bootstrap, "scores": probs[np.arange(len(y)), pred]}
 
 
+def multilabel_result(y_multi, probs, patients, *, threshold: float = 0.5, n_boot: int = 1000,
+                      seed: int = 0) -> dict:
+    """Metrics of independent per-finding probabilities (a sigmoid head, multi-label data).
+
+    Parameters
+    ----------
+    y_multi : (n, K) multi-hot truth
+    probs : (n, K) probabilities, one per class, not summing to one
+    patients : (n,) patient keys (bootstrap unit)
+    threshold : a finding is called present when its probability >= threshold
+
+    Returns
+    -------
+    dict with ``metrics`` (``macro_auc`` = ``auc``, ``macro_sensitivity``, ``macro_specificity``,
+    ``macro_f1``, ``subset_accuracy``, ``hamming_accuracy``), ``per_class`` (``n``, ``auc``,
+    ``sensitivity``, ``specificity``, ``ppv``, ``f1`` per class; AUC ``nan`` for a class with one
+    outcome), ``ci95`` (macro AUC, sensitivity, specificity by patient), ``confusion`` (per class
+    tp/fp/tn/fn), ``scores`` (n,) the largest probability. Macro = mean over classes where defined,
+    which equals scikit-learn's ``roc_auc_score(Y, P, average="macro")`` when every class has both
+    outcomes.
+    """
+    y = np.asarray(y_multi, dtype=np.int64)
+    p = np.asarray(probs, dtype=np.float64)
+    if y.shape != p.shape or y.ndim != 2:
+        raise InputError(f"multi-label truth and probabilities must both be (n, K). "
+                         f"Received: {y.shape} and {p.shape}")
+    per_class, confusion = [], []
+    for k in range(p.shape[1]):
+        yk, pk = y[:, k], (p[:, k] >= threshold).astype(np.int64)
+        counts = M.confusion_counts(yk, pk)
+        confusion.append(counts)
+        per_class.append({"n": int(yk.sum()), "auc": M.roc_auc(yk, p[:, k]),
+                          "sensitivity": M.sensitivity(yk, pk), "specificity": M.specificity(yk, pk),
+                          "ppv": M.ppv(yk, pk), "f1": M.f1_score(yk, pk)})
+
+    def macro(values) -> float:
+        values = np.asarray(values, dtype=np.float64)
+        return float(np.nanmean(values)) if np.any(~np.isnan(values)) else math.nan
+
+    def per_class_macro(fn):
+        def metric(yy, pp):
+            return macro([fn(yy[:, k], pp[:, k]) for k in range(pp.shape[1])])
+        return metric
+
+    called = (p >= threshold).astype(np.int64)
+    fns = {"macro_auc": per_class_macro(M.roc_auc),
+           "macro_sensitivity": per_class_macro(lambda a, b: M.sensitivity(a, (b >= threshold).astype(np.int64))),
+           "macro_specificity": per_class_macro(lambda a, b: M.specificity(a, (b >= threshold).astype(np.int64)))}
+    metrics = {"n": int(y.shape[0]),
+               "macro_auc": macro([c["auc"] for c in per_class]),
+               "macro_sensitivity": macro([c["sensitivity"] for c in per_class]),
+               "macro_specificity": macro([c["specificity"] for c in per_class]),
+               "macro_f1": macro([c["f1"] for c in per_class]),
+               "subset_accuracy": float(np.mean(np.all(called == y, axis=1))) if y.size else math.nan,
+               "hamming_accuracy": float(np.mean(called == y)) if y.size else math.nan}
+    metrics["auc"] = metrics["macro_auc"]
+    g = np.asarray(patients)
+    cis = M.bootstrap_metrics(fns, y, p, groups=g, n_boot=n_boot, seed=seed) if n_boot else {}
+    return {"metrics": metrics, "per_class": per_class,
+            "ci95": {k: [v["low"], v["high"]] for k, v in cis.items()},
+            "confusion": {"per_class": confusion, "threshold": threshold},
+            "bootstrap": {"n_boot": n_boot, "seed": seed, "level": 0.95, "unit": "patient",
+                          "method": "percentile"},
+            "scores": p.max(axis=1)}
+
+
 def segmentation_result(y_true, image_scores, dice, iou, hd95, patients, *, threshold: float = 0.5,
                         n_boot: int = 1000, seed: int = 0) -> dict:
     """Segmentation metrics plus the classification metrics of the image-level score (max of mask).
@@ -272,7 +342,9 @@ def _check_compatible(metadata: dict, info: dict, model_path: Path) -> None:
 def evaluate(model_path, ds_dir, out_dir, *, split: str = "test", batch_size: int = 32,
              threshold: float | None = None, n_boot: int = 1000, seed: int = 0,
              threads: int | None = None, charts: bool = True,
-             progress: Callable[[int], None] | None = None) -> dict:
+             progress: Callable[[int], None] | None = None,
+             threshold_source: str | None = None,
+             engine: str = "local", address: str | None = None) -> dict:
     """Evaluate an exported model on a dataset dir with onnxruntime and write the eval dir.
 
     Parameters
@@ -283,10 +355,16 @@ def evaluate(model_path, ds_dir, out_dir, *, split: str = "test", batch_size: in
     out_dir : eval dir to write (created; files in it are replaced)
     split : ``"test"`` (default: the fold the model never saw), ``"fold:I"`` or ``"all"``
     batch_size : images per onnxruntime call
-    threshold : decision threshold on the positive-class score; default 0.5 (a threshold tuned on
-        the test records would flatter the model; ``youden_threshold`` is reported for reference)
+    threshold : decision threshold on the positive-class score; default: the one the model card
+        of an export version dir holds when it was chosen on validation data (``medzoo train
+        --threshold``), else 0.5 (a threshold tuned on the test records would flatter the model;
+        ``youden_threshold`` is reported for reference)
+    threshold_source : words for ``metrics.json`` saying where a given ``threshold`` came from
     n_boot, seed : bootstrap resamples (0 to skip intervals) and their seed
     threads : onnxruntime intra-op threads
+    engine : ``"local"`` (this process) or ``"ray"`` (Ray Data maps onnxruntime over the shards;
+        same predictions and metrics; ``pip install 'medzoo[ray]'``)
+    address : Ray cluster address for ``engine="ray"`` (default: a running or new local instance)
     charts : write roc/confusion/calibration charts
     progress : callable(n_done), optional
 
@@ -316,14 +394,32 @@ def evaluate(model_path, ds_dir, out_dir, *, split: str = "test", batch_size: in
     classes = list(meta.get("classes") or info.get("classes") or [])
     ids, fold = select_record_ids(index, split, lambda k, s: splits.fold_assignment(ds_dir, k, s), meta, info)
     by_id = {r["record_id"]: r for r in index}
-    raw = predict_records(model, records.read_records(ds_dir, ids), task=task,
-                          batch_size=batch_size, progress=progress)
+    if engine not in ENGINES:
+        raise InputError(f"--engine must be one of {', '.join(ENGINES)}. Received: {engine!r}")
+    if engine == "ray":
+        from medzoo.evaluation.ray_engine import predict_records_ray
+
+        raw = predict_records_ray(model.path, ds_dir, ids, task=task, batch_size=batch_size,
+                                  threads=threads, address=address, progress=progress)
+    else:
+        raw = predict_records(model, records.read_records(ds_dir, ids), task=task,
+                              batch_size=batch_size, progress=progress)
     if not raw["record_id"]:
         raise InputError(f"{ds_dir}: none of the {len(ids)} selected records could be read from shards/")
     y = np.array(raw["label"], dtype=np.int64)
     patients = np.array([by_id.get(r, {}).get("patient") or r for r in raw["record_id"]])
+    source = "given" if threshold is None or threshold_source is None else threshold_source
+    if threshold is None:
+        threshold, source = _card_threshold(model.path)
     thr = 0.5 if threshold is None else float(threshold)
-    if task == "classification":
+    multi_label = bool(meta.get("multi_label") or info.get("multi_label"))
+    if task == "classification" and multi_label:
+        if len(raw["labels"]) != len(raw["record_id"]):
+            raise InputError(f"{ds_dir}: a multi-label model needs the records' multi-hot `labels`; "
+                             "re-ingest the dataset with this medzoo version")
+        result = multilabel_result(np.stack(raw["labels"]), np.stack(raw["output"]), patients,
+                                   threshold=thr, n_boot=n_boot, seed=seed)
+    elif task == "classification":
         outputs = np.stack(raw["output"])
         if outputs.shape[1] != max(2, len(classes)) and classes:
             raise InputError(f"{model.path}: expected {len(classes)} class probabilities per image. "
@@ -344,11 +440,16 @@ def evaluate(model_path, ds_dir, out_dir, *, split: str = "test", batch_size: in
         "schema_version": SCHEMA_VERSION, "task": task, "model": meta.get("model"), "classes": classes,
         "split": split, "fold": fold, "n": int(y.size), "n_patients": int(np.unique(patients).size),
         "n_selected": len(ids), "n_missing": len(ids) - int(y.size), "threshold": thr,
-        "threshold_source": "default 0.5" if threshold is None else "given", **result,
+        "threshold_source": "default 0.5" if threshold is None else source, **result,
     }
+    if multi_label:
+        summary["multi_label"] = True
     summary = _clean(summary)
     _write_predictions(out_dir / "predictions.csv", raw, patients, y, scores, task, classes)
-    if charts:
+    if charts and multi_label:
+        _write_multilabel_charts(out_dir, np.stack(raw["labels"]), np.stack(raw["output"]), classes,
+                                 summary)
+    elif charts:
         _write_charts(out_dir, y, scores, summary, classes,
                       np.stack(raw["output"]) if task == "classification" else None, patients,
                       n_boot=min(n_boot, CURVE_BAND_BOOT), seed=seed)
@@ -356,17 +457,45 @@ def evaluate(model_path, ds_dir, out_dir, *, split: str = "test", batch_size: in
     return summary
 
 
+def _card_threshold(model_path: Path) -> tuple[float | None, str]:
+    """The threshold of an export's model card when it was chosen on validation data."""
+    card_path = model_path.parent / "model_card.json"
+    if model_path.name not in ("model.onnx", "model.int8.onnx", "model.fp16.onnx") or not card_path.is_file():
+        return None, "default 0.5"
+    card_metrics = fsio.read_json(card_path).get("metrics") or {}
+    value, source = card_metrics.get("threshold"), str(card_metrics.get("threshold_source") or "")
+    if isinstance(value, (int, float)) and math.isfinite(value) and source.startswith("validation"):
+        return float(value), f"model card ({source})"
+    return None, "default 0.5"
+
+
+def _write_multilabel_charts(out_dir: Path, y_multi, probs, classes: list, summary: dict) -> None:
+    from medzoo.evaluation import charts
+
+    split = summary["split"] if summary.get("fold") is None else f"{summary['split']} (fold {summary['fold']})"
+    names = classes if len(classes) == probs.shape[1] else [str(k) for k in range(probs.shape[1])]
+    curves = {name: (y_multi[:, k], probs[:, k]) for k, name in enumerate(names)
+              if 0 < y_multi[:, k].sum() < len(y_multi)}
+    if curves:
+        charts.plot_roc(curves, out_dir / "roc.png", title=f"Per-finding ROC, {split}")
+
+
 def _write_predictions(path: Path, raw: dict, patients, y, scores, task: str, classes: list) -> None:
     columns = ["record_id", "patient", "label", "score"]
     rows = []
     outputs = raw["output"]
     multiclass = task == "classification" and len(outputs) and np.asarray(outputs[0]).size > 2
+    multi_label = task == "classification" and len(raw.get("labels") or []) == len(outputs)
+    if multi_label:
+        columns.append("labels")
     if multiclass:
         columns += ["predicted"] + [f"score_{k}" for k in range(np.asarray(outputs[0]).size)]
     if task == "segmentation":
         columns += ["dice", "iou", "hausdorff95_px"]
     for i, rid in enumerate(raw["record_id"]):
         row = {"record_id": rid, "patient": patients[i], "label": int(y[i]), "score": f"{scores[i]:.6g}"}
+        if multi_label:
+            row["labels"] = "|".join(str(int(v)) for v in raw["labels"][i])
         if multiclass:
             p = np.asarray(outputs[i])
             row["predicted"] = int(p.argmax())
@@ -453,7 +582,8 @@ def _table_row(model: str, dataset: str, folder: str, result: dict | None, reaso
 def evaluate_many(models, datasets, out_dir, *, split: str = "test", batch_size: int = 32,
                   threshold: float | None = None, n_boot: int = 1000, seed: int = 0,
                   threads: int | None = None, charts: bool = True,
-                  progress: Callable[[str], None] | None = None) -> dict:
+                  progress: Callable[[str], None] | None = None, engine: str = "local",
+                  address: str | None = None) -> dict:
     """Evaluate every model on every dataset; one eval dir per pair and one ``table.csv``.
 
     With one model and one dataset the eval dir is ``out_dir`` itself (as :func:`evaluate`) and any
@@ -462,7 +592,7 @@ def evaluate_many(models, datasets, out_dir, *, split: str = "test", batch_size:
     be evaluated (e.g. image size or classes differ) is recorded as ``failed`` with its reason and
     the others go on. ``table.csv`` holds one row per pair, no paths: model, dataset, folder,
     status, task, split, fold, n, n_patients, each metric of :data:`TABLE_METRICS` with its 95% CI,
-    reason.
+    reason. ``engine`` and ``address`` choose where predictions run, as for :func:`evaluate`.
 
     Returns
     -------
@@ -491,7 +621,8 @@ def evaluate_many(models, datasets, out_dir, *, split: str = "test", batch_size:
                 progress(f"{m_label} on {d_label}")
             try:
                 result = evaluate(model, ds, folder, split=split, batch_size=batch_size, threshold=threshold,
-                                  n_boot=n_boot, seed=seed, threads=threads, charts=charts)
+                                  n_boot=n_boot, seed=seed, threads=threads, charts=charts,
+                                  engine=engine, address=address)
             except InputError as exc:
                 if single:
                     raise

@@ -180,6 +180,38 @@ def _figures(folder: Path, is_cv: bool = False) -> str:
     return "".join(parts)
 
 
+def _explain_section(folder: Path) -> str:
+    """Overlays written by ``medzoo explain --out <eval dir>/explain``: pointing games and cases."""
+    summary_path = folder / "explain" / "explain.json"
+    if not summary_path.is_file():
+        return ""
+    try:
+        summary = json.loads(summary_path.read_text())
+    except ValueError:
+        return ""
+    parts = [f"<h2>Explanations</h2><p>Heat maps of the evidence for "
+             f"<b>{html.escape(str(summary.get('class', '?')))}</b> (Grad-CAM at layer "
+             f"{html.escape(str(summary.get('layer', '?')))}; guided Grad-CAM sharpens it to pixels). "
+             "The most confident correct and incorrect cases of the split are shown.</p>"]
+    games = summary.get("pointing_game") or {}
+    if games:
+        parts.append("<p>Pointing game (heat-map maximum inside the lesion mask, correctly "
+                     "classified positive images):</p>"
+                     + _table([{"method": k.replace("_", " "), "n": g.get("n"),
+                                "hit rate": g.get("hit_rate")} for k, g in games.items()]))
+    for case in summary.get("cases") or []:
+        png = folder / "explain" / Path(str(case.get("file", ""))).name
+        if not png.is_file():
+            continue
+        data = base64.b64encode(png.read_bytes()).decode("ascii")
+        caption = (f"{case.get('kind')}: label {case.get('label')}, predicted {case.get('predicted')} "
+                   f"(p = {_num(case.get('probability'), 2)})")
+        parts.append(f'<figure><img alt="{html.escape(str(case.get("kind")))} case" '
+                     f'src="data:image/png;base64,{data}"><figcaption>{html.escape(caption)}'
+                     "</figcaption></figure>")
+    return "".join(parts)
+
+
 def _eval_section(m: dict) -> str:
     ci = m.get("ci95") or {}
     rows = [{"metric": k, "value": v, "95% CI low": (ci.get(k) or [None, None])[0],
@@ -349,6 +381,7 @@ def render_report(folder) -> str:
     figures = _figures(folder, is_cv)
     if figures:
         body.append("<h2>Charts</h2>" + figures)
+    body.append(_explain_section(folder))
     body.append(f"<p style='color:#777;font-size:.85em'>Written by medzoo {html.escape(__version__)}. "
                 "No record ids or patient keys are included; charts are embedded, so this file opens offline.</p>")
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"

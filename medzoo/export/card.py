@@ -48,7 +48,10 @@ def build_card(*, config: dict, name: str, version: int, parameters: int, signat
                      "counts": data["counts"], "folds": config["folds"],
                      "test_fold": config["test_fold"], "val_fold": config["val_fold"],
                      "epochs_run": config.get("epochs_run"), "seed": config["seed"],
-                     "init_from_run": bool(config.get("init_from"))},
+                     "init_from_run": bool(config.get("init_from")),
+                     "multi_label": bool(config.get("multi_label")),
+                     "balance": config.get("balance"), "loss": config.get("loss", "ce"),
+                     "decision_threshold": config.get("threshold")},
         "metrics": metrics,
         "parity": parity,
         "blessing": {"blessed": blessed, "reasons": reasons},
@@ -87,5 +90,6 @@ def render_markdown(card: dict) -> str:
 
 
 def artefact_hashes(version_dir: Path) -> dict:
-    names = ["saved_model.pb", "model.onnx", "model_raw.onnx"]
+    names = ["saved_model.pb", "model.onnx", "model_raw.onnx", "model.int8.onnx",
+             "model.fp16.onnx"]
     return {n: sha256_file(version_dir / n) for n in names if (version_dir / n).exists()}

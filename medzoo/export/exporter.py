@@ -30,7 +30,8 @@ def existing_versions(model_dir: Path) -> list[int]:
 
 def export_run(run_dir, base, *, name: str | None = None, version: int | None = None,
                bless_if: list[str] | None = None, baseline=None, margin: float = 0.0,
-               tolerance: float | None = None, data_dir=None, opset: int | None = None) -> Path:
+               tolerance: float | None = None, data_dir=None, opset: int | None = None,
+               quantize: list[str] | tuple = (), max_drop: float | None = None) -> Path:
     """Export a finished run; return the version dir.
 
     Parameters
@@ -51,6 +52,12 @@ def export_run(run_dir, base, *, name: str | None = None, version: int | None = 
         Largest allowed difference between Keras, SavedModel and ONNX outputs (default 1e-4).
     data_dir : path-like, optional
         Dataset dir for parity inputs and validation metrics (default: the one trained on).
+    quantize : subset of ("int8", "fp16")
+        Also write ``model.int8.onnx`` (static QDQ, calibrated on training images) and/or
+        ``model.fp16.onnx``; their validation AUC change and largest probability difference
+        against ``model.onnx`` go into ``parity.json`` under ``quantized``.
+    max_drop : float
+        Largest allowed validation AUC drop of a quantised model (default 0.01).
 
     Raises
     ------
@@ -58,6 +65,8 @@ def export_run(run_dir, base, *, name: str | None = None, version: int | None = 
         Not a finished run, a bad name, or an existing version.
     medzoo.export.parity.ParityError
         When the exported models disagree with Keras past ``tolerance``.
+    medzoo.export.quantize.QuantizationError
+        When a quantised model loses more validation AUC than ``max_drop`` (nothing is exported).
     """
     from medzoo.export import blessing, card, onnx, parity, saved_model
     from medzoo.training.fit import read_config
@@ -87,6 +96,8 @@ def export_run(run_dir, base, *, name: str | None = None, version: int | None = 
                     "test_fold": config["test_fold"], "folds": config["folds"],
                     "seed": config["split_seed"], "data_fingerprint": config["data"]["fingerprint"],
                     "window": config["data"].get("window")}
+        if config.get("multi_label"):
+            metadata["multi_label"] = True
         onnx_paths = onnx.write_onnx(model, staging, task=config["task"], input_shape=input_shape,
                                      metadata=metadata, preprocessing=preprocessing,
                                      **({"opset": opset} if opset else {}))
@@ -96,6 +107,12 @@ def export_run(run_dir, base, *, name: str | None = None, version: int | None = 
             keras_outputs=keras_outputs, signatures=saved_model.load_signatures(staging),
             onnx_paths=onnx_paths, float_feeds=float_feeds, raw_feeds=raw_feeds,
             tolerance=tolerance if tolerance is not None else parity.DEFAULT_TOLERANCE)
+        if quantize:
+            from medzoo.export import quantize as quantizer
+
+            report["quantized"] = quantizer.quantize_export(
+                staging, data_dir, config, list(quantize),
+                max_drop=quantizer.DEFAULT_MAX_DROP if max_drop is None else max_drop)
         fsio.write_json(staging / "parity.json", report)
         metrics = validation_metrics(staging / "model.onnx", data_dir, config)
         baseline_metrics = _blessed_metrics(Path(baseline)) if baseline else None
@@ -256,9 +273,13 @@ def validation_metrics(onnx_path: Path, data_dir: Path, config: dict) -> dict:
         return {"split": None, "note": f"dataset not found; no validation metrics"}
     from medzoo.evaluation.evaluate import evaluate
 
+    chosen = config.get("threshold") or {}
+    threshold = chosen.get("value") if isinstance(chosen.get("value"), (int, float)) else None
     with tempfile.TemporaryDirectory() as scratch:
         result = evaluate(onnx_path, data_dir, scratch, split=f"fold:{config['val_fold']}",
-                          charts=False)
+                          charts=False, threshold=threshold,
+                          threshold_source=f"validation ({chosen.get('rule')})" if threshold is not None
+                          else None)
     return {"split": f"validation fold {config['val_fold']}", **result}
 
 

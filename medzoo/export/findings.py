@@ -121,6 +121,12 @@ def render_study_report(study: dict, images: list[dict], *, model: dict, thresho
         verdict = f"{finding} suspected" if float(row["score"]) >= threshold else "—"
         lines.append(f"| {row['study_image']} | {row['series']} | {row['slice']} | {row['frame']} "
                      f"| {_p(row['score'])} | {verdict} |")
+    if study.get("explanation"):
+        lines += ["", "## Where the model looked", "",
+                  f"![occlusion sensitivity of image {study['max_image']}](../{study['explanation']})",
+                  "", f"Occlusion sensitivity of image {study['max_image']} (the highest p): how "
+                  "much p drops when each patch is greyed out. Red marks the patches the score "
+                  "depends on most; it shows what the model used, not that the finding is there."]
     lines += ["", "Images are numbered within this study in acquisition order (sorted along the "
               "slice normal); p is the model's score for the finding.", "",
               "---", "", f"*{DISCLAIMER}*", "",

@@ -355,7 +355,8 @@ def raw_feeds(path: Path, window) -> dict:
 
 
 def predict(export_dir, dicom_dir, out_dir, *, runtime: str = "onnx", batch_size: int = 32,
-            threshold: float | None = None, key_file=None, progress: bool | None = None) -> dict:
+            threshold: float | None = None, key_file=None, progress: bool | None = None,
+            explain: bool = False) -> dict:
     """Run an exported model on new, unlabelled DICOM studies; write findings into ``out_dir``.
 
     Parameters
@@ -381,6 +382,10 @@ def predict(export_dir, dicom_dir, out_dir, *, runtime: str = "onnx", batch_size
         dataset; without it, outputs hold medzoo's counters only.
     progress : bool, optional
         Progress bar on stderr; None → only on a terminal.
+    explain : bool
+        Classifiers: an occlusion-sensitivity map of each study's highest-scoring image, made with
+        the same runtime on the raw stored pixels (model-agnostic: no gradients needed), written
+        as ``explain/study-NNN.png`` and shown in that study's findings report.
 
     Returns
     -------
@@ -422,7 +427,8 @@ def predict(export_dir, dicom_dir, out_dir, *, runtime: str = "onnx", batch_size
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        summary = _predict(model, run, files, dicom_dir, staging, int(batch_size), key, progress)
+        summary = _predict(model, run, files, dicom_dir, staging, int(batch_size), key, progress,
+                           explain)
         if out.exists():
             out.rmdir()
         os.rename(staging, out)
@@ -434,7 +440,7 @@ def predict(export_dir, dicom_dir, out_dir, *, runtime: str = "onnx", batch_size
 
 
 def _predict(model: ExportedModel, run, files, dicom_dir: Path, out: Path, batch_size: int,
-             key: bytes | None, progress) -> dict:
+             key: bytes | None, progress, explain: bool = False) -> dict:
     from tqdm import tqdm
 
     rejected: list[tuple[str, str]] = []
@@ -467,7 +473,7 @@ def _predict(model: ExportedModel, run, files, dicom_dir: Path, out: Path, batch
         bar.update(1)
 
     studies = _group(sources)
-    state = _Collector(model, out, reject, key)
+    state = _Collector(model, out, reject, key, explain_with=run if explain else None)
     for study_no, series_list in enumerate(studies, start=1):
         for objects in series_list:
             state.open_series(study_no, objects)
@@ -516,8 +522,11 @@ class _Collector:
     """Scores and masks per series as batches come back; a series is closed (its SEG written,
     its full-size masks freed) as soon as its last object is scored or rejected."""
 
-    def __init__(self, model: ExportedModel, out: Path, reject, key: bytes | None = None):
+    def __init__(self, model: ExportedModel, out: Path, reject, key: bytes | None = None,
+                 explain_with=None):
         self.model, self.out, self.reject, self.key = model, out, reject, key
+        # occlusion maps need a classifier's score; a segmenter's SEG already shows where
+        self.explain_with = explain_with if model.task == "classification" else None
         self.series: dict[int, dict] = {}
         self.closed: list[dict] = []  # series with at least one scored image, in order
         self.seg_files: list[str] = []
@@ -584,6 +593,35 @@ class _Collector:
             for r in entry["results"]:
                 r["lesion_pixels"] = int(np.count_nonzero(r.pop("mask")))
         self.closed.append(entry)
+
+    # -- explanations
+
+    def _explain(self, study_no: int, image_no: int, result: dict) -> str | None:
+        """Occlusion map of one image on its raw stored pixels → ``explain/study-NNN.png``."""
+        from medzoo.zoo.explain import occlusion, overlay_png
+
+        try:
+            feeds = raw_feeds(result["source"].path, self.model.window)
+        except Exception:  # read fine moments ago; if it no longer does, say so and go on
+            self.reject(result["source"].rel, "could not be re-read for its explanation")
+            return None
+        frame = {k: v[result["frame"] - 1:result["frame"]] for k, v in feeds.items()}
+
+        def scores(pixels: np.ndarray) -> np.ndarray:
+            n = len(pixels)
+            run_feeds = {k: (pixels.astype(np.int32) if k == "pixels" else np.repeat(v, n))
+                         for k, v in frame.items()}
+            score = self._scores(self.explain_with(run_feeds))[0]
+            return np.stack([1.0 - score, score], axis=1)
+
+        pixels = frame["pixels"]
+        heat = occlusion(scores, pixels, 1, patch=max(4, min(pixels.shape[1:]) // 8),
+                         fill=float(np.median(pixels)))[0]
+        name = f"explain/study-{study_no:03d}.png"
+        overlay_png(_display(frame), {"occlusion sensitivity": heat}, self.out / name,
+                    title=f"study {study_no:03d}, image {image_no}: "
+                          f"p({self.model.finding}) = {result['score']:.2f}")
+        return name
 
     # -- model outputs
 
@@ -653,9 +691,10 @@ class _Collector:
             by_study.setdefault(entry["study"], []).append(entry)
         rows, studies = [], []
         for study_no, entries in enumerate(by_study.values(), start=1):
-            study_rows, series_entries = [], []
+            study_rows, series_entries, study_results = [], [], []
             for entry in entries:
                 series_rows = []
+                study_results.extend(entry["results"])
                 for r in entry["results"]:
                     row = {"image": len(rows) + len(study_rows) + 1, "study": study_no,
                            "series": entry["number"], "study_image": len(study_rows) + 1,
@@ -687,6 +726,9 @@ class _Collector:
             study["finding"] = findings.finding_sentence(
                 s, finding=model.finding, model=label, max_image=study["max_image"])
             study.update(report=f"findings/study-{study_no:03d}.md", series=series_entries)
+            if self.explain_with is not None:
+                study["explanation"] = self._explain(study_no, study["max_image"],
+                                                     study_results[s["max_index"]])
             fsio.write_text(self.out / study["report"], findings.render_study_report(
                 study, study_rows, model=model.describe(), threshold=threshold,
                 finding=model.finding, medzoo_version=__version__))
@@ -713,6 +755,15 @@ class _Collector:
         fsio.write_json(self.out / "studies.json", document)
         return {**counts, "threshold": threshold, "threshold_source": model.threshold_source,
                 "model": model.name, "version": model.version, "seg_files": list(self.seg_files)}
+
+
+def _display(frame: dict) -> np.ndarray:
+    """One frame's stored pixels → the windowed grey image in [0, 1] that the model saw."""
+    values = (frame["pixels"][0].astype(np.float64) * float(frame["rescale_slope"][0])
+              + float(frame["rescale_intercept"][0]))
+    grey = dicom.window_linear(values, float(frame["window_center"][0]),
+                               max(float(frame["window_width"][0]), 1.0))
+    return 1.0 - grey if float(frame["invert"][0]) else grey
 
 
 def _has_highdicom() -> bool:

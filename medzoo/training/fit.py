@@ -19,10 +19,14 @@ import numpy as np
 from medzoo import __version__, fsio
 from medzoo.datasets import manifest, splits
 from medzoo.errors import InputError
+from medzoo.training.distribute import make_distribution
 
 CONFIG_KEYS_THAT_MUST_MATCH = ("model", "data", "test_fold", "folds", "seed", "model_options",
                                "epochs", "batch_size", "learning_rate", "augment", "init_from",
-                               "freeze_encoder", "gan")
+                               "freeze_encoder", "gan", "balance", "loss")
+
+BALANCE_MODES = ("weights", "sample")
+LOSSES = ("ce", "focal")
 
 
 # Layer-name prefixes that make up each model's encoder (``--freeze-encoder``).
@@ -82,7 +86,8 @@ def train(model: str, ds_dir, run_dir, *, epochs: int | None = None, batch_size:
           test_fold: int = 0, folds: int | None = None, seed: int = 0, augment: bool = False,
           learning_rate: float = 1e-3, patience: int = 6, model_options: dict | None = None,
           init_from=None, freeze: bool = False, gan=None, gan_ratio: float = 1.0,
-          verbose: int = 1) -> dict:
+          balance: str | None = None, loss: str = "ce", threshold: str | None = None,
+          strategy: str = "default", verbose: int = 1) -> dict:
     """Train zoo model ``model`` on ``ds_dir``; write the run dir; return its config.
 
     Parameters
@@ -103,6 +108,22 @@ def train(model: str, ds_dir, run_dir, *, epochs: int | None = None, batch_size:
     gan, gan_ratio : path-like, float
         A GAN run (``medzoo gan train``) made for the same split; ``gan_ratio`` × n_train
         generated images join the training part only — never validation or test.
+    balance : {None, "weights", "sample"}
+        Class imbalance: ``weights`` weighs the loss by n / (K · n_class) over the training part;
+        ``sample`` draws every class equally often (``tf.data.Dataset.sample_from_datasets``),
+        an epoch being as many batches as the training part fills.
+    loss : {"ce", "focal"}
+        Cross-entropy (binary for multi-label datasets) or focal loss (γ = 2).
+    threshold : str, optional
+        Decision threshold chosen on the validation fold with the best model: ``youden``
+        (maximal sensitivity + specificity − 1) or ``sens:0.95`` / ``spec:0.95`` (the highest
+        threshold reaching that sensitivity / specificity). Stored as ``config["threshold"]``;
+        ``medzoo export`` writes it into the model card (``metrics.threshold``), which evaluate
+        and predict use. Two-class, single-label classifiers only.
+    strategy : {"default", "mirrored", "multiworker"}
+        ``tf.distribute`` strategy (:mod:`medzoo.training.distribute`); ``multiworker`` reads
+        ``TF_CONFIG``, shards the training part across workers and lets only the chief write
+        ``run_dir``. ``batch_size`` is the global batch, split across replicas.
 
     Returns
     -------
@@ -138,6 +159,11 @@ def train(model: str, ds_dir, run_dir, *, epochs: int | None = None, batch_size:
     input_shape = (height, width, int(info["channels"]))
     classes = list(info["classes"])
     epochs = int(epochs or default_epochs(entry.task))
+    dist = make_distribution(strategy)  # before any TensorFlow operation runs
+    multi_label = bool(info.get("multi_label"))
+    _check_imbalance_options(entry.task, classes, multi_label, balance, loss, threshold, gan)
+    if multi_label:  # sigmoid head: one independent probability per finding
+        model_options = {**(model_options or {}), "multi_label": True}
     config = {
         "medzoo_version": __version__,
         "model": model,
@@ -158,13 +184,23 @@ def train(model: str, ds_dir, run_dir, *, epochs: int | None = None, batch_size:
         "init_from": str(init_from) if init_from else None,
         "freeze_encoder": bool(freeze),
         "gan": {"run": str(gan), "ratio": gan_ratio} if gan else None,
+        "multi_label": multi_label, "balance": balance, "loss": loss,
+        "threshold": {"rule": threshold} if threshold else None,
     }
+    config["distribution"] = dist.describe()
     keras.utils.set_random_seed(seed)
     try:  # build before writing anything: a shape the model cannot take leaves no run dir behind
-        net = registry.build(model, input_shape, len(classes), **(model_options or {}))
+        with dist.scope():
+            net = registry.build(model, input_shape, len(classes), **(model_options or {}))
     except ValueError as exc:
         raise InputError(f"{ds_dir}: model {model!r} cannot take this dataset's images "
                          f"({exc})") from exc
+    except TypeError as exc:
+        if not multi_label:
+            raise
+        raise InputError(f"{ds_dir}: the dataset is multi-label; model {model!r} has no "
+                         f"multi-label (sigmoid) head ({exc})") from exc
+    run_dir = dist.writable_run_dir(run_dir)  # a temporary folder on non-chief workers
     _prepare_run_dir(run_dir, config)
     target = "mask" if entry.task == "segmentation" else "label"
     train_ds, val_ds = training_datasets(ds_dir, parts, config, target=target)
@@ -172,12 +208,21 @@ def train(model: str, ds_dir, run_dir, *, epochs: int | None = None, batch_size:
         config["init_layers"] = transfer_weights(net, Path(init_from))
     if freeze:
         config["frozen_layers"] = freeze_encoder(net, model)
-    _compile(net, entry.task, learning_rate)
+    _compile(net, entry.task, learning_rate, loss=loss, multi_label=multi_label)
+    class_weight = None
+    if balance == "weights":
+        class_weight = class_weights(ds_dir, parts["train"], len(classes))
+        config["class_weight"] = {classes[k]: round(w, 6) for k, w in class_weight.items()}
     started = time.monotonic()
-    net.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose, shuffle=False,
-            callbacks=_callbacks(run_dir, patience, epochs))
+    dist.plan_sharding(ds_dir, config)
+    dist.fit(net, train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose, shuffle=False,
+             callbacks=_callbacks(run_dir, patience, epochs), class_weight=class_weight)
     config["train_seconds"] = round(time.monotonic() - started, 2)
+    if threshold:
+        config["threshold"] = validation_threshold(run_dir / "checkpoints" / "best.keras",
+                                                   val_ds, threshold)
     _finish(run_dir, config)
+    dist.cleanup()
     return config
 
 
@@ -185,15 +230,30 @@ def training_datasets(ds_dir, parts: dict, config: dict, *, target: str):
     """The training and validation ``tf.data`` pipelines of a run.
 
     Generated images (``config["gan"]``) are mixed into the training part only; the validation
-    pipeline reads nothing but the validation fold's records.
+    pipeline reads nothing but the validation fold's records. ``config["balance"] == "sample"``
+    draws training classes equally often; multi-label datasets feed the multi-hot ``labels``.
     """
     from medzoo.datasets import pipeline
 
     batch_size, seed = config["batch_size"], config["seed"]
-    train_ds = pipeline.make_dataset(ds_dir, parts["train"], target=target, batch_size=batch_size,
-                                     shuffle=True, seed=seed, augment=config["augment"])
+    if target == "label" and config.get("multi_label"):
+        target = "labels"
+    if config.get("balance") == "sample":
+        labels_of = {row["record_id"]: int(row["label"]) for row in manifest.read_index(ds_dir)}
+        train_ds = pipeline.make_balanced_dataset(
+            ds_dir, parts["train"], [labels_of[r] for r in parts["train"]],
+            batch_size=batch_size, seed=seed, augment=config["augment"])
+    else:
+        train_ds = pipeline.make_dataset(ds_dir, parts["train"], target=target,
+                                         batch_size=batch_size, shuffle=True, seed=seed,
+                                         augment=config["augment"])
     val_ds = pipeline.make_dataset(ds_dir, parts["val"], target=target, batch_size=batch_size,
                                    shuffle=False, seed=seed)
+    if config.get("balance"):
+        # Weigh the validation loss by class as well: the best checkpoint and early stopping
+        # follow val_loss, and a plain one on a 1:9 fold would pick "always normal" again.
+        val_ds = _weigh_by_class(val_ds, class_weights(ds_dir, parts["val"],
+                                                       len(config["classes"])))
     if config.get("gan"):
         import tensorflow as tf
 
@@ -214,17 +274,119 @@ def training_datasets(ds_dir, parts: dict, config: dict, *, target: str):
     return train_ds, val_ds
 
 
-def _compile(net, task: str, learning_rate: float) -> None:
+def _compile(net, task: str, learning_rate: float, *, loss: str = "ce",
+             multi_label: bool = False) -> None:
     import keras
 
     from medzoo.zoo import losses
 
     if task == "segmentation":
-        loss, metrics = losses.DiceBCELoss(), [losses.DiceScore()]
+        objective, metrics = losses.DiceBCELoss(), [losses.DiceScore()]
+    elif multi_label:
+        objective = (losses.BinaryFocalLoss(alpha=None) if loss == "focal"
+                     else keras.losses.BinaryCrossentropy())
+        metrics = [keras.metrics.BinaryAccuracy(name="accuracy"),
+                   keras.metrics.AUC(multi_label=True, name="auc")]
     else:
-        loss = keras.losses.SparseCategoricalCrossentropy()
+        objective = (losses.SparseFocalLoss() if loss == "focal"
+                     else keras.losses.SparseCategoricalCrossentropy())
         metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-    net.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
+    net.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=objective, metrics=metrics)
+
+
+def _check_imbalance_options(task, classes, multi_label, balance, loss, threshold, gan) -> None:
+    """Refuse combinations of ``--balance``/``--loss``/``--threshold`` that cannot mean anything."""
+    if balance is not None and balance not in BALANCE_MODES:
+        raise InputError(f"--balance must be one of {', '.join(BALANCE_MODES)}. Received: {balance!r}")
+    if loss not in LOSSES:
+        raise InputError(f"--loss must be one of {', '.join(LOSSES)}. Received: {loss!r}")
+    if task != "classification" and (balance or loss != "ce" or threshold):
+        raise InputError("--balance, --loss and --threshold apply to classifiers; "
+                         f"this model's task is {task}")
+    if multi_label and balance:
+        raise InputError("--balance: a multi-label dataset has no single class per image to "
+                         "weigh or sample by; use --loss focal")
+    if balance == "sample" and gan:
+        raise InputError("--balance sample cannot be combined with --gan (both change the "
+                         "training mix); use --balance weights")
+    if threshold is not None:
+        parse_threshold_rule(threshold)
+        if multi_label or len(classes) != 2:
+            raise InputError("--threshold chooses one cut-off on the positive-class score: it "
+                             f"needs two single-label classes. Received: {len(classes)} classes"
+                             f"{', multi-label' if multi_label else ''}")
+
+
+def parse_threshold_rule(rule: str) -> tuple[str, float | None]:
+    """``"youden"`` → ``("youden", None)``; ``"sens:0.95"`` → ``("sens", 0.95)`` (also ``spec:``)."""
+    text = str(rule).strip().lower()
+    if text == "youden":
+        return "youden", None
+    kind, _, value = text.partition(":")
+    try:
+        target = float(value)
+    except ValueError:
+        target = -1.0
+    if kind not in ("sens", "spec") or not 0.0 < target <= 1.0:
+        raise InputError("--threshold must be youden, sens:X or spec:X with 0 < X <= 1. "
+                         f"Received: {rule!r}")
+    return kind, target
+
+
+def choose_threshold(rule: str, y_true, scores) -> float:
+    """The decision threshold (positive when ``score >= threshold``) that ``rule`` picks.
+
+    ``youden``: maximal Youden's J on these scores. ``sens:X``: the highest threshold whose
+    sensitivity is at least X. ``spec:X``: the lowest threshold whose specificity is at least X.
+    Raises ``InputError`` when the scores hold one class only.
+    """
+    from medzoo.evaluation import metrics
+
+    kind, target = parse_threshold_rule(rule)
+    y = np.asarray(y_true, dtype=np.int64)
+    s = np.asarray(scores, dtype=np.float64)
+    if y.min(initial=1) == y.max(initial=0):
+        raise InputError("--threshold: the validation fold holds one class only; no threshold "
+                         "can be chosen on it")
+    if kind == "youden":
+        return float(metrics.youden_threshold(y, s))
+    if kind == "sens":
+        positives = np.sort(s[y == 1])[::-1]
+        return float(positives[int(np.ceil(target * positives.size - 1e-9)) - 1])
+    negatives = np.sort(s[y == 0])
+    k = int(np.ceil(target * negatives.size - 1e-9))  # negatives below the threshold
+    return float(np.nextafter(negatives[k - 1], np.inf)) if k else float(negatives[0])
+
+
+def validation_threshold(model_path: Path, val_ds, rule: str) -> dict:
+    """Choose ``rule``'s threshold with the saved model on the validation pipeline."""
+    from medzoo.zoo import saving
+
+    best = saving.load_model(model_path)
+    labels, scores = [], []
+    for images, y, *_ in val_ds:  # a balanced run's batches also carry class weights
+        scores.append(np.asarray(best(images, training=False))[:, 1])
+        labels.append(np.asarray(y))
+    y, s = np.concatenate(labels), np.concatenate(scores)
+    value = choose_threshold(rule, y, s)
+    return {"rule": rule, "value": value, "split": "validation", "n": int(y.size),
+            "n_pos": int(y.sum())}
+
+
+def _weigh_by_class(dataset, weights: dict[int, float]):
+    """``(image, label)`` batches → ``(image, label, weight of the label's class)``."""
+    import tensorflow as tf
+
+    table = tf.constant([weights[k] for k in range(len(weights))], tf.float32)
+    return dataset.map(lambda x, y: (x, y, tf.gather(table, tf.cast(y, tf.int32))))
+
+
+def class_weights(ds_dir, record_ids, num_classes: int) -> dict[int, float]:
+    """Keras ``class_weight`` from the training part: n / (K · n_class) per class present."""
+    labels_of = {row["record_id"]: int(row["label"]) for row in manifest.read_index(ds_dir)}
+    counts = np.bincount([labels_of[r] for r in record_ids], minlength=num_classes)
+    total, present = counts.sum(), max(1, int((counts > 0).sum()))
+    return {k: float(total / (present * n)) if n else 0.0 for k, n in enumerate(counts)}
 
 
 def _callbacks(run_dir: Path, patience: int, epochs: int) -> list:

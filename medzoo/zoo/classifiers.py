@@ -9,16 +9,20 @@ from medzoo.zoo import blocks
 from medzoo.zoo.registry import register
 
 
-def _head(x, num_classes: int, dropout: float):
+def _head(x, num_classes: int, dropout: float, multi_label: bool = False):
+    """``probabilities``: softmax over classes, or one sigmoid per class (multi-label)."""
     if dropout:
         x = layers.Dropout(dropout)(x)
-    return layers.Dense(num_classes, activation="softmax", name="probabilities", dtype="float32")(x)
+    return layers.Dense(num_classes, activation="sigmoid" if multi_label else "softmax",
+                        name="probabilities", dtype="float32")(x)
 
 
 @register("cnn", task="classification")
 def small_cnn(input_shape, num_classes: int, *, widths=(16, 32, 64), dense: int = 64,
-              norm: str | None = None, dropout: float = 0.2, pool: str = "max") -> keras.Model:
-    """The seed's CNN: (conv → pool) per width, global pooling, a dense layer, softmax.
+              norm: str | None = None, dropout: float = 0.2, pool: str = "max",
+              multi_label: bool = False) -> keras.Model:
+    """The seed's CNN: (conv → pool) per width, global pooling, a dense layer, softmax
+    (``multi_label=True``: one sigmoid per class, for findings that occur together).
 
     No normalisation by default, as in the seed: on small medical datasets batch statistics
     make validation scores swing. Global max pooling keeps the evidence of a small local finding.
@@ -32,7 +36,7 @@ def small_cnn(input_shape, num_classes: int, *, widths=(16, 32, 64), dense: int 
         x = blocks.max_pool(dims)(x)
     x = blocks.global_pool(dims, pool)(x)
     x = layers.Dense(dense, activation="relu", name="fc")(x)
-    return keras.Model(inputs, _head(x, num_classes, dropout), name="cnn")
+    return keras.Model(inputs, _head(x, num_classes, dropout, multi_label), name="cnn")
 
 
 def _residual_unit(x, dims: int, filters: int, stride: int, norm: str | None, name: str):
@@ -50,8 +54,10 @@ def _residual_unit(x, dims: int, filters: int, stride: int, norm: str | None, na
 
 @register("resnet", task="classification")
 def resnet(input_shape, num_classes: int, *, widths=(16, 32, 64), units_per_stage: int = 2,
-           norm: str | None = "batch", dropout: float = 0.2, pool: str = "max") -> keras.Model:
-    """A ResNet-style CNN; depth = ``len(widths) * units_per_stage`` residual units."""
+           norm: str | None = "batch", dropout: float = 0.2, pool: str = "max",
+           multi_label: bool = False) -> keras.Model:
+    """A ResNet-style CNN; depth = ``len(widths) * units_per_stage`` residual units
+    (``multi_label=True``: sigmoid head, see :func:`small_cnn`)."""
     dims = blocks.spatial_dims_of(input_shape)
     blocks.check_divisible(input_shape, 2 ** len(widths))
     inputs = blocks.image_input(input_shape)
@@ -61,4 +67,4 @@ def resnet(input_shape, num_classes: int, *, widths=(16, 32, 64), units_per_stag
             stride = 2 if (u == 0 and s > 0) else 1
             x = _residual_unit(x, dims, width, stride, norm, name=f"stage{s}_unit{u}")
     x = blocks.global_pool(dims, pool)(x)
-    return keras.Model(inputs, _head(x, num_classes, dropout), name="resnet")
+    return keras.Model(inputs, _head(x, num_classes, dropout, multi_label), name="resnet")

@@ -52,32 +52,65 @@ def _normalise(maps: np.ndarray) -> np.ndarray:
     return np.where(high > low, (maps - low) / np.maximum(high - low, 1e-12), 0.0)
 
 
-def grad_cam(model, images: np.ndarray, class_index: int = 1, layer: str | None = None):
+def _gradients(model, images, class_index: int, layer: str):
+    """(features, d score / d features, d score / d images) for the class score before the head's
+    activation — Grad-CAM's y^c: a confident prediction (probability ≈ 1) still has gradients.
+
+    For a two-class softmax the score is the log-odds ``z_c − z_other`` that the softmax turns into
+    the probability; otherwise the class logit ``z_c`` (softmax or sigmoid heads alike).
+    """
+    import keras
+    import tensorflow as tf
+
+    head = model.get_layer("probabilities")
+    kernel, bias = (tf.convert_to_tensor(w, tf.float32) for w in head.get_weights()[:2])
+    probe = keras.Model(model.inputs, [model.get_layer(layer).output, head.input])
+    x = tf.convert_to_tensor(images, tf.float32)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        features, hidden = probe(x, training=False)
+        logits = tf.matmul(tf.cast(hidden, tf.float32), kernel) + bias
+        score = logits[:, class_index]
+        if logits.shape[-1] == 2 and head.activation.__name__ == "softmax":
+            score = score - logits[:, 1 - class_index]
+    return features, tape.gradient(score, features), tape.gradient(score, x)
+
+
+def grad_cam(model, images: np.ndarray, class_index: int = 1, layer: str | None = None,
+             guided: bool = False) -> np.ndarray:
     """Grad-CAM heat maps (N, H, W) in [0, 1] for ``class_index`` of a classifier.
 
     Parameters
     ----------
     model : keras.Model
-        A zoo classifier (output ``probabilities``).
+        A zoo classifier (its last layer a Dense named ``probabilities``).
     images : ndarray (N, H, W, C) float32
     class_index : int
         The class whose evidence is shown (1 = the positive class of a binary model).
     layer : str, optional
-        Convolution layer to explain (default: the last one).
+        Convolution layer to explain (default: :func:`last_conv_layer`).
+    guided : bool
+        Guided Grad-CAM: the Grad-CAM map (coarse, at the convolution's resolution) times the
+        pixel-level evidence ``max(0, ∂score/∂x · x)`` summed over channels — the product the
+        Grad-CAM paper uses to sharpen the map to the pixels that raise the score. Gradient × input
+        stands in for guided backpropagation, so every zoo classifier works without rewriting its
+        activations.
+
+    Returns
+    -------
+    ndarray (N, H, W) float64, each map scaled to [0, 1] (all zeros where nothing raises the score).
     """
-    import keras
     import tensorflow as tf
 
     layer = layer or last_conv_layer(model)
-    probe = keras.Model(model.inputs, [model.get_layer(layer).output, model.outputs[0]])
-    images = tf.convert_to_tensor(images, tf.float32)
-    with tf.GradientTape() as tape:
-        features, probabilities = probe(images, training=False)
-        score = probabilities[:, class_index]
-    grads = tape.gradient(score, features)
-    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-    cams = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1)).numpy()
-    return _normalise(_upsample(cams, images.shape[1:3]))
+    features, grads, input_grads = _gradients(model, images, class_index, layer)
+    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)  # α_k^c: pooled gradients
+    cams = tf.nn.relu(tf.reduce_sum(weights * tf.cast(features, tf.float32), axis=-1)).numpy()
+    maps = _normalise(_upsample(cams, np.shape(images)[1:3]))
+    if not guided:
+        return maps
+    pixel = np.maximum(np.sum(input_grads.numpy() * np.asarray(images, np.float32), axis=-1), 0.0)
+    return _normalise(maps * pixel)
 
 
 def occlusion(predict, images: np.ndarray, class_index: int = 1, patch: int = 8,
@@ -113,9 +146,12 @@ def pointing_game(heat_maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
     return np.array(hits)
 
 
-def overlay_png(image: np.ndarray, heat: np.ndarray, path, *, mask: np.ndarray | None = None,
+def overlay_png(image: np.ndarray, heats: dict, path, *, mask: np.ndarray | None = None,
                 title: str = "") -> Path:
-    """Image | heat map over image (+ mask contour) as one PNG."""
+    """The image, then each heat map of ``heats`` (name → (H, W) map) over it, as one PNG.
+
+    The lesion mask, where known, is drawn as a white contour on every heat-map panel.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -123,69 +159,125 @@ def overlay_png(image: np.ndarray, heat: np.ndarray, path, *, mask: np.ndarray |
 
     from medzoo.evaluation.charts import save_figure
 
-    fig, axes = plt.subplots(1, 2, figsize=(6, 3.2))
+    fig, axes = plt.subplots(1, 1 + len(heats), figsize=(3 * (1 + len(heats)), 3.2))
     grey = image[..., 0] if image.ndim == 3 else image
     for ax in axes:
         ax.imshow(grey, cmap="gray", vmin=0, vmax=1)
         ax.set_axis_off()
-    axes[1].imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1)
-    if mask is not None and mask.any():
-        axes[1].contour(mask, levels=[0.5], colors="white", linewidths=1.0)
     axes[0].set_title("image", fontsize=9)
-    axes[1].set_title("Grad-CAM" + (" (white: lesion mask)" if mask is not None else ""),
-                      fontsize=9)
+    for ax, (name, heat) in zip(axes[1:], heats.items()):
+        ax.imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+        if mask is not None and mask.any():
+            ax.contour(mask, levels=[0.5], colors="white", linewidths=1.0)
+        ax.set_title(name + (" (white: lesion)" if mask is not None and mask.any() else ""),
+                     fontsize=9)
     if title:
         fig.suptitle(title, fontsize=9)
     return save_figure(fig, Path(path))
 
 
-def explain_dataset(run_dir, ds_dir, out_dir, *, split: str = "test", limit: int = 16,
-                    class_index: int = 1) -> dict:
-    """Grad-CAM overlays for up to ``limit`` images of a split; pointing-game score when masks exist.
+def confident_cases(labels: np.ndarray, probabilities: np.ndarray, limit: int) -> list[tuple]:
+    """The ``limit`` most confident correct and the ``limit`` most confident incorrect predictions.
 
-    Writes ``out_dir/gradcam-<record>.png`` and ``out_dir/explain.json``; returns the summary.
+    Returns ``[(kind, index), ...]`` with kind ``"correct"`` or ``"incorrect"``, each kind ordered
+    by the probability of the predicted class, highest first — what a reader checks first: where
+    the model is sure and right, and where it is sure and wrong.
     """
-    from medzoo.datasets import records, splits
+    predicted = probabilities.argmax(1)
+    confidence = probabilities.max(1)
+    cases = []
+    for kind, chosen in (("correct", predicted == labels), ("incorrect", predicted != labels)):
+        idx = np.flatnonzero(chosen)
+        cases += [(kind, int(i)) for i in idx[np.argsort(-confidence[idx], kind="stable")][:limit]]
+    return cases
+
+
+def pointing_games(model, images, masks, class_index: int, heat: np.ndarray,
+                   guided: np.ndarray) -> dict:
+    """Hit rates of Grad-CAM, guided Grad-CAM and occlusion on the given (positive) images."""
+    occluded = occlusion(lambda x: np.asarray(model(x, training=False)), images, class_index,
+                         patch=max(4, images.shape[1] // 8))
+    games = {}
+    for name, maps in (("grad_cam", heat), ("guided_grad_cam", guided), ("occlusion", occluded)):
+        hits = pointing_game(maps, masks)
+        games[name] = {"n": int(hits.size), "hit_rate": float(hits.mean())}
+    return games
+
+
+def explain_dataset(run_dir, ds_dir, out_dir, *, split: str = "test", limit: int = 4,
+                    class_index: int = 1) -> dict:
+    """Grad-CAM overlays for a split's most confident correct and incorrect cases; pointing games.
+
+    Parameters
+    ----------
+    run_dir : a finished classifier run (``model.keras``, ``config.json``)
+    ds_dir : its dataset dir
+    out_dir : where ``case-<kind>-<n>.png`` and ``explain.json`` go (``medzoo report`` shows them
+        when ``out_dir`` is an eval dir's ``explain/`` folder)
+    split : ``"test"`` (the run's test fold), ``"fold:I"`` or ``"all"``
+    limit : overlays per kind (correct, incorrect)
+    class_index : the class whose evidence the maps show (default 1, the first finding)
+
+    Returns
+    -------
+    dict written as ``explain.json``: ``n``, ``layer``, ``cases`` (file, kind, label, predicted,
+    probability) and, when the records have lesion masks, ``pointing_game`` per method — the share
+    of correctly classified positive images whose heat-map maximum lies inside the mask.
+    """
+    from medzoo.datasets import manifest, records, splits
     from medzoo.training.fit import read_config
     from medzoo.zoo import saving
 
     config = read_config(run_dir)
     if config["task"] != "classification":
-        raise InputError(f"{run_dir}: Grad-CAM explains classifiers; this run is "
-                         f"{config['task']}")
+        raise InputError(f"{run_dir}: Grad-CAM explains classifiers; this run is {config['task']}")
+    classes = list(config["classes"])
+    if not 0 <= class_index < len(classes):
+        raise InputError(f"class index must be in 0..{len(classes) - 1} ({', '.join(classes)}). "
+                         f"Received: {class_index}")
     model = saving.load_model(Path(run_dir) / "model.keras")
-    fold_of = splits.fold_assignment(ds_dir, config["folds"], config["split_seed"])
-    fold = config["test_fold"] if split == "test" else int(split.split(":")[1])
-    wanted = sorted(r for r, f in fold_of.items() if f == fold)
+    if split == "all":
+        fold, wanted = None, sorted(row["record_id"] for row in manifest.read_index(ds_dir))
+    else:
+        fold_of = splits.fold_assignment(ds_dir, config["folds"], config["split_seed"])
+        fold = config["test_fold"] if split == "test" else _fold_number(split)
+        wanted = sorted(r for r, f in fold_of.items() if f == fold)
     recs = list(records.read_records(ds_dir, wanted))
     if not recs:
-        raise InputError(f"{ds_dir}: no records in fold {fold}")
+        raise InputError(f"{ds_dir}: expected records in split {split!r}. Received: none")
     images = np.stack([r["image"] for r in recs])
     probabilities = np.asarray(model(images, training=False))
-    heat = grad_cam(model, images, class_index)
-    predicted = probabilities.argmax(1)
     labels = np.array([r["label"] for r in recs])
-    correct_positive = (predicted == class_index) & (labels == class_index)
+    heat = grad_cam(model, images, class_index)
+    guided = grad_cam(model, images, class_index, guided=True)
+    summary = {"split": split, "fold": fold, "n": len(recs), "layer": last_conv_layer(model),
+               "class": classes[class_index], "score": "class score before the head's activation"}
     masks = [r["mask"] for r in recs]
-    summary = {"split": split, "fold": fold, "n": len(recs), "layer": last_conv_layer(model)}
+    correct_positive = (probabilities.argmax(1) == class_index) & (labels == class_index)
     if all(m is not None for m in masks) and correct_positive.any():
-        chosen_masks = np.stack(masks)[correct_positive]
-        hits = pointing_game(heat[correct_positive], chosen_masks)
-        summary["pointing_game"] = {"n": int(hits.size), "hit_rate": float(hits.mean())}
-        occluded = occlusion(lambda x: np.asarray(model(x, training=False)),
-                             images[correct_positive], class_index,
-                             patch=max(4, images.shape[1] // 8))
-        hits = pointing_game(occluded, chosen_masks)
-        summary["pointing_game_occlusion"] = {"n": int(hits.size), "hit_rate": float(hits.mean())}
-    order = np.argsort(-probabilities[:, class_index])[:limit]
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    written = []
-    for i in order:
-        name = f"gradcam-{recs[i]['record_id']}.png"
-        overlay_png(images[i], heat[i], Path(out_dir) / name, mask=masks[i],
-                    title=f"p({config['classes'][class_index]})={probabilities[i, class_index]:.2f}"
-                          f", label {config['classes'][labels[i]]}")
-        written.append(name)
-    summary["overlays"] = written
-    fsio.write_json(Path(out_dir) / "explain.json", summary)
+        summary["pointing_game"] = pointing_games(
+            model, images[correct_positive], np.stack(masks)[correct_positive], class_index,
+            heat[correct_positive], guided[correct_positive])
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cases, counters = [], {"correct": 0, "incorrect": 0}
+    for kind, i in confident_cases(labels, probabilities, limit):
+        counters[kind] += 1
+        name = f"case-{kind}-{counters[kind]}.png"
+        predicted = int(probabilities[i].argmax())
+        overlay_png(images[i], {"Grad-CAM": heat[i], "guided Grad-CAM": guided[i]}, out_dir / name,
+                    mask=masks[i], title=f"{kind}: label {classes[labels[i]]}, predicted "
+                                         f"{classes[predicted]} (p={probabilities[i, predicted]:.2f})")
+        cases.append({"file": name, "kind": kind, "record_id": recs[i]["record_id"],
+                      "label": classes[labels[i]], "predicted": classes[predicted],
+                      "probability": float(probabilities[i, predicted])})
+    summary["cases"] = cases
+    fsio.write_json(out_dir / "explain.json", summary)
     return summary
+
+
+def _fold_number(split: str) -> int:
+    kind, _, number = split.partition(":")
+    if kind != "fold" or not number.isdigit():
+        raise InputError(f"split must be test, all or fold:I. Received: {split!r}")
+    return int(number)

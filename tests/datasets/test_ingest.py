@@ -212,6 +212,36 @@ def test_workers_give_the_same_bytes_as_one_process(synth_ct, dataset, tmp_path,
         assert (tmp_path / "DS" / name).read_bytes() == (ds / name).read_bytes()
 
 
+def _plain(value):
+    """Outcomes with arrays as (dtype, shape, bytes): comparable with ==, bit for bit."""
+    if isinstance(value, np.ndarray):
+        return value.dtype.str, value.shape, value.tobytes()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def test_this_process_and_a_worker_share_the_chunks_in_input_order(synth_ct, monkeypatch):
+    from medzoo.datasets import ingest as ingest_mod
+    from medzoo.datasets.manifest import read_labels
+
+    src, _ = synth_ct
+    plan = ingest_mod.plan_rows(read_labels(src / "labels.csv"), src / "labels.csv")
+    tasks, _ = ingest_mod.planned_tasks(plan)
+    options = ingest_mod.Options(key=b"k" * 32, size=(32, 32), windows=("auto",))
+    monkeypatch.setattr(ingest_mod, "FILES_PER_CHUNK", 1)  # 24 chunks to hand out
+    alone = list(ingest_mod.iter_outcomes(tasks, options, workers=1))
+    stats: dict = {}
+    shared = list(ingest_mod.iter_outcomes(tasks, options, workers=2, parallel="always",
+                                           stats=stats))
+    assert stats["workers_started"] == 1 and stats["chunks"] == 24
+    # the worker gets the first chunks queued; this process decodes later ones meanwhile
+    assert 1 <= stats["chunks_here"] <= 24 - ingest_mod.CHUNKS_QUEUED_PER_WORKER
+    assert _plain(shared) == _plain(alone)  # same outcomes, order, pixels, pseudonyms
+
+
 def test_paired_ct_mr_become_two_channels_each_with_its_window(tmp_path, key_file):
     from medzoo.datasets.dicom import read_dicom
 
@@ -339,3 +369,16 @@ def test_pydicom_warnings_quoting_identifiers_are_not_shown(tmp_path, synth_ct, 
 
         read_dicom(tmp_path / "odd.dcm")
     assert not [w for w in caught if ds.PatientID in str(w.message)]
+
+
+def test_a_mask_of_structured_or_text_dtype_is_rejected_not_fatal(tmp_path):
+    from medzoo.datasets.dicom import DicomRejected
+    from medzoo.datasets.ingest import _load_mask
+
+    for name, array in (("structured.npy", np.zeros((4, 4), dtype=[("a", "i4"), ("b", "f4")])),
+                        ("text.npy", np.full((4, 4), "x"))):
+        np.save(tmp_path / name, array)
+        with pytest.raises(DicomRejected, match="expected a numeric array"):
+            _load_mask(tmp_path / name, 4, 4)
+    np.save(tmp_path / "ok.npy", np.eye(4, dtype=bool))
+    assert _load_mask(tmp_path / "ok.npy", 4, 4).sum() == 4

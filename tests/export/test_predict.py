@@ -43,7 +43,7 @@ def _all_output_files(out: Path) -> list[Path]:
 def cnn_predictions(cnn_export, phantom_dicom, key_file, tmp_path_factory):
     dicom_dir, _ = phantom_dicom
     out = tmp_path_factory.mktemp("predict") / "cnn"
-    summary = predict(cnn_export, dicom_dir, out, key_file=key_file, progress=False)
+    summary = predict(cnn_export, dicom_dir, out, key_file=key_file, progress=False, explain=True)
     return out, summary
 
 
@@ -107,6 +107,37 @@ def test_studies_json_has_one_entry_per_patient_study(cnn_predictions):
         assert (study["model"], study["version"]) == ("cnn", 1)
         assert (out / study["report"]).is_file()
     assert len(list((out / "findings").glob("study-*.md"))) == N_PATIENTS
+
+
+def test_explain_attaches_an_occlusion_map_of_each_studys_top_image(cnn_predictions):
+    from PIL import Image
+
+    out, _ = cnn_predictions
+    document = json.loads((out / "studies.json").read_text())
+    for study in document["studies"]:
+        png = out / study["explanation"]
+        assert png.name == f"study-{study['study']:03d}.png" and png.parent.name == "explain"
+        with Image.open(png) as image:
+            assert image.format == "PNG" and image.size[0] > image.size[1] > 100
+        report = (out / study["report"]).read_text()
+        assert f"](../explain/{png.name})" in report and "## Where the model looked" in report
+        assert f"image {study['max_image']} (the highest p)" in report
+
+
+def test_occlusion_on_raw_pixels_finds_what_the_score_depends_on():
+    """A toy 'model' that scores the mean of one patch: the map's maximum is that patch."""
+    from medzoo.zoo.explain import occlusion
+
+    pixels = np.full((1, 32, 32), 100, np.int32)
+    pixels[0, 8:12, 20:24] = 1000
+
+    def scores(x):
+        s = x[:, 8:12, 20:24].mean(axis=(1, 2)) / 1000.0
+        return np.stack([1 - s, s], axis=1)
+
+    heat = occlusion(scores, pixels, 1, patch=4, fill=100.0)[0]
+    row, col = np.unravel_index(heat.argmax(), heat.shape)
+    assert 8 <= row < 12 and 20 <= col < 24 and heat[0, 0] == 0.0
 
 
 def test_findings_report_says_what_was_found_by_which_model(cnn_export, phantom_dicom, tmp_path):
