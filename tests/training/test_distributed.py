@@ -198,8 +198,6 @@ def test_two_workers_resume_a_crashed_run_and_match_one_process(sharded_ds, tmp_
     _check_matches_reference(run, single, reference, resumed_at)
 
 
-@pytest.mark.skipif(not os.environ.get("MEDZOO_KILL_TEST"),
-                    reason="two extra worker launches (~1 min); set MEDZOO_KILL_TEST=1 to run")
 def test_two_workers_killed_and_restarted_match_one_process(sharded_ds, tmp_path):
     """A worker process is killed (SIGKILL) mid-run, then the whole job is restarted."""
     single, run = tmp_path / "single", tmp_path / "run"
