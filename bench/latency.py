@@ -35,7 +35,7 @@ def _throughput(fn, images: np.ndarray, batch: int, rounds: int) -> float:
     return rounds * batch / (time.perf_counter() - start)
 
 
-def _make_export(out: Path, size: int, seed: int) -> tuple[Path, Path]:
+def _make_export(out: Path, size: int, seed: int, widths: tuple, epochs: int) -> tuple[Path, Path]:
     from medzoo.datasets.ingest import ingest
     from medzoo.datasets.synth import write_synthetic
     from medzoo.export.exporter import export_run
@@ -44,7 +44,8 @@ def _make_export(out: Path, size: int, seed: int) -> tuple[Path, Path]:
     write_synthetic(out / "dicom", patients=24, size=size, slices=2, seed=seed)
     ingest(out / "dicom", out / "dicom" / "labels.csv", out / "ds", size=size, folds=4, seed=seed,
            key_file=out / "bench.key")
-    train("cnn", out / "ds", out / "run", epochs=12, batch_size=8, seed=seed, verbose=0)
+    train("cnn", out / "ds", out / "run", epochs=epochs, batch_size=8, seed=seed, verbose=0,
+          model_options={"widths": list(widths), "dense": max(64, widths[-1] // 2)})
     return export_run(out / "run", out / "models", quantize=["int8", "fp16"], max_drop=1.0), out / "ds"
 
 
@@ -60,6 +61,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20, help="batches for the throughput")
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--widths", default="16,32,64",
+                        help="CNN convolution widths of the model made without --export; int8 pays "
+                             "on wide layers (e.g. 64,128,256)")
+    parser.add_argument("--epochs", type=int, default=12, help="training epochs without --export")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -71,7 +76,8 @@ def main() -> None:
     if args.export:
         version, data = Path(args.export), Path(args.data) if args.data else None
     else:
-        version, data = _make_export(Path(args.out), args.size, args.seed)
+        widths = tuple(int(w) for w in args.widths.split(","))
+        version, data = _make_export(Path(args.out), args.size, args.seed, widths, args.epochs)
     card = __import__("json").loads((version / "model_card.json").read_text())
     h, w = card["input"]["image_size"]
     c = card["input"]["channels"]
