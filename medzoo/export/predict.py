@@ -602,8 +602,9 @@ class _Collector:
 
         try:
             feeds = raw_feeds(result["source"].path, self.model.window)
-        except Exception:  # read fine moments ago; if it no longer does, say so and go on
-            self.reject(result["source"].rel, "could not be re-read for its explanation")
+        except Exception:  # scored moments ago; if it no longer reads, say so and go on
+            print(f"medzoo predict: no explanation for study {study_no:03d}: its image could "
+                  "not be read again", file=sys.stderr)
             return None
         frame = {k: v[result["frame"] - 1:result["frame"]] for k, v in feeds.items()}
 
