@@ -25,20 +25,13 @@ class QuantizationError(MedzooError):
     """A quantised model lost more than the allowed AUC, or could not be made."""
 
 
-def training_record_ids(data_dir, config: dict) -> list[str]:
-    """Record ids of the run's training part (neither its validation nor its test fold)."""
+def run_parts(data_dir, config: dict) -> dict[str, list[str]]:
+    """The run's ``train``/``val``/``test`` record ids, split exactly as training split them."""
     from medzoo.datasets import splits
+    from medzoo.training.fit import split_record_ids
 
     fold_of = splits.fold_assignment(data_dir, config["folds"], config["split_seed"])
-    held_out = {config["test_fold"], config["val_fold"]}
-    return sorted(r for r, f in fold_of.items() if f not in held_out)
-
-
-def validation_record_ids(data_dir, config: dict) -> list[str]:
-    from medzoo.datasets import splits
-
-    fold_of = splits.fold_assignment(data_dir, config["folds"], config["split_seed"])
-    return sorted(r for r, f in fold_of.items() if f == config["val_fold"])
+    return split_record_ids(fold_of, config["test_fold"], config["folds"])
 
 
 class TrainingImages:
@@ -188,7 +181,8 @@ def quantize_export(staging, data_dir, config: dict, modes, *,
         raise QuantizationError(f"{data_dir}: --quantize needs the run's dataset dir for calibration "
                                 "and validation images; pass --data")
     task, multi_label = config["task"], bool(config.get("multi_label"))
-    val = list(records.read_records(data_dir, validation_record_ids(data_dir, config)))
+    parts = run_parts(data_dir, config)
+    val = list(records.read_records(data_dir, parts["val"]))
     if task == "segmentation" or not multi_label:
         y = np.array([int(r["label"]) for r in val])
     else:
@@ -202,8 +196,7 @@ def quantize_export(staging, data_dir, config: dict, modes, *,
         target = staging / f"model.{mode}.onnx"
         entry = {"file": target.name}
         if mode == "int8":
-            train_ids = training_record_ids(data_dir, config)
-            reader = TrainingImages(data_dir, train_ids)
+            reader = TrainingImages(data_dir, parts["train"])
             quantize_int8(fp32, target, reader)
             entry["calibration_images"] = len(reader.ids)
             entry["calibration"] = "training part"

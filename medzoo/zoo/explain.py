@@ -100,6 +100,13 @@ def grad_cam(model, images: np.ndarray, class_index: int = 1, layer: str | None 
     -------
     ndarray (N, H, W) float64, each map scaled to [0, 1] (all zeros where nothing raises the score).
     """
+    maps, guided_maps = grad_cam_pair(model, images, class_index, layer)
+    return guided_maps if guided else maps
+
+
+def grad_cam_pair(model, images: np.ndarray, class_index: int = 1,
+                  layer: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(grad_cam(...), grad_cam(..., guided=True))`` from one pass of gradients."""
     import tensorflow as tf
 
     layer = layer or last_conv_layer(model)
@@ -107,10 +114,8 @@ def grad_cam(model, images: np.ndarray, class_index: int = 1, layer: str | None 
     weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)  # α_k^c: pooled gradients
     cams = tf.nn.relu(tf.reduce_sum(weights * tf.cast(features, tf.float32), axis=-1)).numpy()
     maps = _normalise(_upsample(cams, np.shape(images)[1:3]))
-    if not guided:
-        return maps
     pixel = np.maximum(np.sum(input_grads.numpy() * np.asarray(images, np.float32), axis=-1), 0.0)
-    return _normalise(maps * pixel)
+    return maps, _normalise(maps * pixel)
 
 
 def occlusion(predict, images: np.ndarray, class_index: int = 1, patch: int = 8,
@@ -248,8 +253,7 @@ def explain_dataset(run_dir, ds_dir, out_dir, *, split: str = "test", limit: int
     images = np.stack([r["image"] for r in recs])
     probabilities = np.asarray(model(images, training=False))
     labels = np.array([r["label"] for r in recs])
-    heat = grad_cam(model, images, class_index)
-    guided = grad_cam(model, images, class_index, guided=True)
+    heat, guided = grad_cam_pair(model, images, class_index)
     summary = {"split": split, "fold": fold, "n": len(recs), "layer": last_conv_layer(model),
                "class": classes[class_index], "score": "class score before the head's activation"}
     masks = [r["mask"] for r in recs]
