@@ -17,6 +17,7 @@ import math
 import os
 import re
 import stat
+import struct
 import sys
 import threading
 import warnings
@@ -296,6 +297,107 @@ def _read_dataset(path):
     if not ok:
         raise DicomRejected("not DICOM")
     return ds
+
+
+_ABSENT = object()
+
+_BINARY_FORMATS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d"}
+_TEXT_VRS = frozenset({"CS", "UI", "LO", "SH", "DS", "IS"})
+
+
+@functools.lru_cache(maxsize=None)
+def _element_key(keyword: str):
+    """``(tag, dictionary VR)`` of a DICOM keyword, or None for a name that is not an element."""
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+    tag = tag_for_keyword(keyword)
+    return None if tag is None else (tag, dictionary_VR(tag))
+
+
+def _plain_value(elem, dictionary_vr: str):
+    """The value pydicom gives a raw element holding one plain number or ASCII string (VR US,
+    SS, UL, SL, FL, FD, or CS, UI, LO, SH, DS, IS), converted here; ``_ABSENT`` for anything
+    else (a sequence, several strings, other characters, big endian, empty…), which pydicom
+    then converts itself. Numbers come back as ``int``/``float`` (a list when several), where
+    pydicom gives its ``IS``/``DSfloat`` subclasses of them."""
+    from pydicom.dataelem import RawDataElement
+
+    if not isinstance(elem, RawDataElement) or not isinstance(elem.value, bytes) or not elem.value:
+        return _ABSENT
+    raw, vr = elem.value, elem.VR or dictionary_vr
+    fmt = _BINARY_FORMATS.get(vr)
+    if fmt is not None:
+        n, rest = divmod(len(raw), struct.calcsize(fmt))
+        if rest or not elem.is_little_endian:
+            return _ABSENT
+        values = struct.unpack(f"<{n}{fmt}", raw)
+        return values[0] if n == 1 else list(values)
+    if vr not in _TEXT_VRS or not raw.isascii() or b"\x1b" in raw:  # ESC: ISO 2022 switching
+        return _ABSENT
+    text = raw.decode("ascii")
+    if vr == "DS" or vr == "IS":
+        items = (text.strip() if vr == "DS" else text).rstrip(" \x00").split("\\")
+        if any(not item.strip() for item in items):
+            return _ABSENT
+        try:
+            values = [float(item) for item in items] if vr == "DS" else [int(item) for item in items]
+        except ValueError:  # "1.0" as IS, or not a number: pydicom's rules apply
+            return _ABSENT
+        return values[0] if len(values) == 1 else values
+    value = text.rstrip(" \x00")
+    return _ABSENT if "\\" in value else value
+
+
+class _Header:
+    """A dataset's top-level values, each converted once and only as far as needed.
+
+    The pixel chain asks for the same two dozen elements several times per file, and pydicom
+    spends about 10 µs converting each raw element (a third of the time a small file takes):
+    this read-through cache converts plain numbers and ASCII strings itself
+    (:func:`_plain_value`) and leaves everything else to pydicom. It answers ``get``, ``in`` and
+    attribute access like the dataset it wraps; anything that is not a DICOM keyword
+    (``pixel_array``, ``file_meta``) goes to the dataset, and pydicom's own functions are handed
+    :attr:`dataset` (see :func:`_dataset`).
+    """
+
+    __slots__ = ("dataset", "_values")
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+        self._values = {}
+
+    def get(self, keyword, default=None):
+        try:
+            value = self._values[keyword]
+        except KeyError:
+            key = _element_key(keyword)
+            if key is None:  # not an element: an attribute of the dataset
+                return getattr(self.dataset, keyword, default)
+            elem = self.dataset.get_item(key[0], keep_deferred=True)
+            if elem is None:
+                value = _ABSENT
+            else:
+                value = _plain_value(elem, key[1])
+                if value is _ABSENT:
+                    value = self.dataset.get(keyword, _ABSENT)
+            self._values[keyword] = value
+        return default if value is _ABSENT else value
+
+    def __contains__(self, keyword) -> bool:
+        return self.get(keyword, _ABSENT) is not _ABSENT
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        value = self.get(name, _ABSENT)
+        if value is _ABSENT:
+            return getattr(self.dataset, name)  # pydicom's AttributeError for a missing element
+        return value
+
+
+def _dataset(ds):
+    """The pydicom dataset behind ``ds`` (a :class:`_Header` or a dataset)."""
+    return ds.dataset if isinstance(ds, _Header) else ds
 
 
 def check_header(ds) -> None:
@@ -605,7 +707,7 @@ class _Chain:
         if self.palette:
             from pydicom.pixels import apply_color_lut
 
-            self._apply_palette = lambda a: apply_color_lut(a, ds)
+            self._apply_palette = lambda a: apply_color_lut(a, _dataset(ds))
             bits = 16 if self._apply_palette(raw.reshape(-1)[:1]).dtype.itemsize == 2 else 8
             full = float(2**bits)
             self.center, self.width, self.voi = full / 2.0, full, "colour"
@@ -647,7 +749,8 @@ class _Chain:
         if self.rescale is None:  # a Modality LUT Sequence, or values pydicom must interpret
             from pydicom.pixels import apply_modality_lut
 
-            return np.asarray(apply_modality_lut(raw, self.source), dtype=np.float32)
+            return np.asarray(apply_modality_lut(raw, _dataset(self.source)),
+                              dtype=np.float32)
         if not self.rescale:  # no rescale: the stored values are the modality values
             return np.asarray(raw, dtype=np.float32)
         slope, intercept = self.rescale  # the same float64 steps as apply_modality_lut
@@ -668,8 +771,9 @@ class _Chain:
             from pydicom.pixels import apply_modality_lut
             from pydicom.pixels.processing import apply_voi
 
-            values = apply_modality_lut(raw, self.source)
-            y = np.asarray(apply_voi(values, self.ds), dtype=np.float32) / np.float32(self.lut_scale)
+            values = apply_modality_lut(raw, _dataset(self.source))
+            y = (np.asarray(apply_voi(values, _dataset(self.ds)), dtype=np.float32)
+                 / np.float32(self.lut_scale))
         else:
             y = window_linear(self.modality(raw), self.center, self.width)
         if self.photometric == "MONOCHROME1":
@@ -798,7 +902,7 @@ def _check_output(ds, size, color) -> None:
 
 
 def _read_dicom(path: Path, window, color, size) -> DicomImage:
-    ds = _read_dataset(path)
+    ds = _Header(_read_dataset(path))
     check_header(ds)
     if size is not None:
         _check_output(ds, size, color)

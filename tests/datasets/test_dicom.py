@@ -77,3 +77,59 @@ def test_refuses_absurd_sizes_and_missing_pixels_before_decoding(tmp_path, synth
     (tmp_path / "text.dcm").write_text("not a dicom file\n" * 20)
     with pytest.raises(DicomRejected, match="not DICOM"):
         read_dicom(tmp_path / "text.dcm")
+
+
+def _comparable(value):
+    """A value with pydicom's types (MultiValue, DSfloat, IS, UID) reduced to plain ones."""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return ["list", [_comparable(v) for v in value]]
+    if isinstance(value, float) and value != value:
+        return ["nan"]
+    for kind in (bool, int, float, str):
+        if isinstance(value, kind):
+            return [kind.__name__, kind(value)]
+    return ["other", value]
+
+
+def test_header_values_equal_pydicom_for_every_corpus_element(synth_ct):
+    """The pixel chain reads header values through a cache that converts plain numbers and
+    ASCII strings itself: every top-level element of every file pydicom ships (and of a
+    synthetic CT) must come out as pydicom's own value."""
+    import warnings
+
+    from pydicom.data import get_testdata_files
+
+    from medzoo.datasets.dicom import _ABSENT, _element_key, _Header, _plain_value
+
+    root, _ = synth_ct
+    files = list(get_testdata_files()) + sorted(str(p) for p in root.glob("*/*.dcm"))[:4]
+    compared = converted = 0
+    differ = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for path in files:
+            try:
+                ours, theirs = (pydicom.dcmread(path, force=True) for _ in range(2))
+            except Exception:  # the corpus holds deliberately broken files
+                continue
+            header = _Header(ours)
+            for elem in theirs:
+                keyword = elem.keyword
+                try:
+                    expected = theirs.get(keyword) if keyword else None
+                except Exception:
+                    continue
+                if not keyword:
+                    continue
+                raw = ours.get_item(elem.tag, keep_deferred=True)
+                converted += _plain_value(raw, _element_key(keyword)[1]) is not _ABSENT
+                compared += 1
+                if _comparable(header.get(keyword)) != _comparable(expected):
+                    differ.append((path.rsplit("/", 1)[-1], keyword))
+    assert compared > 5000 and converted > compared / 2  # most of them by the fast path
+    assert differ == []
+    header = _Header(pydicom.dcmread(files[-1]))
+    assert "PixelData" in header and "VOILUTSequence" not in header
+    assert header.get("VOILUTSequence", "none") == "none" and header.Rows == header.get("Rows")
+    with pytest.raises(AttributeError):
+        header.VOILUTSequence
