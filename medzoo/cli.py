@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="findings nodule and ground_glass independently (label nodule|ground_glass)")
     p.add_argument("--positive-fraction", type=float, metavar="F",
                    help="fraction of patients with a finding, e.g. 0.1 for 1:9 (default: balanced)")
-    p = _add(data_sub, "ingest", "DICOM folder + labels.csv → dataset dir (TFRecord shards)",
+    p = _add(data_sub, "ingest", "DICOM folder + labels.csv → dataset dir (TFRecord shards); "
+             "a killed ingest resumes when the same command is run again",
              "medzoo data ingest phantoms --labels phantoms/labels.csv --out ds")
     p.add_argument("dicom_dir")
     p.add_argument("--labels", required=True,

@@ -8,8 +8,10 @@ on the pixels the resize reads (:func:`medzoo.datasets.dicom.read_dicom` with ``
 series folder is sorted along the slice normal from the headers of that same read. Results come
 back small (already resized) and are streamed, in input order, into shards. Everything is
 written into a hidden sibling folder that is renamed to OUT at the end, so a half-written
-dataset is never visible. Every input file ends in index.csv or rejected.csv; series-level
-findings in 2D mode go to warnings.csv.
+dataset is never visible; after every finished shard the work done is journalled there, and the
+same command run again after a kill resumes from it (:mod:`medzoo.datasets.resume`). Every
+input file ends in index.csv or rejected.csv; series-level findings in 2D mode go to
+warnings.csv.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -35,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medzoo.datasets import deid, dicom, manifest, preprocess, records, splits
+from medzoo.datasets import deid, dicom, manifest, preprocess, records, resume, splits
 from medzoo.errors import InputError
 
 SCHEMA_VERSION = 1
@@ -632,6 +633,8 @@ class RecordStream:
         self._rejected_keys: set = set()
         self._seen_sop: set = set()
         self._dup_files: set = set()
+        self.sops: list = []  # SOP pseudonyms and duplicate files in the order seen: what a
+        self.dups: list = []  # resumed ingest needs of the rows before it (see restore)
         self.count = 0
 
     def _rel(self, path):
@@ -667,9 +670,11 @@ class RecordStream:
             if any(s in self._seen_sop for s in payload["sops"]):
                 for p in payload["paths"]:
                     self._dup_files.add(p)
+                    self.dups.append(p)
                     self.reject(row.row, p, "duplicate SOPInstanceUID")
                 continue
             self._seen_sop.update(payload["sops"])
+            self.sops.extend(payload["sops"])
             if self.has_mask and payload["mask"] is None:
                 shape = payload["image"].shape[:-1]
                 payload["mask"] = np.zeros(shape, np.uint8)
@@ -678,6 +683,18 @@ class RecordStream:
                 payload["has_own_mask"] = payload["mask"] is not None
             self.count += 1
             yield f"r{self.count:06d}", payload
+
+    def restore(self, state: dict) -> None:
+        """Continue after the rows a journal ``state`` holds (:func:`medzoo.datasets.resume.merge`).
+
+        Only whole rows are journalled, and a row's rejections are de-duplicated within it, so
+        the keys of earlier rows' rejections are not needed again.
+        """
+        self.rejected = [tuple(r) for r in state["rejected"]]
+        self.warnings = [tuple(w) for w in state["warnings"]]
+        self.sops, self.dups = list(state["sops"]), list(state["dups"])
+        self._seen_sop, self._dup_files = set(self.sops), set(self.dups)
+        self.count = int(state["count"])
 
 
 @dataclasses.dataclass
@@ -816,7 +833,8 @@ def ingest(dicom_dir, labels_csv, out, size=64, window="auto", workers=1, folds=
     -------
     dict
         ``inputs, loaded, rejected, records, per_class, per_fold, patients, rejected_by_reason,
-        warnings, workers_started, strict_failed, out``. ``inputs == loaded + rejected`` always.
+        warnings, workers_started, resumed_files, strict_failed, out``.
+        ``inputs == loaded + rejected`` always.
 
     Raises
     ------
@@ -863,11 +881,6 @@ def ingest(dicom_dir, labels_csv, out, size=64, window="auto", workers=1, folds=
                       series_issues=series_issues, file_timeout=float(file_timeout))
     plan = plan_rows(rows, labels_csv, volume=volume is not None)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)
     per_channel = 3 if color == "rgb" else 1
     settings = {
         "kind": "volume" if volume else "image",
@@ -882,16 +895,30 @@ def ingest(dicom_dir, labels_csv, out, size=64, window="auto", workers=1, folds=
         "series_issues": "reject" if volume else series_issues,
         "multi_label": multi_label,
     }
-    try:
-        summary = _run(plan, dicom_dir, tmp, options, int(workers), classes, has_mask,
-                       int(folds), int(seed), int(records_per_shard), progress, parallel,
-                       settings)
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    out.parent.mkdir(parents=True, exist_ok=True)
+    digest = resume.fingerprint(labels_csv, (f for p in plan for f in p.files), dict(
+        settings, schema=SCHEMA_VERSION, dicom_dir=str(dicom_dir.resolve()), folds=int(folds),
+        seed=int(seed), records_per_shard=int(records_per_shard), file_timeout=file_timeout,
+        key=deid.key_fingerprint(key)))
+    with resume.WorkDir(out, digest) as work:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(work.path, 0o777 & ~umask)
+        try:
+            summary = _run(plan, dicom_dir, work, options, int(workers), classes, has_mask,
+                           int(folds), int(seed), int(records_per_shard), progress, parallel,
+                           settings)
+        except InputError:  # the same inputs would fail the same way: nothing to resume
+            work.discard()
+            raise
+        except BaseException:
+            if any(work.path.iterdir()) and work.journal():
+                print(f"medzoo ingest: interrupted; what is done is kept in {work.path} and "
+                      "the same command resumes from it", file=sys.stderr)
+            else:
+                work.discard()
+            raise
+        work.finish()
     summary["strict_failed"] = bool(strict and summary["rejected"])
     summary["out"] = str(out)
     return summary
@@ -927,7 +954,25 @@ def iter_plan_records(plan, stream: RecordStream, options: Options, workers=1, p
             on_row(len(p.files))
 
 
-def _run(plan, dicom_dir, tmp, options, workers, classes, has_mask, folds, seed,
+def _checkpoint(work, writer, stream, index, totals, done, journalled):
+    """Journal the rows done since the last entry (shards made durable first)."""
+    entry = {"rows": done["rows"], "files": done["files"], "count": stream.count,
+             "totals": list(totals), "writer": writer.checkpoint(),
+             "index": index[journalled["index"]:],
+             "rejected": stream.rejected[journalled["rejected"]:],
+             "warnings": stream.warnings[journalled["warnings"]:],
+             "sops": stream.sops[journalled["sops"]:], "dups": stream.dups[journalled["dups"]:]}
+    work.append(entry)
+    journalled.update(index=len(index), rejected=len(stream.rejected),
+                      warnings=len(stream.warnings), sops=len(stream.sops),
+                      dups=len(stream.dups), shards=writer.finished, time=time.monotonic())
+
+
+CHECKPOINT_SECONDS = 60.0
+"""Journal the work done at least this often (and after every finished shard)."""
+
+
+def _run(plan, dicom_dir, work, options, workers, classes, has_mask, folds, seed,
          records_per_shard, progress, parallel, settings):
     from tqdm import tqdm
 
@@ -938,22 +983,55 @@ def _run(plan, dicom_dir, tmp, options, workers, classes, has_mask, folds, seed,
     stream = RecordStream(dicom_dir, class_index, has_mask)
     n_inputs = sum(len(p.files) for p in plan)
     index = []
-    total = total_sq = 0.0
-    n_pixels = 0
-    bar = Bar(total=n_inputs, unit="file", file=sys.stderr, disable=None if progress is None
-               else not progress, desc="ingest")
+    totals = [0.0, 0.0, 0]  # sum, sum of squares and number of stored pixel values
+    tmp = work.path
+    state, writer = resume.merge(work.journal()), None
+    if state is not None:  # a killed run of this same ingest: check its shards, then go on
+        try:
+            writer = records.ShardWriter(tmp / "shards", records_per_shard,
+                                         resume_from=state["writer"])
+        except (InputError, OSError) as exc:
+            print(f"medzoo ingest: the unfinished ingest in {tmp} cannot be resumed ({exc}); "
+                  "starting again", file=sys.stderr)
+            state = None
+    if writer is None:
+        work.reset()
+        writer = records.ShardWriter(tmp / "shards", records_per_shard)
+    done = {"rows": 0, "files": 0}
+    if state is not None:
+        stream.restore(state)
+        index = [dict(rec, _sort=tuple(rec["_sort"])) for rec in state["index"]]
+        totals = list(state["totals"])
+        done = {"rows": state["rows"], "files": state["files"]}
+        print(f"medzoo ingest: resuming: {done['files']} of {n_inputs} input files already "
+              f"ingested ({state['writer']['shards']} shards checked)", file=sys.stderr)
+    bar = Bar(total=n_inputs, initial=done["files"], unit="file", file=sys.stderr,
+              disable=None if progress is None else not progress, desc="ingest")
     run_stats: dict = {}
-    with records.ShardWriter(tmp / "shards", records_per_shard) as writer:
-        for record_id, row, payload in iter_plan_records(plan, stream, options, workers,
-                                                         parallel, bar.update, run_stats):
+    journalled = {"index": len(index), "rejected": len(stream.rejected),
+                  "warnings": len(stream.warnings), "sops": len(stream.sops),
+                  "dups": len(stream.dups), "shards": writer.finished,
+                  "time": time.monotonic()}
+
+    def row_done(n_files):
+        bar.update(n_files)
+        done["rows"] += 1
+        done["files"] += n_files
+        if (writer.finished > journalled["shards"]
+                or time.monotonic() - journalled["time"] > CHECKPOINT_SECONDS):
+            _checkpoint(work, writer, stream, index, totals, done, journalled)
+
+    with writer:
+        for record_id, row, payload in iter_plan_records(plan[done["rows"]:], stream, options,
+                                                         workers, parallel, row_done, run_stats):
             names = manifest.split_label(row.label)
             image, label = payload["image"], class_index[names[0]]  # first class: compatibility
             labels = manifest.multi_hot(row.label, classes) if settings["multi_label"] else None
             writer.write(records.record_features(record_id, image, label, payload["mask"],
                                                  spacing=payload["spacing"], labels=labels))
-            total += float(image.sum(dtype=np.float64))
-            total_sq += float(np.square(image, dtype=np.float64).sum())
-            n_pixels += image.size
+            totals[0] += float(image.sum(dtype=np.float64))
+            totals[1] += float(np.square(image, dtype=np.float64).sum())
+            totals[2] += image.size
             index.append({
                 "record_id": record_id, "row": row.row, "patient": payload["patient"],
                 "study": payload["study"], "series": payload["series"], "label": label,
@@ -965,6 +1043,7 @@ def _run(plan, dicom_dir, tmp, options, workers, classes, has_mask, folds, seed,
                           payload["instance"] if payload["instance"] is not None else 0,
                           payload["frame_no"], len(index)),
             })
+    total, total_sq, n_pixels = totals
     bar.close()
     if not index:
         raise InputError(f"No readable input: all {n_inputs} input files were rejected "
@@ -1033,4 +1112,5 @@ def _run(plan, dicom_dir, tmp, options, workers, classes, has_mask, folds, seed,
     if settings["multi_label"]:
         info["multi_label"] = True
     _write_text(tmp / "dataset.json", json.dumps(info, indent=2) + "\n")
-    return dict(counts, workers_started=run_stats.get("workers_started", 0))
+    return dict(counts, workers_started=run_stats.get("workers_started", 0),
+                resumed_files=state["files"] if state is not None else 0)

@@ -252,16 +252,21 @@ class ShardWriter:
     """Write records to ``shards/shard-NNNNN.tfrecord``, ``records_per_shard`` per file.
 
     Each shard is written to a temporary name and renamed when full or on :meth:`close`.
-    Use as a context manager.
+    :meth:`checkpoint` makes what was written durable and says where writing stands;
+    ``resume_from`` (a checkpoint) continues from there after a crash, checking every record
+    written before it. Use as a context manager.
     """
 
-    def __init__(self, shard_dir, records_per_shard: int = RECORDS_PER_SHARD):
+    def __init__(self, shard_dir, records_per_shard: int = RECORDS_PER_SHARD, *,
+                 resume_from: dict | None = None):
         self.shard_dir = Path(shard_dir)
         self.shard_dir.mkdir(parents=True, exist_ok=True)
         self.records_per_shard = int(records_per_shard)
         self.paths: list[Path] = []
         self._fh = None
         self._count = 0
+        if resume_from is not None:
+            self._resume(resume_from)
 
     def write(self, features: dict) -> None:
         """Append one Example (see :func:`record_features`)."""
@@ -269,16 +274,73 @@ class ShardWriter:
             self._finish()
             path = self.shard_dir / f"shard-{len(self.paths):05d}.tfrecord"
             self.paths.append(path)
-            self._fh = open(path.with_name(path.name + ".tmp"), "wb")
+            self._fh = open(_partial(path), "wb")
             self._count = 0
         self._fh.write(frame_record(encode_example(features)))
         self._count += 1
+
+    @property
+    def finished(self) -> int:
+        """Shards written to the end (renamed to their final names)."""
+        return len(self.paths) - (self._fh is not None)
+
+    def checkpoint(self) -> dict:
+        """Flush and fsync what was written; return where writing stands (JSON-able):
+        ``{"shards": files begun, "open_bytes": bytes of the last one while it is still being
+        written (else None), "open_records": its records}``."""
+        open_bytes = None
+        if self._fh is not None:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            open_bytes = self._fh.tell()
+        return {"shards": len(self.paths), "open_bytes": open_bytes,
+                "open_records": self._count if self._fh is not None else 0}
+
+    def _resume(self, state: dict) -> None:
+        """Back to ``state`` (from :meth:`checkpoint`): full shards checked record by record,
+        the open one cut back to its checkpointed length, anything written later removed.
+
+        Raises
+        ------
+        InputError
+            A shard is missing, damaged or holds another number of records than recorded.
+        """
+        n, open_bytes = int(state["shards"]), state["open_bytes"]
+        self.paths = [self.shard_dir / f"shard-{i:05d}.tfrecord" for i in range(n)]
+        for extra in self.shard_dir.iterdir():  # begun after the checkpoint
+            if extra.name.split(".")[0] not in {p.name.split(".")[0] for p in self.paths}:
+                extra.unlink()
+        full = self.paths if open_bytes is None else self.paths[:-1]
+        for path in full:
+            if not path.is_file():
+                raise InputError(f"{path.name}: expected a finished shard. Received: none")
+            count = sum(1 for _ in iter_tfrecord(path))
+            if count != self.records_per_shard and (open_bytes is not None or path != full[-1]):
+                raise InputError(f"{path.name}: expected {self.records_per_shard} records. "
+                                 f"Received: {count}")
+        if open_bytes is None:
+            return
+        path = self.paths[-1]
+        if path.is_file():  # it was finished after the checkpoint: take it up again
+            os.replace(path, _partial(path))
+        partial = _partial(path)
+        if not partial.is_file() or partial.stat().st_size < open_bytes:
+            raise InputError(f"{path.name}: expected at least {open_bytes} bytes written. "
+                             "Received: less")
+        with open(partial, "r+b") as fh:
+            fh.truncate(open_bytes)
+        count = sum(1 for _ in iter_tfrecord(partial))
+        if count != int(state["open_records"]):
+            raise InputError(f"{path.name}: expected {state['open_records']} records. "
+                             f"Received: {count}")
+        self._fh = open(partial, "ab")
+        self._count = count
 
     def _finish(self):
         if self._fh is not None:
             self._fh.close()
             path = self.paths[-1]
-            os.replace(path.with_name(path.name + ".tmp"), path)
+            os.replace(_partial(path), path)
             self._fh = None
 
     def close(self) -> None:
@@ -287,8 +349,16 @@ class ShardWriter:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, *exc):
+        if exc_type is None:
+            self.close()
+        elif self._fh is not None:  # an interrupted run: the open shard stays partial
+            self._fh.close()
+            self._fh = None
+
+
+def _partial(path: Path) -> Path:
+    return path.with_name(path.name + ".tmp")
 
 
 def shard_paths(ds_dir) -> list[Path]:

@@ -72,3 +72,49 @@ def test_roundtrip_and_corruption_is_detected(tmp_path):
     w.paths[0].write_bytes(bytes(data))
     with pytest.raises(InputError, match="CRC mismatch"):
         list(iter_tfrecord(w.paths[0]))
+
+
+def _shard_bytes(shard_dir):
+    return {p.name: p.read_bytes() for p in sorted(shard_dir.iterdir())}
+
+
+def test_a_writer_resumed_from_a_checkpoint_writes_the_uninterrupted_bytes(tmp_path):
+    with ShardWriter(tmp_path / "whole", records_per_shard=2) as w:
+        for i in range(7):
+            w.write(record_features(*_record(i)))
+
+    crashed = ShardWriter(tmp_path / "crashed", records_per_shard=2)
+    for i in range(3):
+        crashed.write(record_features(*_record(i)))
+    state = crashed.checkpoint()
+    assert state["shards"] == 2 and state["open_records"] == 1 and state["open_bytes"] > 0
+    for i in range(3, 6):  # written after the checkpoint, then the process dies
+        crashed.write(record_features(*_record(i)))
+    crashed._fh.flush()
+    assert (tmp_path / "crashed" / "shard-00001.tfrecord").is_file()  # finished after it
+
+    resumed = ShardWriter(tmp_path / "crashed", records_per_shard=2, resume_from=state)
+    assert [p.name for p in resumed.paths] == ["shard-00000.tfrecord", "shard-00001.tfrecord"]
+    with resumed:
+        for i in range(3, 7):
+            resumed.write(record_features(*_record(i)))
+    assert _shard_bytes(tmp_path / "crashed") == _shard_bytes(tmp_path / "whole")
+
+
+def test_resuming_refuses_shards_that_do_not_match_the_checkpoint(tmp_path):
+    w = ShardWriter(tmp_path, records_per_shard=2)
+    for i in range(3):
+        w.write(record_features(*_record(i)))
+    state = w.checkpoint()
+    w._fh.close()
+    first = tmp_path / "shard-00000.tfrecord"
+    good = first.read_bytes()
+    first.write_bytes(good[:-1] + bytes([good[-1] ^ 0xFF]))
+    with pytest.raises(InputError, match="CRC mismatch"):
+        ShardWriter(tmp_path, records_per_shard=2, resume_from=state)
+    first.write_bytes(good)
+    with pytest.raises(InputError, match="expected at least .* bytes"):
+        ShardWriter(tmp_path, records_per_shard=2, resume_from=dict(state, open_bytes=10**6))
+    first.unlink()
+    with pytest.raises(InputError, match="expected a finished shard"):
+        ShardWriter(tmp_path, records_per_shard=2, resume_from=state)

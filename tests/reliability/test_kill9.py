@@ -14,37 +14,70 @@ from conftest import CV_EPOCHS, error_lines, kill9, medzoo, medzoo_popen, tree_s
 pytestmark = pytest.mark.slow
 
 
-def test_ingest_killed_leaves_nothing_visible_and_the_rerun_is_byte_identical(
+def _files(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_ingest_killed_resumes_from_its_journal_and_gives_the_uninterrupted_bytes(
         tiny_dicom, rel_key, tmp_path):
+    import re
+    import shutil
+
     src, _ = tiny_dicom
     labels = tmp_path / "labels.csv"
     rows = (src / "labels.csv").read_text().splitlines()
-    # a header of 150,000 elements takes pydicom about 2 s to parse: time to kill in the middle
-    slow = src.parent / "slow-header.dcm"
+    # a header of 300,000 elements takes pydicom a second or two to parse: time to kill it,
+    # after the rows before it have filled and journalled shards of 4 records
+    slow = src.parent / "slow-header-300k.dcm"
     if not slow.exists():
         first = src / rows[1].split(",")[0]
-        slow.write_bytes(fuzz.many_elements(first.read_bytes(), 150_000))
+        slow.write_bytes(fuzz.many_elements(first.read_bytes(), 300_000))
     labels.write_text("\n".join(rows[:1] + [f"{src / r.split(',')[0]},{r.split(',')[1]}"
                                             for r in rows[1:]] + [f"{slow},normal"]) + "\n")
+    n_inputs = len(rows)  # the synthetic rows plus the slow one
     reference = tmp_path / "reference"
-    ingest(src, labels, reference, size=32, folds=2, seed=0, key_file=rel_key, progress=False)
+    ingest(src, labels, reference, size=32, folds=2, seed=0, key_file=rel_key, progress=False,
+           records_per_shard=4)
 
     out = tmp_path / "DS"
     args = ("data", "ingest", src, "--labels", labels, "--out", out, "--size", 32, "--folds", 2,
-            "--key-file", rel_key)
+            "--key-file", rel_key, "--records-per-shard", 4)
     proc = medzoo_popen(*args)
-    wait_for(proc, lambda: any(p.name.startswith(".tmp-DS-") for p in tmp_path.iterdir()),
-             "ingest started writing")
+    journal = lambda: [p for p in tmp_path.glob(".DS.ingest-*/journal.jsonl")  # noqa: E731
+                       if p.read_text().count("\n") >= 2]
+    wait_for(proc, lambda: journal(), "ingest journalled two shards")
     kill9(proc)
     assert not out.exists(), "a killed ingest left a visible, half-written dataset"
+    work = journal()[0].parent
+    kept = tmp_path / "kept"
+    shutil.copytree(work, kept)
 
     result = medzoo(*args)
     assert result.returncode == 0, result.stderr
-    names = sorted(str(p.relative_to(reference)) for p in reference.rglob("*") if p.is_file())
-    assert names == sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    assert any(n.startswith("shards/") for n in names)
-    for name in names:
-        assert (out / name).read_bytes() == (reference / name).read_bytes(), name
+    resumed = re.search(r"resuming: (\d+) of (\d+) input files already ingested", result.stderr)
+    assert resumed, result.stderr
+    assert 8 <= int(resumed[1]) < n_inputs and int(resumed[2]) == n_inputs
+    assert _files(out) == _files(reference)  # same names, same bytes
+    assert not work.exists()
+
+    # a work folder whose shards were damaged since is not trusted: the run starts again
+    shutil.rmtree(out)
+    shutil.copytree(kept, work)
+    shard = work / "shards" / "shard-00000.tfrecord"
+    shard.write_bytes(shard.read_bytes()[:-1] + b"\0")
+    result = medzoo(*args)
+    assert result.returncode == 0, result.stderr
+    assert "cannot be resumed" in result.stderr and "starting again" in result.stderr
+    assert "resuming" not in result.stderr
+    assert _files(out) == _files(reference)
+
+    # the same OUT with other options: a new work folder; the stale one is removed, not reused
+    shutil.rmtree(out)
+    shutil.copytree(kept, work)
+    result = medzoo(*args[:-1], 5)  # --records-per-shard 5
+    assert result.returncode == 0, result.stderr
+    assert "resuming" not in result.stderr and not work.exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 def test_training_killed_after_an_epoch_resumes_to_the_requested_epochs(cv_chain):
