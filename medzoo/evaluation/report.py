@@ -190,8 +190,11 @@ def _explain_section(folder: Path) -> str:
     except ValueError:
         return ""
     parts = [f"<h2>Explanations</h2><p>Heat maps of the evidence for "
-             f"<b>{html.escape(str(summary.get('class', '?')))}</b> (Grad-CAM at layer "
-             f"{html.escape(str(summary.get('layer', '?')))}; guided Grad-CAM sharpens it to pixels). "
+             f"<b>{html.escape(str(summary.get('class', '?')))}</b> (Grad-CAM with HiResCAM "
+             f"weighting at layer {html.escape(str(summary.get('layer', '?')))}; guided Grad-CAM: "
+             f"the last convolution's map "
+             f"({html.escape(str(summary.get('guided_layer', summary.get('layer', '?'))))}) "
+             "sharpened to pixels). "
              "The most confident correct and incorrect cases of the split are shown.</p>"]
     games = summary.get("pointing_game") or {}
     if games:

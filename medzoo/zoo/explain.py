@@ -1,7 +1,12 @@
 """Why did the model say that: Grad-CAM (Selvaraju et al. 2017) and occlusion sensitivity.
 
-Grad-CAM weights the feature maps of the last convolution by the gradient of the class score and
-keeps the positive part; occlusion sensitivity, a model-agnostic check, slides a grey patch over
+Grad-CAM here uses HiResCAM weighting (Draelos & Carin 2020): each feature-map cell is weighted
+by the gradient of the class score at that cell, element-wise, not by the gradient averaged over
+the map. Behind a global max pooling head the gradient exists only where a channel has its
+maximum, so the averaged weights of classic Grad-CAM credit a channel's activations everywhere,
+including where the score never looks; the element-wise map is each cell's first-order share of
+the score. The map is taken at the first pooling's output (:func:`explained_layer`), whose cells
+are smaller than a lesion. Occlusion sensitivity, a model-agnostic check, slides a grey patch over
 the image and records how much the score drops. Both return a heat map the size of the image,
 scaled to [0, 1]. ``explain_dataset`` writes overlays (image, heat map, mask contour) as PNG.
 """
@@ -21,10 +26,16 @@ def _shape(layer):
 
 
 def last_conv_layer(model) -> str:
-    """The layer Grad-CAM explains: the last 2D convolution's activated output.
+    """The last 2D convolution's activated output: guided Grad-CAM's coarse map, and Grad-CAM's
+    map for a model without a pooling layer.
 
     Walks from the last ``Conv2D`` forward through the layers that keep its shape (normalisation,
     activation), so the map is taken after the non-linearity, at the convolution's resolution.
+
+    Raises
+    ------
+    InputError
+        When the model has no 2D convolution.
     """
     layers = model.layers
     convs = [i for i, layer in enumerate(layers)
@@ -40,6 +51,30 @@ def last_conv_layer(model) -> str:
     return layers[chosen].name
 
 
+def explained_layer(model) -> str:
+    """The layer Grad-CAM explains: the first 2D pooling layer's output, else
+    :func:`last_conv_layer`.
+
+    In the seed CNN (conv → pool per stage) the first pooling's cells are 2 px and see 4 px of
+    the image, less than a lesion's width; the last convolution's cells are 4 px (32-px input)
+    and see 18 px, and its units fire off-centre, so its maximum lands on the lesion's rim or
+    beyond. Every path from image to score passes through the first pooling of a conv → pool
+    stack, so the map there shares out the whole score. (In a late-fusion model the first
+    pooling is in the first modality's encoder, and the map shows that modality's share.)
+
+    Raises
+    ------
+    InputError
+        When the model has neither a 2D pooling layer nor a 2D convolution.
+    """
+    for layer in model.layers:
+        shape = _shape(layer)
+        if type(layer).__name__ in ("MaxPooling2D", "AveragePooling2D") and shape is not None \
+                and len(shape) == 4:
+            return layer.name
+    return last_conv_layer(model)
+
+
 def _upsample(maps: np.ndarray, size) -> np.ndarray:
     from medzoo.datasets.dicom import resize_bilinear
 
@@ -52,9 +87,10 @@ def _normalise(maps: np.ndarray) -> np.ndarray:
     return np.where(high > low, (maps - low) / np.maximum(high - low, 1e-12), 0.0)
 
 
-def _gradients(model, images, class_index: int, layer: str):
-    """(features, d score / d features, d score / d images) for the class score before the head's
-    activation — Grad-CAM's y^c: a confident prediction (probability ≈ 1) still has gradients.
+def _gradients(model, images, class_index: int, layers: list[str]):
+    """(features, d score / d features) per layer of ``layers``, and d score / d images, for the
+    class score before the head's activation — Grad-CAM's y^c: a confident prediction
+    (probability ≈ 1) still has gradients.
 
     For a two-class softmax the score is the log-odds ``z_c − z_other`` that the softmax turns into
     the probability; otherwise the class logit ``z_c`` (softmax or sigmoid heads alike).
@@ -64,7 +100,8 @@ def _gradients(model, images, class_index: int, layer: str):
 
     head = model.get_layer("probabilities")
     kernel, bias = (tf.convert_to_tensor(w, tf.float32) for w in head.get_weights()[:2])
-    probe = keras.Model(model.inputs, [model.get_layer(layer).output, head.input])
+    probe = keras.Model(model.inputs,
+                        [[model.get_layer(name).output for name in layers], head.input])
     x = tf.convert_to_tensor(images, tf.float32)
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(x)
@@ -73,12 +110,19 @@ def _gradients(model, images, class_index: int, layer: str):
         score = logits[:, class_index]
         if logits.shape[-1] == 2 and head.activation.__name__ == "softmax":
             score = score - logits[:, 1 - class_index]
-    return features, tape.gradient(score, features), tape.gradient(score, x)
+    pairs = [(f.numpy().astype(np.float64), tape.gradient(score, f).numpy().astype(np.float64))
+             for f in features]
+    return pairs, tape.gradient(score, x).numpy()
 
 
 def grad_cam(model, images: np.ndarray, class_index: int = 1, layer: str | None = None,
              guided: bool = False) -> np.ndarray:
     """Grad-CAM heat maps (N, H, W) in [0, 1] for ``class_index`` of a classifier.
+
+    The map is Grad-CAM with HiResCAM weighting (Draelos & Carin 2020):
+    ``max(0, Σ_k ∂score/∂A_k ⊙ A_k)``, each cell of feature map ``A_k`` weighted by the gradient
+    at that cell — its first-order share of the score — then resized (bilinear, half-pixel
+    centres, which keeps a cell over the pixels it sees) to the image.
 
     Parameters
     ----------
@@ -88,34 +132,39 @@ def grad_cam(model, images: np.ndarray, class_index: int = 1, layer: str | None 
     class_index : int
         The class whose evidence is shown (1 = the positive class of a binary model).
     layer : str, optional
-        Convolution layer to explain (default: :func:`last_conv_layer`).
+        Layer to explain. Default: :func:`explained_layer` for Grad-CAM, :func:`last_conv_layer`
+        for guided Grad-CAM.
     guided : bool
-        Guided Grad-CAM: the Grad-CAM map (coarse, at the convolution's resolution) times the
-        pixel-level evidence ``max(0, ∂score/∂x · x)`` summed over channels — the product the
-        Grad-CAM paper uses to sharpen the map to the pixels that raise the score. Gradient × input
-        stands in for guided backpropagation, so every zoo classifier works without rewriting its
-        activations.
+        Guided Grad-CAM as the Grad-CAM paper defines it: classic Grad-CAM (feature maps weighted
+        by their map-averaged gradients) at the last convolution, a coarse window over the
+        finding, times the pixel-level evidence ``max(0, ∂score/∂x · x)`` summed over channels,
+        which sharpens it to the pixels that raise the score. Gradient × input stands in for
+        guided backpropagation, so every zoo classifier works without rewriting its activations.
 
     Returns
     -------
     ndarray (N, H, W) float64, each map scaled to [0, 1] (all zeros where nothing raises the score).
     """
-    maps, guided_maps = grad_cam_pair(model, images, class_index, layer)
-    return guided_maps if guided else maps
+    if guided:
+        return grad_cam_pair(model, images, class_index, guided_layer=layer)[1]
+    return grad_cam_pair(model, images, class_index, layer=layer)[0]
 
 
-def grad_cam_pair(model, images: np.ndarray, class_index: int = 1,
-                  layer: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``(grad_cam(...), grad_cam(..., guided=True))`` from one pass of gradients."""
-    import tensorflow as tf
-
-    layer = layer or last_conv_layer(model)
-    features, grads, input_grads = _gradients(model, images, class_index, layer)
-    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)  # α_k^c: pooled gradients
-    cams = tf.nn.relu(tf.reduce_sum(weights * tf.cast(features, tf.float32), axis=-1)).numpy()
-    maps = _normalise(_upsample(cams, np.shape(images)[1:3]))
-    pixel = np.maximum(np.sum(input_grads.numpy() * np.asarray(images, np.float32), axis=-1), 0.0)
-    return maps, _normalise(maps * pixel)
+def grad_cam_pair(model, images: np.ndarray, class_index: int = 1, layer: str | None = None,
+                  guided_layer: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(grad_cam(..., layer=layer), grad_cam(..., layer=guided_layer, guided=True))`` from one
+    pass of gradients (defaults as in :func:`grad_cam`)."""
+    layer = layer or explained_layer(model)
+    guided_layer = guided_layer or last_conv_layer(model)
+    size = np.shape(images)[1:3]
+    ((features, grads), (coarse, coarse_grads)), input_grads = _gradients(
+        model, images, class_index, [layer, guided_layer])
+    hires = np.maximum(np.sum(grads * features, axis=-1), 0.0)
+    classic = np.maximum(np.sum(coarse_grads.mean(axis=(1, 2), keepdims=True) * coarse, axis=-1),
+                         0.0)  # α_k^c: the gradients averaged over the map
+    pixel = np.maximum(np.sum(input_grads * np.asarray(images, np.float32), axis=-1), 0.0)
+    return (_normalise(_upsample(hires, size)),
+            _normalise(_normalise(_upsample(classic, size)) * pixel))
 
 
 def occlusion(predict, images: np.ndarray, class_index: int = 1, patch: int = 8,
@@ -225,9 +274,10 @@ def explain_dataset(run_dir, ds_dir, out_dir, *, split: str = "test", limit: int
 
     Returns
     -------
-    dict written as ``explain.json``: ``n``, ``layer``, ``cases`` (file, kind, label, predicted,
-    probability) and, when the records have lesion masks, ``pointing_game`` per method — the share
-    of correctly classified positive images whose heat-map maximum lies inside the mask.
+    dict written as ``explain.json``: ``n``, ``layer`` (Grad-CAM's), ``guided_layer`` (guided
+    Grad-CAM's coarse map), ``cases`` (file, kind, label, predicted, probability) and, when the
+    records have lesion masks, ``pointing_game`` per method — the share of correctly classified
+    positive images whose heat-map maximum lies inside the mask.
     """
     from medzoo.datasets import manifest, records, splits
     from medzoo.training.fit import read_config
@@ -254,7 +304,8 @@ def explain_dataset(run_dir, ds_dir, out_dir, *, split: str = "test", limit: int
     probabilities = np.asarray(model(images, training=False))
     labels = np.array([r["label"] for r in recs])
     heat, guided = grad_cam_pair(model, images, class_index)
-    summary = {"split": split, "fold": fold, "n": len(recs), "layer": last_conv_layer(model),
+    summary = {"split": split, "fold": fold, "n": len(recs), "layer": explained_layer(model),
+               "guided_layer": last_conv_layer(model),
                "class": classes[class_index], "score": "class score before the head's activation"}
     masks = [r["mask"] for r in recs]
     correct_positive = (probabilities.argmax(1) == class_index) & (labels == class_index)
