@@ -42,15 +42,21 @@ from medzoo.errors import InputError
 SCHEMA_VERSION = 1
 
 FILES_PER_CHUNK = 16
-"""Files decoded per task (a series folder is never split)."""
+"""Files decoded per chunk of tasks (a series folder is never split; see :func:`_chunks`)."""
+
+FIRST_CHUNK_FILES = 4
+"""Files in the first chunk, which this process times before it starts any worker."""
 
 PARALLEL_MIN_SECONDS = {"fork": 0.15, "spawn": 1.5}
 """Start workers only when the decode time still ahead, estimated, exceeds this (per start
 method: a spawned worker re-imports numpy and pydicom, about 0.5 s of CPU each)."""
 
 CHUNKS_QUEUED_PER_WORKER = 2
-"""Chunks handed to each worker process ahead of time (and the most this process decodes ahead
-of the chunk due next, per decoding process): what bounds the results held in memory."""
+"""Chunks each worker process has queued (handed out, not yet finished)."""
+
+CHUNKS_HELD_PER_PROCESS = 4
+"""Chunks decoded ahead of the one due next, or in flight, per decoding process: what bounds
+the results held in memory."""
 
 FILE_TIMEOUT_SECONDS = 120.0
 """A file whose decoding takes longer is rejected ("decoding timed out"), not waited for."""
@@ -519,15 +525,30 @@ def worker_imports_tensorflow() -> bool:
 # --------------------------------------------------------------------------- main side
 
 
-def _chunks(tasks, files_per_chunk=None):
-    files_per_chunk = files_per_chunk or FILES_PER_CHUNK
+def _task_files(task) -> int:
+    return sum(len(files) for _, files, _ in task[0])
+
+
+def _chunks(tasks, workers: int = 1):
+    """Consecutive tasks grouped into chunks of about :data:`FILES_PER_CHUNK` files (a task, one
+    labels.csv row, is never split).
+
+    The first chunk is :data:`FIRST_CHUNK_FILES` files: this process times it to decide whether
+    worker processes will pay (the sooner it knows, the sooner they start). Towards the end
+    chunks shrink to what is left over ``2 × workers`` (guided self-scheduling), so that no
+    process is still decoding a whole chunk while the others have nothing left to do.
+    """
+    remaining = sum(_task_files(task) for task in tasks)
+    target = min(FILES_PER_CHUNK, FIRST_CHUNK_FILES)
     chunk, n = [], 0
     for task in tasks:
         chunk.append(task)
-        n += sum(len(files) for _, files, _ in task[0])
-        if n >= files_per_chunk:
+        n += _task_files(task)
+        if n >= target:
             yield chunk
+            remaining -= n
             chunk, n = [], 0
+            target = max(1, min(FILES_PER_CHUNK, remaining // (2 * max(1, int(workers)))))
     if chunk:
         yield chunk
 
@@ -555,64 +576,104 @@ def worker_start_method() -> str:
 def iter_outcomes(tasks, options: Options, workers: int = 1, parallel: str = "auto", stats=None):
     """Outcomes of :func:`decode_task` for every task, in task order.
 
-    Tasks are decoded in chunks of about :data:`FILES_PER_CHUNK` files by up to ``workers``
-    processes, this one included: up to ``workers - 1`` worker processes are started (see
-    :func:`worker_start_method`), and only when worthwhile: ``parallel="auto"`` measures the
-    first chunk here and starts them when the remaining work is estimated above
-    :data:`PARALLEL_MIN_SECONDS`; ``parallel="always"`` starts them at once (tests),
-    ``"never"`` never does. Chunks are handed out in order: each worker has
-    :data:`CHUNKS_QUEUED_PER_WORKER` queued, and this process, rather than wait for the chunk
-    due next, decodes the next chunk nobody has claimed (while it holds fewer than
-    ``CHUNKS_QUEUED_PER_WORKER × workers`` decoded chunks). ``stats`` (a dict) receives
-    ``workers_started`` (worker processes, this one not counted), ``start_method``, ``chunks``
-    and ``chunks_here`` (decoded by this process).
+    Tasks are decoded in chunks (:func:`_chunks`) by up to ``workers`` processes, this one
+    included: up to ``workers - 1`` worker processes are started (see
+    :func:`worker_start_method`), and only when worthwhile: ``parallel="auto"`` times the first
+    chunk here and starts them when the remaining work is estimated above
+    :data:`PARALLEL_MIN_SECONDS`; ``parallel="always"`` starts them at once (tests), ``"never"``
+    never does. Chunks are handed out in order: each worker has :data:`CHUNKS_QUEUED_PER_WORKER`
+    queued, and this process, rather than wait for the chunk due next, decodes the next chunk
+    nobody has claimed, one task at a time, topping up the workers' queues between tasks (while
+    fewer than ``CHUNKS_HELD_PER_PROCESS × workers`` chunks are decoded ahead or in flight).
+    ``stats`` (a dict) receives ``workers_started`` (worker processes, this one not counted),
+    ``start_method``, ``chunks`` and ``chunks_here`` (decoded by this process).
     """
     if parallel not in ("auto", "always", "never"):
         raise ValueError(f"Argument `parallel` must be auto, always or never. "
                          f"Received: parallel={parallel!r}")
-    chunks = list(_chunks(tasks))
-    sizes = [sum(len(files) for task in chunk for _, files, _ in task[0]) for chunk in chunks]
-    unclaimed = sum(sizes)  # files in chunks nobody has started
     _init_worker(options)
-    helpers = max(0, int(workers) - 1) if parallel != "never" else 0
-    pool, futures, ready, claimed = None, {}, {}, 0
-    busy, done_here = 0.0, 0
-    if stats is not None:
-        stats.update(workers_started=0, chunks=len(chunks), chunks_here=0)
+    scheduler = _Scheduler(list(_chunks(tasks, workers if parallel != "never" else 1)),
+                           options, workers, parallel, stats if stats is not None else {})
     try:
-        for i in range(len(chunks)):
-            while i not in ready:
-                if pool is None and helpers and (parallel == "always" or (
-                        done_here and busy / done_here * unclaimed
-                        > PARALLEL_MIN_SECONDS[worker_start_method()])):
-                    method = worker_start_method()
-                    pool = ProcessPoolExecutor(max_workers=helpers,
-                                               mp_context=multiprocessing.get_context(method),
-                                               initializer=_init_worker, initargs=(options,))
-                    if stats is not None:
-                        stats.update(workers_started=helpers, start_method=method)
-                while (pool is not None and claimed < len(chunks)
-                       and len(futures) < CHUNKS_QUEUED_PER_WORKER * helpers):
-                    futures[claimed] = pool.submit(decode_chunk, chunks[claimed])
-                    unclaimed -= sizes[claimed]
-                    claimed += 1
-                if i in futures and (futures[i].done() or claimed == len(chunks)
-                                     or len(ready) >= CHUNKS_QUEUED_PER_WORKER * workers):
-                    ready[i] = futures.pop(i).result()
-                else:  # chunk i is unclaimed (then k == i) or still with a worker
-                    k = claimed
-                    claimed += 1
-                    unclaimed -= sizes[k]
-                    t0 = time.perf_counter()
-                    ready[k] = decode_chunk(chunks[k])
-                    busy += time.perf_counter() - t0
-                    done_here += sizes[k]
-                    if stats is not None:
-                        stats["chunks_here"] += 1
-            yield from ready.pop(i)
+        yield from scheduler
     finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        scheduler.close()
+
+
+class _Scheduler:
+    """The state of :func:`iter_outcomes`: which chunks are claimed, queued, decoded."""
+
+    def __init__(self, chunks, options, workers, parallel, stats):
+        self.chunks, self.options, self.parallel, self.stats = chunks, options, parallel, stats
+        self.sizes = [sum(_task_files(task) for task in chunk) for chunk in chunks]
+        self.unclaimed = sum(self.sizes)  # files in chunks nobody has started
+        self.helpers = max(0, int(workers) - 1) if parallel != "never" else 0
+        self.held = CHUNKS_HELD_PER_PROCESS * max(1, int(workers))  # decoded or in flight
+        self.pool, self.futures, self.ready, self.claimed = None, {}, {}, 0
+        self.busy, self.done_here = 0.0, 0  # this process's decoding: seconds, files
+        stats.update(workers_started=0, chunks=len(chunks), chunks_here=0)
+
+    def __iter__(self):
+        for i in range(len(self.chunks)):
+            while i not in self.ready:
+                self._start_workers_if_worthwhile()
+                self._feed()
+                if i in self.ready:
+                    break
+                if i in self.futures and (self.claimed == len(self.chunks) or self._full()):
+                    self.ready[i] = self.futures.pop(i).result()  # nothing else to do: wait
+                else:  # chunk i is unclaimed (then it is the one claimed) or with a worker
+                    self._decode_here(self._claim())
+            yield from self.ready.pop(i)
+
+    def _full(self) -> bool:
+        return len(self.futures) + len(self.ready) >= self.held
+
+    def _claim(self) -> int:
+        k = self.claimed
+        self.claimed += 1
+        self.unclaimed -= self.sizes[k]
+        return k
+
+    def _start_workers_if_worthwhile(self):
+        if self.pool is not None or not self.helpers:
+            return
+        method = worker_start_method()
+        if self.parallel == "always" or (self.done_here and self.busy / self.done_here
+                                         * self.unclaimed > PARALLEL_MIN_SECONDS[method]):
+            self.pool = ProcessPoolExecutor(max_workers=self.helpers,
+                                            mp_context=multiprocessing.get_context(method),
+                                            initializer=_init_worker, initargs=(self.options,))
+            self.stats.update(workers_started=self.helpers, start_method=method)
+
+    def _feed(self):
+        """Collect what workers finished (a finished chunk waiting for its turn must not count
+        as queued work) and top their queues up."""
+        if self.pool is None:
+            return
+        for k in [k for k, future in self.futures.items() if future.done()]:
+            self.ready[k] = self.futures.pop(k).result()
+        while (self.claimed < len(self.chunks) and not self._full()
+               and len(self.futures) < CHUNKS_QUEUED_PER_WORKER * self.helpers):
+            k = self._claim()
+            self.futures[k] = self.pool.submit(decode_chunk, self.chunks[k])
+
+    def _decode_here(self, k: int):
+        """Decode chunk ``k`` in this process, a task at a time, feeding the workers between
+        tasks (their queues would otherwise run dry while this process is busy)."""
+        t0 = time.perf_counter()
+        out = []
+        for task in self.chunks[k]:
+            out.append(decode_task(task))
+            self._feed()
+        self.ready[k] = out
+        self.busy += time.perf_counter() - t0
+        self.done_here += self.sizes[k]
+        self.stats["chunks_here"] += 1
+
+    def close(self):
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 class RecordStream:
