@@ -78,7 +78,11 @@ def train_rate(ds: Path, out: Path, workers: int, strategy: str, epochs: int, ba
 
 
 def inference_rates(ds: Path, workdir: Path, repeats: int) -> dict[str, float]:
-    import ray
+    try:
+        import ray
+    except ImportError:
+        raise SystemExit("bench/scale.py: the inference part needs the Ray extra: "
+                         "pip install 'medzoo[ray]'") from None
 
     from medzoo.evaluation.evaluate import evaluate
     from medzoo.export.exporter import export_run
@@ -86,7 +90,7 @@ def inference_rates(ds: Path, workdir: Path, repeats: int) -> dict[str, float]:
 
     train("cnn", ds, workdir / "infer-run", epochs=1, batch_size=16, seed=0, verbose=0)
     export = export_run(workdir / "infer-run", workdir / "models")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     rates: dict[str, float] = {}
     try:
         for engine in ("local", "ray"):

@@ -40,6 +40,7 @@ def connect(address: str | None = None):
         raise InputError("--engine ray needs the optional Ray extra: pip install 'medzoo[ray]'. "
                          "Received: no module named 'ray'") from None
     if not ray.is_initialized():
+        _check_reachable(address)
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False,
                      configure_logging=False)
@@ -49,6 +50,27 @@ def connect(address: str | None = None):
                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
                              ) from None
     return ray
+
+
+def _check_reachable(address: str | None, timeout: float = 10.0) -> None:
+    """Refuse a ``host:port`` (or ``ray://host:port``) where nothing answers, at once.
+
+    ``ray.init`` would wait for such a cluster for many minutes instead of failing.
+    """
+    if not address or address in ("auto", "local"):
+        return
+    body = address.split("://", 1)[1] if "://" in address else address
+    host, _, port = body.rstrip("/").rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError(f"--address must look like host:port or ray://host:port "
+                         f"(e.g. ray://head:10001). Received: {address!r}")
+    import socket
+
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise InputError(f"--address: cannot connect Ray to {address} "
+                         f"({exc.strerror or type(exc).__name__})") from None
 
 
 def _pack(raw: dict) -> bytes:

@@ -93,42 +93,73 @@ def fit(net, dist, train_ds, *, validation_data=None, epochs: int = 1, verbose: 
         size = max(class_weight) + 1
         weights = tf.constant([float(class_weight.get(k, 1.0)) for k in range(size)], tf.float32)
 
+    variables = net.trainable_variables
+    output_shape = tuple(net.outputs[0].shape)[1:]
+
     def replica_step(x, y):
         context = tf.distribute.get_replica_context()
-        with tf.GradientTape() as tape:
-            y_pred = net(x, training=True)
-            values = _per_example(loss_fn, y, y_pred)
-            if weights is not None:
-                values = values * tf.gather(weights, tf.cast(tf.reshape(y, [-1]), tf.int32))
-            local_n = tf.cast(tf.shape(values)[0], tf.float32)
-            global_n = context.all_reduce(tf.distribute.ReduceOp.SUM, local_n)
-            loss = tf.reduce_sum(values) / tf.maximum(global_n, 1.0)
-            if net.losses:  # regularisers: counted once over all replicas
-                loss += tf.add_n(net.losses) / strategy.num_replicas_in_sync
-        grads = tape.gradient(loss, net.trainable_variables)
-        net.optimizer.apply_gradients(zip(grads, net.trainable_variables))
-        return tf.reduce_sum(values), local_n, y, y_pred
+        local_n = tf.cast(tf.shape(tf.nest.flatten(x)[0])[0], tf.float32)
+        global_n = context.all_reduce(tf.distribute.ReduceOp.SUM, local_n)
+        # Workers rarely hold the same number of training records (FILE sharding gives whole
+        # shards), so near the end of an epoch one may have nothing left while another still
+        # has a batch: it then gets an empty batch, on which the model must not run (convolutions
+        # on CPU fail on a batch of 0), and contributes zero gradients to the all-reduce.
+        with_data = context.all_reduce(tf.distribute.ReduceOp.SUM,
+                                       tf.cast(local_n > 0, tf.float32))
+
+        def step_on_data():
+            with tf.GradientTape() as tape:
+                y_pred = tf.cast(net(x, training=True), tf.float32)
+                values = _per_example(loss_fn, y, y_pred) * example_weights(y)
+                loss = tf.reduce_sum(values) / tf.maximum(global_n, 1.0)
+                if net.losses:  # regularisers: counted once over the replicas that ran
+                    loss += tf.add_n(net.losses) / tf.maximum(with_data, 1.0)
+            grads = tape.gradient(loss, variables)
+            grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
+            return grads, tf.reduce_sum(values), y_pred
+
+        def no_data():
+            return ([tf.zeros_like(v) for v in variables], tf.constant(0.0),
+                    tf.zeros([0, *output_shape], tf.float32))
+
+        grads, loss_sum, y_pred = tf.cond(local_n > 0, step_on_data, no_data)
+        net.optimizer.apply_gradients(zip(grads, variables))
+        return loss_sum, local_n, y, y_pred, example_weights(y)
+
+    def example_weights(y):
+        """Keras turns ``class_weight`` into per-example weights for the loss and the metrics."""
+        if weights is None:
+            return tf.ones([tf.shape(y)[0]], tf.float32)
+        return tf.gather(weights, tf.cast(tf.reshape(y, [-1]), tf.int32))
 
     @tf.function
     def train_step(batch):
-        loss_sum, n, y, y_pred = strategy.run(replica_step, args=batch)
+        loss_sum, n, y, y_pred, w = strategy.run(replica_step, args=batch)
         total = strategy.reduce(tf.distribute.ReduceOp.SUM, loss_sum, axis=None)
         count = strategy.reduce(tf.distribute.ReduceOp.SUM, n, axis=None)
         return (total, count, strategy.gather(tf.reshape(n, [1]), axis=0),
-                strategy.gather(y, axis=0), strategy.gather(y_pred, axis=0))
+                strategy.gather(y, axis=0), strategy.gather(y_pred, axis=0),
+                strategy.gather(w, axis=0))
 
     @tf.function
-    def val_step(x, y):
+    def val_step(x, y, w):
         y_pred = net(x, training=False)
-        return tf.reduce_sum(_per_example(loss_fn, y, y_pred)), tf.cast(tf.shape(y_pred)[0], tf.float32), y_pred
+        values = _per_example(loss_fn, y, y_pred)
+        if w is not None:
+            values = values * tf.cast(w, values.dtype)
+        return tf.reduce_sum(values), tf.cast(tf.shape(y_pred)[0], tf.float32), y_pred
 
     def evaluate() -> dict:
+        """Validation as ``fit`` does it; batches may carry per-example weights (``--balance``):
+        the loss is then sum(weight · loss) / n and the metrics are weighted too."""
         net.reset_metrics()
         total = count = 0.0
-        for x, y in validation_data:
-            loss_sum, n, y_pred = val_step(x, y)
+        results = {}
+        for x, y, *rest in validation_data:
+            w = rest[0] if rest else None
+            loss_sum, n, y_pred = val_step(x, y, w)
             total, count = total + float(loss_sum), count + float(n)
-            results = net.compute_metrics(None, y, y_pred, None)
+            results = net.compute_metrics(None, y, y_pred, w)
         logs = {k: float(v) for k, v in results.items() if k != "loss"}
         return {"loss": total / max(count, 1.0), **logs}
 
@@ -151,11 +182,11 @@ def fit(net, dist, train_ds, *, validation_data=None, epochs: int = 1, verbose: 
         total, count, step = 0.0, 0.0, 0
         for batch in dist_train:
             callback_list.on_train_batch_begin(step)
-            loss_sum, n, per_worker, y, y_pred = train_step(batch)
+            loss_sum, n, per_worker, y, y_pred, w = train_step(batch)
             if epoch == initial_epoch:  # what each worker read: FILE sharding splits it
                 seen[:] = [a + int(b) for a, b in zip(seen, per_worker.numpy())]
             total, count = total + float(loss_sum), count + float(n)
-            metrics = net.compute_metrics(None, y, y_pred, None)
+            metrics = net.compute_metrics(None, y, y_pred, w if weights is not None else None)
             callback_list.on_train_batch_end(step, {"loss": total / max(count, 1.0)})
             step += 1
         logs = {k: float(v) for k, v in metrics.items() if k != "loss"} if step else {}

@@ -15,7 +15,9 @@ ray = pytest.importorskip("ray", reason="the Ray extra is not installed: pip ins
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # "local": a new instance of our own, never a cluster that RAY_ADDRESS or a `ray start` on
+    # this machine would connect the test to
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
@@ -70,6 +72,29 @@ def test_a_damaged_shard_is_one_clear_error(local_ray, tmp_path):
         evaluate(model, ds, tmp_path / "eval", split="all", n_boot=0, charts=False, engine="ray")
 
 
+def test_an_address_where_no_ray_listens_is_one_clear_error(tmp_path):
+    """Exit 2 and one line at once (ray.init itself would wait for that cluster for minutes)."""
+    import socket
+    import time
+
+    ds, _, _ = write_dataset(tmp_path / "ds", patients=6, slices=1)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nothing listens there
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "medzoo", "evaluate", str(write_onnx(tmp_path / "m.onnx")),
+         "--data", str(ds), "--out", str(tmp_path / "e"), "--split", "all", "--engine", "ray",
+         "--address", f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=120)
+    lines = [line for line in result.stderr.splitlines()  # not onnxruntime's note on the
+             if line.strip() and "W:onnxruntime" not in line]  # test model's spare initializer
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"medzoo evaluate: error: --address: cannot connect Ray to "
+                               f"127.0.0.1:{port}"), lines[0]
+    assert time.monotonic() - started < 60
+    assert not (tmp_path / "e" / "metrics.json").exists()
+
+
 def test_unknown_engine_and_no_ray_or_tensorflow_at_import(tmp_path):
     from medzoo.errors import InputError
     from medzoo.evaluation.evaluate import evaluate
@@ -77,7 +102,15 @@ def test_unknown_engine_and_no_ray_or_tensorflow_at_import(tmp_path):
     ds, _, _ = write_dataset(tmp_path / "ds", patients=6, slices=1)
     with pytest.raises(InputError, match="--engine must be one of local, ray. Received: 'spark'"):
         evaluate(write_onnx(tmp_path / "m.onnx"), ds, tmp_path / "e", split="all", engine="spark")
-    code = ("import sys, medzoo.evaluation.evaluate, medzoo.evaluation.ray_engine; "
+    code = ("import sys, medzoo.evaluation, medzoo.evaluation.evaluate, "
+            "medzoo.evaluation.ray_engine; "
             "print(sorted(m for m in ('ray', 'tensorflow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
+    # nor does the command line's help, evaluate's included (where --engine ray is offered)
+    code = ("import sys\nfrom medzoo.cli import main\n"
+            "for argv in (['--help'], ['evaluate', '--help']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "print(sorted(m for m in ('ray', 'tensorflow') if m in sys.modules), file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "--engine {local,ray}" in out.stdout and out.stderr.strip() == "[]", out.stderr

@@ -24,6 +24,10 @@ USER, PASSWORD = "medzoo-test", "s3cret-for-tests"
 CALLING_AET = "MEDZOO"
 PLUGIN_PATHS = ("/usr/share/orthanc/plugins/libOrthancDicomWeb.so",
                 "/usr/lib/orthanc/libOrthancDicomWeb.so")
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY",
+                   "ALL_PROXY")
+# the test's own REST calls to Orthanc: never through a proxy the environment names
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def _free_port() -> int:
@@ -48,7 +52,7 @@ class Orthanc:
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": False,
                          "Host": "127.0.0.1", "Ssl": False},
             "DicomAlwaysAllowEcho": False, "DicomAlwaysAllowStore": False,
-            "DicomCheckModalityHost": True,
+            "DicomCheckModalityHost": True, "DicomCheckCalledAet": True,
             "DicomModalities": {"medzoo": {"AET": CALLING_AET, "Host": "127.0.0.1",
                                            "Port": _free_port(), "AllowEcho": True,
                                            "AllowFind": True, "AllowGet": True,
@@ -106,7 +110,7 @@ class Orthanc:
         request.add_header("Authorization", f"Basic {token}")
         if data is not None:
             request.add_header("Content-Type", "application/dicom")
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with _DIRECT.open(request, timeout=10) as response:
             return json.loads(response.read() or b"null")
 
     def upload(self, paths) -> int:
@@ -127,7 +131,7 @@ class Orthanc:
             request = urllib.request.Request(f"{self.url}/instances/{instance['ID']}/file")
             request.add_header("Authorization", "Basic " + b64encode(
                 f"{USER}:{PASSWORD}".encode()).decode())
-            with urllib.request.urlopen(request, timeout=10) as response:
+            with _DIRECT.open(request, timeout=10) as response:
                 datasets.append(pydicom.dcmread(io.BytesIO(response.read())))
         return datasets
 
@@ -176,7 +180,6 @@ def pacs_studies(tmp_path_factory):
 def running_orthanc(root, binary_and_plugin, files):
     """Start an Orthanc in `root`, upload `files`; a generator for fixtures (killed at the end:
     its storage is a temporary folder)."""
-    os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
     server = Orthanc(root, *binary_and_plugin)
     try:
         server.start()
@@ -279,6 +282,16 @@ class FlakyProxy:
     def __exit__(self, *exc):
         self.server.shutdown()
         self.server.server_close()
+
+
+@pytest.fixture(autouse=True)
+def _only_127_0_0_1(monkeypatch):
+    """No proxy from the environment may carry a test's traffic off this machine: medzoo (and
+    the medzoo processes the tests start) talk to 127.0.0.1 directly."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.setenv(name, "127.0.0.1,localhost")
 
 
 @pytest.fixture

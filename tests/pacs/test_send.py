@@ -82,6 +82,16 @@ def test_predict_send_files_seg_and_sr_under_the_source_study(
              if d.SOPClassUID in (SEG, SR)}
     assert again == stored  # the same SEG and SR (same UIDs), one of each per study
 
+    # pulling the studies again brings the images only: a SEG read as an image would be scored
+    # (predict) or trained on (ingest)
+    for target in (send_orthanc.dicomweb, f"dimse://{send_orthanc.dimse}"):
+        client = pacs.connect(target, credentials=pacs.load_credentials())
+        repulled = pull(client, tmp_path / f"again-{client.kind}", progress=False)
+        assert (repulled["found"], repulled["fetched"], repulled["not_images"]) == (6, 6, 6)
+        got = {str(pydicom.dcmread(str(p), stop_before_pixels=True).SOPInstanceUID)
+               for p in (tmp_path / f"again-{client.kind}").rglob("IM*.dcm")}
+        assert got == set().union(*source.values())
+
 
 def test_predict_send_with_a_refused_password_stops_before_predicting(
         send_orthanc, pacs_studies, tmp_path, monkeypatch, capsys):
@@ -99,3 +109,38 @@ def test_predict_send_with_a_refused_password_stops_before_predicting(
     assert len(lines) == 1 and lines[0].startswith("medzoo predict: error: DICOMweb server")
     assert "credentials refused (HTTP 401)" in lines[0] and "not-the-password" not in printed.err
     assert not out.exists()
+
+
+def test_predict_send_of_a_classifier_files_one_sr_per_study_over_dimse(
+        send_orthanc, pacs_studies, cnn_export, pacs_env, tmp_path, capsys):
+    """A classifier has no SEG to send: one SR per study (C-STORE from the command line), whose
+    finding is the positive class with the probability predict wrote."""
+    _, _, originals = pacs_studies
+    source = collections.defaultdict(set)
+    for path in originals:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+        source[str(ds.StudyInstanceUID)].add(str(ds.SOPInstanceUID))
+    before = {uid: {str(d.SOPInstanceUID) for d in send_orthanc.study_files(uid)}
+              for uid in source}
+    pulled, out = tmp_path / "pulled", tmp_path / "predicted"
+    pull(pacs.connect(send_orthanc.dicomweb, credentials=pacs.load_credentials()), pulled,
+         progress=False)
+    assert cli.main(["predict", str(cnn_export), str(pulled), "--out", str(out),
+                     "--send", f"dimse://{send_orthanc.dimse}", "--calling-aet", CALLING_AET]) == 0
+    assert "sent 0 DICOM SEG and 3 DICOM SR objects to DICOM node ORTHANC@127.0.0.1" in \
+        capsys.readouterr().out
+    document = json.loads((out / "studies.json").read_text())
+    positive_class = document["model"]["classes"][1]
+    found = []
+    for study_uid, images in source.items():
+        new = [d for d in send_orthanc.study_files(study_uid)
+               if str(d.SOPInstanceUID) not in before[study_uid]]
+        assert [str(d.SOPClassUID) for d in new] == [SR]  # one SR, no SEG
+        (sr,) = new
+        refs = {r.ReferencedSOPInstanceUID for st in sr.CurrentRequestedProcedureEvidenceSequence
+                for se in st.ReferencedSeriesSequence for r in se.ReferencedSOPSequence}
+        assert refs == images
+        assert positive_class.lower() in str(sr.ContentSequence).lower()
+        found.append(_probability(sr))
+    want = sorted(round(s["max_score"], 6) for s in document["studies"])
+    assert sorted(found) == pytest.approx(want, abs=1e-6)

@@ -25,11 +25,11 @@ TEST_FOLD = 1  # its training fold lies in shards 2, 3 and 4: both workers get s
 WORKER = """
 import sys
 from medzoo.training.fit import train
-ds, out, epochs, batch, lr, options, test_fold = sys.argv[1:8]
+ds, out, epochs, batch, lr, options, test_fold, extra = sys.argv[1:9]
 import json
 train("cnn", ds, out, epochs=int(epochs), batch_size=int(batch), seed=0, verbose=0,
       learning_rate=float(lr), model_options=json.loads(options), test_fold=int(test_fold),
-      strategy="multiworker")
+      strategy="multiworker", **json.loads(extra))
 """
 
 
@@ -46,7 +46,20 @@ def sharded_ds(tmp_path_factory):
     return root / "ds"
 
 
-def _launch(ds, run, tmp_dirs, logs):
+@pytest.fixture(scope="module")
+def imbalanced_sharded_ds(tmp_path_factory):
+    """As ``sharded_ds`` with one lesion patient in four: class weights 2/3 and 2."""
+    from medzoo.datasets.ingest import ingest
+    from medzoo.datasets.synth import write_synthetic
+
+    root = tmp_path_factory.mktemp("dist-imbalanced")
+    write_synthetic(root / "dicom", patients=12, size=16, slices=2, seed=1, positive_fraction=0.25)
+    ingest(root / "dicom", root / "dicom" / "labels.csv", root / "ds", size=16, folds=3, seed=0,
+           records_per_shard=4, key_file=root / "key")
+    return root / "ds"
+
+
+def _launch(ds, run, tmp_dirs, logs, *, epochs=EPOCHS, batch=GLOBAL_BATCH, extra=None):
     """Start one process per worker with its TF_CONFIG; worker i's TMPDIR is tmp_dirs[i]."""
     from medzoo.training.distribute import local_tf_configs
 
@@ -56,8 +69,8 @@ def _launch(ds, run, tmp_dirs, logs):
         env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3", TMPDIR=str(tmp),
                    TF_CONFIG=tf_config)
         procs.append(subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(ds), str(run), str(EPOCHS), str(GLOBAL_BATCH),
-             str(LEARNING_RATE), json.dumps(OPTIONS), str(TEST_FOLD)],
+            [sys.executable, "-c", WORKER, str(ds), str(run), str(epochs), str(batch),
+             str(LEARNING_RATE), json.dumps(OPTIONS), str(TEST_FOLD), json.dumps(extra or {})],
             env=env, stdout=log.open("w"), stderr=subprocess.STDOUT))
     return procs
 
@@ -157,15 +170,16 @@ def _resume_on_two_workers(ds, run, tmp_path):
     assert list(worker_tmp[1].iterdir()) == []
 
 
-def _check_matches_reference(run, single, reference, resumed_at):
+def _check_matches_reference(ds, run, single, reference, resumed_at):
     assert (run / "model.keras").is_file() and (run / "checkpoints" / "best.keras").is_file()
     assert not (run / "backup").exists()
     config = json.loads((run / "config.json").read_text())
     dist = config["distribution"]
     assert (dist["strategy"], dist["workers"], dist["replicas"]) == ("multiworker", 2, 2)
     assert dist["sharding"]["policy"] == "FILE"
-    per_worker = dist["examples_per_worker"]  # FILE sharding: each read part of the data
+    per_worker = dist["examples_per_worker"]  # FILE sharding: each read its whole shard files
     assert sum(per_worker) == config["data"]["counts"]["train"] and min(per_worker) > 0
+    assert per_worker == _train_ids_per_worker(ds)
 
     history, expected = _history(run), _history(single)
     val = [row["val_loss"] for row in expected]
@@ -195,7 +209,7 @@ def test_two_workers_resume_a_crashed_run_and_match_one_process(sharded_ds, tmp_
     reference, resumed_at = _train_reference(sharded_ds, single, snapshot=run, at_epoch=3)
     assert not (run / "model.keras").exists() and resumed_at < EPOCHS
     _resume_on_two_workers(sharded_ds, run, tmp_path)
-    _check_matches_reference(run, single, reference, resumed_at)
+    _check_matches_reference(sharded_ds, run, single, reference, resumed_at)
 
 
 def test_two_workers_killed_and_restarted_match_one_process(sharded_ds, tmp_path):
@@ -222,7 +236,66 @@ def test_two_workers_killed_and_restarted_match_one_process(sharded_ds, tmp_path
         "the first launch ended before a worker could be killed: " + logs[0].read_text()[-1500:])
     assert not (run / "model.keras").exists()
     _resume_on_two_workers(sharded_ds, run, tmp_path)
-    _check_matches_reference(run, single, reference, killed_at[0])
+    _check_matches_reference(sharded_ds, run, single, reference, killed_at[0])
+
+
+def _train_ids_per_worker(ds, workers=2):
+    """Training records each worker reads under FILE sharding: worker w gets shard files
+    w, w + workers, … (TensorFlow shards the file list), worked out from the shards themselves."""
+    from medzoo.datasets import manifest, splits
+    from medzoo.datasets.records import decode_example, iter_tfrecord, shard_paths
+    from medzoo.training.fit import split_record_ids
+
+    info = manifest.read_dataset_info(ds)
+    fold_of = splits.fold_assignment(ds, int(info["folds"]), int(info["seed"]))
+    train = set(split_record_ids(fold_of, TEST_FOLD, int(info["folds"]))["train"])
+    counts = [0] * workers
+    for i, shard in enumerate(shard_paths(ds)):
+        counts[i % workers] += sum(decode_example(data)["record_id"][0].decode() in train
+                                   for data in iter_tfrecord(shard))
+    return counts
+
+
+def test_two_workers_with_uneven_shards_and_several_steps_per_epoch(imbalanced_sharded_ds,
+                                                                    tmp_path):
+    """The usual case the full-batch tests above avoid: the workers hold different numbers of
+    training records (whole shards each), so late in every epoch one of them has an empty batch
+    while the other still trains. Class-weighted (--balance weights): validation batches carry
+    per-example weights. The loop's validation numbers must be what Keras computes."""
+    from medzoo.datasets import splits
+    from medzoo.training import fit
+    from medzoo.zoo import saving
+
+    ds = imbalanced_sharded_ds
+    per_worker = _train_ids_per_worker(ds)
+    batch = 4  # 2 per replica: 3 steps on the worker with 6 records, 1 on the one with 2
+    assert sorted(per_worker) == [2, 6], f"set-up: expected uneven shards, got {per_worker}"
+    run, logs = tmp_path / "run", [tmp_path / f"worker-{i}.log" for i in range(2)]
+    procs = _launch(ds, run, [tmp_path / "tmp-0", tmp_path / "tmp-1"], logs,
+                    epochs=3, batch=batch, extra={"balance": "weights"})
+    try:
+        _wait(procs, 240, logs)
+    finally:
+        _kill(procs)
+    for proc, log in zip(procs, logs):
+        assert proc.returncode == 0, log.read_text()[-3000:]
+    config = json.loads((run / "config.json").read_text())
+    assert sorted(config["class_weight"].values()) == pytest.approx([2 / 3, 2.0])  # set-up
+    assert config["distribution"]["sharding"]["policy"] == "FILE"
+    assert config["distribution"]["examples_per_worker"] == per_worker  # whole files each
+    history = _history(run)
+    assert [int(row["epoch"]) for row in history] == [0, 1, 2]
+    assert all(np.isfinite(row["loss"]) and row["loss"] > 0 for row in history)
+
+    fold_of = splits.fold_assignment(ds, config["folds"], config["split_seed"])
+    parts = fit.split_record_ids(fold_of, TEST_FOLD, config["folds"])
+    _, val_ds = fit.training_datasets(ds, parts, config, target="label")
+    best = saving.load_model(run / "checkpoints" / "best.keras")
+    fit._compile(best, "classification", LEARNING_RATE)
+    keras_says = best.evaluate(val_ds, verbose=0, return_dict=True)
+    best_row = min(history, key=lambda row: row["val_loss"])
+    assert best_row["val_loss"] == pytest.approx(keras_says["loss"], abs=1e-5)
+    assert best_row["val_accuracy"] == pytest.approx(keras_says["accuracy"], abs=1e-6)
 
 
 def _weights_at_start():
