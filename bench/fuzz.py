@@ -490,8 +490,25 @@ def seed_files(workdir: Path) -> list[Path]:
     by_name = {}
     for path in get_testdata_files():  # no pattern: never the network
         by_name.setdefault(os.path.basename(path), path)
-    seeds += [Path(by_name[name]) for name in CORPUS_SEEDS if name in by_name]
+    for name in CORPUS_SEEDS:
+        if name not in by_name:
+            continue
+        path = Path(by_name[name])
+        if name == "liver_1frame.dcm":  # 1-bit pixels, but a SEG, which ingest refuses as such:
+            path = _as_secondary_capture(path, workdir / name)  # keep fuzzing the 1-bit path
+        seeds.append(path)
     return seeds
+
+
+def _as_secondary_capture(src: Path, dst: Path) -> Path:
+    """A copy of ``src`` relabelled as a Secondary Capture image (same pixels)."""
+    import pydicom
+
+    ds = pydicom.dcmread(src)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.Modality = "OT"
+    ds.save_as(dst)
+    return dst
 
 
 def write_batch(seeds: list[Path], out: Path, n: int, seed: int, start: int = 0,

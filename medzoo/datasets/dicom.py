@@ -400,16 +400,37 @@ def _dataset(ds):
     return ds.dataset if isinstance(ds, _Header) else ds
 
 
+NON_IMAGE_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.66.": "segmentation, registration or fiducials",
+    "1.2.840.10008.5.1.4.1.1.88.": "structured report",
+    "1.2.840.10008.5.1.4.1.1.11.": "presentation state",
+    "1.2.840.10008.5.1.4.1.1.104.": "encapsulated document",
+}
+"""SOP Class UID prefixes of objects that are not images of the patient, with what they are."""
+
+
+def non_image_kind(sop_class_uid: str) -> str | None:
+    """What a SOP class that is not an image is ("structured report" …), else None."""
+    for prefix, kind in NON_IMAGE_SOP_CLASSES.items():
+        if sop_class_uid.startswith(prefix):
+            return kind
+    return None
+
+
 def check_header(ds) -> None:
-    """Refuse, before decoding, an object without pixels or one whose size is absurd.
+    """Refuse, before decoding, an object without pixels, one that is not an image (a DICOM SEG
+    holds a mask in its pixel data) or one whose size is absurd.
 
     Raises
     ------
     DicomRejected
-        ``no pixel data`` or ``image too large (…)``.
+        ``no pixel data``, ``not an image (…)`` or ``image too large (…)``.
     """
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise DicomRejected("no pixel data")
+    kind = non_image_kind(str(ds.get("SOPClassUID", "") or ""))
+    if kind:  # a SEG's frames are a mask, not an image of the patient
+        raise DicomRejected(f"not an image ({kind})")
     try:
         rows = int(ds.Rows)
         cols = int(ds.Columns)

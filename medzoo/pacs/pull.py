@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 from medzoo import __version__, fsio
+from medzoo.datasets.dicom import non_image_kind
 from medzoo.errors import InputError
 from medzoo.pacs.client import InstanceFailed, PacsError, TransientError
 
@@ -40,6 +41,20 @@ __all__ = ["pull", "PullSummary"]
 
 _FILE = re.compile(r"^IM(\d{5,})\.dcm$")
 _MAX_BACKOFF = 30.0
+
+# Objects in a study that are not images: a result filed back by `predict --send` (SEG, SR), key
+# objects, presentation states, RT plans and structures, documents. Ingest and predict would read
+# a SEG's mask as if it were an image, so they are left on the server (and counted).
+NON_IMAGE_MODALITIES = frozenset({"SEG", "SR", "KO", "PR", "DOC", "REG", "FID", "RTSTRUCT",
+                                  "RTPLAN", "RTRECORD", "PLAN", "RWV", "AU", "ECG", "HD"})
+
+
+def is_image(ref) -> bool:
+    """Whether an instance is an image that ingest and predict can read (by modality and class,
+    :func:`medzoo.datasets.dicom.non_image_kind`)."""
+    if (ref.modality or "").upper() in NON_IMAGE_MODALITIES:
+        return False
+    return non_image_kind(ref.sop_class or "") is None
 
 
 @dataclasses.dataclass
@@ -53,6 +68,7 @@ class PullSummary:
     skipped: int = 0
     failed: int = 0
     replaced: int = 0  # files on disk that were incomplete and are fetched again
+    not_images: int = 0  # SEG, SR, … found in the studies and left on the server
     failed_by_reason: dict = dataclasses.field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -177,7 +193,9 @@ def pull(client, out, *, query: dict | None = None, study_uids=(), workers: int 
     Returns
     -------
     dict
-        :class:`PullSummary` counts plus ``out``; ``found == fetched + skipped + failed``.
+        :class:`PullSummary` counts plus ``out``; ``found == fetched + skipped + failed`` counts
+        images only: objects that are not (:func:`is_image`: SEG, SR, presentation states, …)
+        are counted in ``not_images`` and not fetched.
 
     Raises
     ------
@@ -201,13 +219,14 @@ def pull(client, out, *, query: dict | None = None, study_uids=(), workers: int 
 
         key = load_or_create_key(key_file)
 
-    refs = client.find_instances(query or {}, list(study_uids or ()))
-    refs = _in_order(refs)
+    found = _in_order(client.find_instances(query or {}, list(study_uids or ())))
+    refs = [r for r in found if is_image(r)]
     out.mkdir(parents=True, exist_ok=True)
     layout = _Layout(out, key)
     layout.scan()
 
     summary = PullSummary(found=len(refs), replaced=layout.replaced,
+                          not_images=len(found) - len(refs),
                           studies=len({r.study_uid for r in refs}),
                           series=len({(r.study_uid, r.series_uid) for r in refs}))
     todo = []
@@ -322,5 +341,7 @@ def describe(summary: dict) -> str:
             f"{summary['skipped']} already on disk, failed {summary['failed']}")
     if summary.get("replaced"):
         line += f" ({summary['replaced']} incomplete files fetched again)"
+    if summary.get("not_images"):
+        line += f"; left {summary['not_images']} non-image objects (SEG, SR, …) on the server"
     return line + f" → {summary['out']}"
 

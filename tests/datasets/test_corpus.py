@@ -43,6 +43,11 @@ def test_pydicom_corpus_is_fully_accounted_for(tmp_path, key_file):
     assert len(index) == result["records"] >= result["loaded"]
     reasons = {r["reason"].split(" 1.2")[0] for r in rejected}
     assert "not DICOM" in reasons and "no pixel data" in reasons
+    # a DICOM SEG holds a mask in its pixel data: not an image of the patient
+    segs = [r for r in rejected if r["path"].endswith(("_liver_1frame.dcm",
+                                                       "_liver_expb_1frame.dcm"))]
+    assert len(segs) == 2
+    assert {r["reason"] for r in segs} == {"not an image (segmentation, registration or fiducials)"}
 
     # before windowing/resizing the values are pydicom's modality LUT output
     checked = 0
