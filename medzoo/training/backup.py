@@ -5,10 +5,17 @@ write leaves a truncated file that the next run cannot open. Here every epoch's 
 new file (written under a temporary name, then renamed), and ``state.json`` — itself replaced
 atomically — names the file to resume from. Whatever instant the process dies, ``state.json``
 points at a complete weights file.
+
+The backup callback goes last in a run's callbacks, after the history logger: a kill between the
+two then leaves an epoch logged twice (the resumed run logs it again, and
+:func:`medzoo.training.curves.read_history` keeps the last row), never an epoch not logged.
+:func:`make_best_checkpoint` keeps the best model the same way: written beside its place and
+renamed, and still the best over a run that was killed and resumed.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from pathlib import Path
@@ -51,3 +58,37 @@ def make_backup_callback(backup_dir):
             shutil.rmtree(backup_dir, ignore_errors=True)
 
     return AtomicBackupAndRestore()
+
+
+def make_best_checkpoint(path, history_csv, monitor: str = "val_loss"):
+    """A ``keras.callbacks.Callback`` keeping the model of the lowest ``monitor`` at ``path``.
+
+    Like ``ModelCheckpoint(save_best_only=True)``, but crash-safe: the model is saved beside
+    ``path`` and renamed over it (a kill never leaves a cut-short file), and a resumed run
+    compares against the best value its killed predecessor logged in ``history_csv`` for the
+    epochs before the resumed one, so a worse epoch after a restart does not replace a better
+    model saved before it.
+    """
+    import keras
+
+    from medzoo.training.curves import read_history
+
+    path, history_csv = Path(path), Path(history_csv)
+
+    class BestCheckpoint(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.best = None
+
+        def on_epoch_end(self, epoch, logs=None):
+            if self.best is None:  # the first epoch of this fit: is it a resumed one?
+                earlier = [row[monitor] for row in read_history(history_csv)
+                           if row["epoch"] < epoch and monitor in row] if path.is_file() else []
+                self.best = min(earlier, default=math.inf)
+            value = (logs or {}).get(monitor)
+            if value is None or not value < self.best:
+                return
+            self.best = float(value)
+            with fsio.atomic_path(path, suffix=".keras") as tmp:
+                self.model.save(tmp)
+
+    return BestCheckpoint()

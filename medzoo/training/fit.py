@@ -392,17 +392,16 @@ def class_weights(ds_dir, record_ids, num_classes: int) -> dict[int, float]:
 def _callbacks(run_dir: Path, patience: int, epochs: int) -> list:
     import keras
 
-    from medzoo.training.backup import make_backup_callback
+    from medzoo.training.backup import make_backup_callback, make_best_checkpoint
 
     return [
-        make_backup_callback(run_dir / "backup"),
-        keras.callbacks.ModelCheckpoint(str(run_dir / "checkpoints" / "best.keras"),
-                                        monitor="val_loss", save_best_only=True),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+        make_best_checkpoint(run_dir / "checkpoints" / "best.keras", run_dir / "history.csv"),
         # Small validation folds are noisy early on: never stop in the first half of the schedule.
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
                                       start_from_epoch=epochs // 2),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, profile_batch=0),
+        make_backup_callback(run_dir / "backup"),  # last: after the epoch is logged and saved
     ]
 
 

@@ -76,10 +76,10 @@ def train_gan(ds_dir, out, *, epochs: int = 30, batch_size: int = 32, test_fold:
     # The tracker writes into the epoch's logs, so it must run before the CSV logger.
     gan.fit(data, epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=verbose,
             shuffle=False, callbacks=[
-        make_backup_callback(out / "backup"),
         *tracking,
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
         SampleGrid(out / "samples", len(info["classes"]), seed=seed),
+        make_backup_callback(out / "backup"),  # last: after the epoch is logged
     ])
     config["train_seconds"] = round(time.monotonic() - started, 2)
     with fsio.atomic_path(out / "generator.keras", suffix=".keras") as tmp:

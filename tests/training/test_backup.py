@@ -31,3 +31,36 @@ def test_resume_ignores_a_weights_file_cut_short_by_a_kill(tmp_path):
     np.testing.assert_array_equal(np.asarray(fresh.get_layer("fc").kernel), 2.0)
     restore.on_train_end()
     assert not backup.exists()
+
+
+def test_a_resumed_run_keeps_the_better_model_saved_before_the_kill(tmp_path):
+    from medzoo.training.backup import make_best_checkpoint
+    from medzoo.training.fit import _callbacks
+
+    best, history = tmp_path / "checkpoints" / "best.keras", tmp_path / "history.csv"
+    model = _model()
+    first = make_best_checkpoint(best, history)
+    first.set_model(model)
+    first.on_train_begin()
+    rows = ["epoch,loss,val_loss"]
+    for epoch, val_loss in enumerate([0.5, 0.3, 0.4]):
+        rows.append(f"{epoch},1.0,{val_loss}")
+        history.write_text("\n".join(rows) + "\n")
+        first.on_epoch_end(epoch, {"val_loss": val_loss})
+    saved = best.stat().st_mtime_ns
+    assert [p.name for p in best.parent.iterdir()] == ["best.keras"]  # no temporary left
+
+    # killed after epoch 2 was logged; the resumed run redoes epoch 2 (logged twice) and goes on
+    resumed = make_best_checkpoint(best, history)
+    resumed.set_model(_model())
+    resumed.on_train_begin()
+    for epoch, val_loss in [(2, 0.35), (3, 0.32)]:
+        resumed.on_epoch_end(epoch, {"val_loss": val_loss})
+    assert best.stat().st_mtime_ns == saved, "a worse epoch replaced the best model"
+    resumed.on_epoch_end(4, {"val_loss": 0.2})
+    assert best.stat().st_mtime_ns != saved
+
+    # the epoch is logged (and the best model saved) before the backup says it is done
+    names = [type(c).__name__ for c in _callbacks(tmp_path / "run", patience=3, epochs=10)]
+    assert names.index("CSVLogger") < names.index("BestCheckpoint") < len(names) - 1
+    assert names[-1] == "AtomicBackupAndRestore"
