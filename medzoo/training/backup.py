@@ -6,9 +6,9 @@ new file (written under a temporary name, then renamed), and ``state.json`` — 
 atomically — names the file to resume from. Whatever instant the process dies, ``state.json``
 points at a complete weights file.
 
-The backup callback goes last in a run's callbacks, after the history logger: a kill between the
-two then leaves an epoch logged twice (the resumed run logs it again, and
-:func:`medzoo.training.curves.read_history` keeps the last row), never an epoch not logged.
+The backup callback goes last in a run's callbacks, after the history logger, so that an epoch
+is logged before it counts as done; a kill between the two leaves rows of epochs the backup does
+not hold, which the resumed run cuts off before logging them again: one row per epoch.
 :func:`make_best_checkpoint` keeps the best model the same way: written beside its place and
 renamed, and still the best over a run that was killed and resumed.
 """
@@ -25,8 +25,28 @@ from medzoo import fsio
 STATE = "state.json"
 
 
-def make_backup_callback(backup_dir):
-    """A ``keras.callbacks.Callback`` that backs up after every epoch and restores on start."""
+def _drop_history_from(history_csv: Path, epoch: int) -> None:
+    """Cut ``history_csv`` (a CSVLogger file) before its first row of ``epoch`` or later: the rows
+    a killed run logged after its last backup, which the resumed run logs again. Truncated in
+    place (one system call), so a logger that already holds the file open for appending goes on
+    at the new end."""
+    if not history_csv.is_file():
+        return
+    offset = 0
+    with open(history_csv, "rb") as fh:
+        lines = fh.readlines()
+    for i, line in enumerate(lines):
+        first = line.split(b",", 1)[0].strip()
+        if i and first.isdigit() and int(first) >= epoch:
+            with open(history_csv, "r+b") as fh:
+                fh.truncate(offset)
+            return
+        offset += len(line)
+
+
+def make_backup_callback(backup_dir, history_csv=None):
+    """A ``keras.callbacks.Callback`` that backs up after every epoch and restores on start
+    (cutting ``history_csv``, when given, back to the epochs the backup holds)."""
     import keras
 
     backup_dir = Path(backup_dir)
@@ -34,7 +54,9 @@ def make_backup_callback(backup_dir):
     class AtomicBackupAndRestore(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
             state_path = backup_dir / STATE
-            if not state_path.exists():
+            if not state_path.exists():  # training starts at epoch 0: no row logged stands
+                if history_csv is not None:
+                    _drop_history_from(Path(history_csv), 0)
                 return
             state = fsio.read_json(state_path)
             optimizer = getattr(self.model, "optimizer", None)
@@ -42,6 +64,8 @@ def make_backup_callback(backup_dir):
                 optimizer.build(self.model.trainable_variables)
             self.model.load_weights(backup_dir / state["weights"])
             self.model._initial_epoch = int(state["epoch"])
+            if history_csv is not None:
+                _drop_history_from(Path(history_csv), int(state["epoch"]))
 
         def on_epoch_end(self, epoch, logs=None):
             backup_dir.mkdir(parents=True, exist_ok=True)
@@ -78,6 +102,8 @@ def make_best_checkpoint(path, history_csv, monitor: str = "val_loss"):
     class BestCheckpoint(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
             self.best = None
+            for stale in path.parent.glob(f".{path.name}.*"):  # a save cut short by a kill
+                stale.unlink(missing_ok=True)
 
         def on_epoch_end(self, epoch, logs=None):
             if self.best is None:  # the first epoch of this fit: is it a resumed one?

@@ -401,7 +401,8 @@ def _callbacks(run_dir: Path, patience: int, epochs: int) -> list:
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
                                       start_from_epoch=epochs // 2),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, profile_batch=0),
-        make_backup_callback(run_dir / "backup"),  # last: after the epoch is logged and saved
+        # last: after the epoch is logged and saved
+        make_backup_callback(run_dir / "backup", run_dir / "history.csv"),
     ]
 
 

@@ -79,7 +79,7 @@ def train_gan(ds_dir, out, *, epochs: int = 30, batch_size: int = 32, test_fold:
         *tracking,
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
         SampleGrid(out / "samples", len(info["classes"]), seed=seed),
-        make_backup_callback(out / "backup"),  # last: after the epoch is logged
+        make_backup_callback(out / "backup", out / "history.csv"),  # last: after the log
     ])
     config["train_seconds"] = round(time.monotonic() - started, 2)
     with fsio.atomic_path(out / "generator.keras", suffix=".keras") as tmp:

@@ -64,3 +64,21 @@ def test_a_resumed_run_keeps_the_better_model_saved_before_the_kill(tmp_path):
     names = [type(c).__name__ for c in _callbacks(tmp_path / "run", patience=3, epochs=10)]
     assert names.index("CSVLogger") < names.index("BestCheckpoint") < len(names) - 1
     assert names[-1] == "AtomicBackupAndRestore"
+
+
+def test_resuming_cuts_history_back_to_the_epochs_the_backup_holds(tmp_path):
+    backup, history = tmp_path / "backup", tmp_path / "history.csv"
+    model = _model()
+    saver = make_backup_callback(backup, history)
+    saver.set_model(model)
+    for epoch in range(2):
+        saver.on_epoch_end(epoch)
+    # epoch 2 was logged, then the run was killed before its backup
+    history.write_text("epoch,loss,val_loss\n0,0.9,0.8\n1,0.7,0.6\n2,0.5,0.4\n")
+    logger = open(history, "a")  # the CSV logger opens the file before the backup restores
+    restore = make_backup_callback(backup, history)
+    restore.set_model(_model())
+    restore.on_train_begin()
+    logger.write("2,0.45,0.35\n")  # the resumed run logs epoch 2 again
+    logger.close()
+    assert history.read_text() == "epoch,loss,val_loss\n0,0.9,0.8\n1,0.7,0.6\n2,0.45,0.35\n"
