@@ -282,7 +282,8 @@ def cv_statistics(models, rows: list[dict], out_dir, *, n_classes: int = 2) -> d
     :func:`~medzoo.evaluation.stats.multiclass_chance_level`). Per-fold tests use every
     (repeat, fold) value; the Nadeau–Bengio tests use the mean actual n_train/n_test of the folds.
     McNemar (at threshold 0.5) and DeLong use repeat 0's pooled out-of-fold predictions and are
-    skipped for more than two classes.
+    skipped for more than two classes; so is ``vs_chance_patients`` (:func:`patient_binomial_test`),
+    which stays defined when every fold scores the same.
     """
     from medzoo.evaluation import stats
 
@@ -312,6 +313,8 @@ def cv_statistics(models, rows: list[dict], out_dir, *, n_classes: int = 2) -> d
             result["vs_chance"][model][metric] = stats.one_sample_ttest(values, chance)
             result["vs_chance_corrected"][model][metric] = stats.corrected_one_sample_ttest(
                 values, chance, n_train, n_test)
+        if binary:
+            result.setdefault("vs_chance_patients", {})[model] = patient_binomial_test(pooled[model])
     for a, b in itertools.combinations(models, 2):
         ra = sorted((r for r in rows if r["model"] == a), key=lambda r: (r["repeat"], r["fold"]))
         rb = sorted((r for r in rows if r["model"] == b), key=lambda r: (r["repeat"], r["fold"]))
@@ -339,6 +342,29 @@ def cv_statistics(models, rows: list[dict], out_dir, *, n_classes: int = 2) -> d
             if all(isinstance(p, (int, float)) and math.isfinite(p) for p in p_values):
                 result[f"holm_{key}"] = stats.holm(p_values)
     return result
+
+
+def patient_binomial_test(pooled: dict) -> dict:
+    """Exact binomial test of patient-level accuracy against chance, on pooled out-of-fold calls.
+
+    A patient is positive when any of its records is, and called positive when any of its
+    records scores 0.5 or more (the model that scored it never saw the patient); patients are
+    independent, the slices of one patient are not. Chance is the accuracy of always calling the
+    larger class of patients (:func:`medzoo.evaluation.stats.chance_level`).
+    """
+    from medzoo.evaluation import stats
+
+    y, s, g = _arrays(pooled)
+    patients = sorted(set(g.tolist()))
+    truth = np.array([y[g == p].max() for p in patients])
+    called = np.array([s[g == p].max() >= 0.5 for p in patients])
+    prevalence = float(truth.mean()) if truth.size else 0.0
+    if not 0.0 < prevalence < 1.0:
+        return {"test": "exact binomial test", "p_value": None,
+                "note": "not defined: patients of one class only"}
+    result = stats.binomial_test(int((called == truth).sum()), truth.size,
+                                 stats.chance_level("accuracy", prevalence))
+    return dict(result, unit="patient")
 
 
 def _safe(test, *args) -> dict:
@@ -406,6 +432,10 @@ def _lines(per_model: dict, stats: dict, out_dir: Path) -> list[str]:
         test = stats["vs_chance_corrected"].get(model, {}).get("accuracy")
         if test:
             lines.append(f"  accuracy vs chance {test['chance']:.3f} (corrected t): {describe(test)}")
+        test = stats.get("vs_chance_patients", {}).get(model)
+        if test and isinstance(test.get("p_value"), float):
+            lines.append(f"  patient-level accuracy {test['mean']:.3f} vs chance {test['chance']:.3f} "
+                         f"(exact binomial): {describe(test)}")
     for entry in stats["between_models"]:
         test = entry["corrected_resampled_ttest"]
         shown = describe(test) if isinstance(test.get("p_value"), float) else test.get("note", "")

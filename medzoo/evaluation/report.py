@@ -290,6 +290,26 @@ def _chance_table(stats: dict, alpha: float = 0.05) -> str:
                         "corrected t", "p (corrected)", "plain t", "p (plain)", f"at α={alpha}"], rows)
 
 
+def _patient_table(stats: dict, alpha: float = 0.05) -> str:
+    """Patient-level exact binomial tests (``vs_chance_patients``), or nothing."""
+    rows = []
+    for model, r in (stats.get("vs_chance_patients") or {}).items():
+        p = r.get("p_value")
+        verdict = ("no test" if not isinstance(p, (int, float)) else
+                   "above chance" if p < alpha else "not shown to differ")
+        ci = r.get("ci")
+        rows.append([html.escape(model), _num(r.get("mean")), _num(r.get("chance")),
+                     f"{_num(ci[0])} – {_num(ci[1])}" if ci else "–", _stat_cell(r), _p_cell(r),
+                     html.escape(verdict)])
+    if not rows:
+        return ""
+    return ("<p>Patients, not folds: a patient is positive when any of its records is and called "
+            "positive when any scores ≥ 0.5 (pooled out-of-fold calls); one-sided exact binomial "
+            "test. It stays defined when every fold scores the same.</p>"
+            + _html_table(["model", "patient-level accuracy", "chance", "95% CI (Clopper–Pearson)",
+                           "correct", "p", f"at α={alpha}"], rows))
+
+
 BETWEEN_TESTS = (("corrected_resampled_ttest", "Nadeau–Bengio corrected t"), ("paired_ttest", "paired t"),
                  ("wilcoxon", "Wilcoxon signed-rank"), ("mcnemar", "McNemar (pooled predictions)"),
                  ("delong", "DeLong, AUC (pooled predictions)"))
@@ -339,7 +359,7 @@ def _cv_section(folder: Path) -> str:
         items = "".join(f"<li>{html.escape(s)}</li>" for s in stat_sentences(stats))
         parts.append(f"<h2>Statistical tests</h2><p>{html.escape(intro)} Two-sided tests, α = 0.05.</p>"
                      f"<p class='note'>{html.escape(CV_NOTE)}</p>"
-                     f"<h3>Against chance</h3>{_chance_table(stats)}"
+                     f"<h3>Against chance</h3>{_chance_table(stats)}{_patient_table(stats)}"
                      f"<h3>Between models</h3>{_between_table(stats)}"
                      f"<details><summary>Every test in words</summary><ul class='tests'>{items}</ul></details>")
     if (folder / "folds.csv").is_file():

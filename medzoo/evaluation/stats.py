@@ -291,6 +291,47 @@ def wilcoxon_signed_rank(a: Sequence[float], b: Sequence[float], *, alternative:
             "effect_size_name": "rank-biserial correlation", "ci": None, "ci_level": None}
 
 
+def binomial_test(successes: int, n: int, chance: float, *, alternative: str = "greater",
+                  level: float = 0.95) -> dict:
+    """Exact binomial test of ``successes`` out of ``n`` independent trials against a chance rate.
+
+    For a classifier's calls on independent units (patients, not the correlated slices of one
+    patient): defined where a t-test over folds is not, e.g. when every fold scored 1.0.
+
+    Parameters
+    ----------
+    successes, n : int
+        Correct calls and calls (``0 <= successes <= n``, ``n >= 1``).
+    chance : float
+        Success rate under the null hypothesis, in (0, 1).
+    alternative : {"greater", "two-sided", "less"}
+    level : float
+        Coverage of the Clopper–Pearson interval of the rate.
+
+    Returns
+    -------
+    dict with ``statistic`` (successes), ``p_value`` (as ``scipy.stats.binomtest``), ``n``,
+    ``mean`` (the observed rate), ``chance``, ``ci`` and ``effect_size`` (rate − chance).
+
+    Raises
+    ------
+    ValueError
+        For counts or a chance rate out of range.
+    """
+    k, n = int(successes), int(n)
+    if n < 1 or not 0 <= k <= n:
+        raise ValueError(f"Expected 0 <= successes <= n and n >= 1. Received: successes={k}, n={n}")
+    if not 0.0 < float(chance) < 1.0:
+        raise ValueError(f"`chance` must be in (0, 1). Received: chance={chance}")
+    r = sps.binomtest(k, n, float(chance), alternative=alternative)
+    ci = r.proportion_ci(level)
+    return {"test": "exact binomial test", "statistic": float(k), "df": None,
+            "p_value": float(r.pvalue), "alternative": alternative, "n": n, "mean": k / n,
+            "chance": float(chance), "effect_size": k / n - float(chance),
+            "effect_size_name": "rate − chance", "ci": [float(ci.low), float(ci.high)],
+            "ci_level": level}
+
+
 def mcnemar(y_true, pred_a, pred_b, *, exact: bool | None = None) -> dict:
     """McNemar's test on paired predictions of two classifiers over the same records.
 
@@ -446,6 +487,8 @@ def describe(result: dict) -> str:
     stat, df, p = result.get("statistic"), result.get("df"), result.get("p_value")
     if "exact" in name and "McNemar" in name:
         return f"b={int(stat)}, c={result.get('c')}, {_fmt_p(p)}"
+    if name == "exact binomial test":
+        return f"{int(stat)}/{result.get('n')} correct, {_fmt_p(p)}"
     if "t-test" in name:
         sym = f"t({df:g})"
     elif "Wilcoxon" in name:

@@ -76,6 +76,10 @@ def test_cv_two_models_files_stats_and_resume(phantom_ds, tmp_path):
     for key in ("paired_ttest", "wilcoxon", "mcnemar", "delong"):
         assert key in pair and ("p_value" in pair[key])
     assert pair["mcnemar"]["n"] == total  # pooled out-of-fold predictions: every record once
+    for m in models:  # defined even where every fold scored the same
+        patients = st["vs_chance_patients"][m]
+        assert patients["n"] == len({r["patient"] for r in manifest.read_index(phantom_ds)})
+        assert isinstance(patients["p_value"], float) and 0 < patients["p_value"] <= 1
     assert "holm_corrected_resampled_ttest" not in st  # one pair: nothing to adjust
 
     # charts and report
@@ -188,6 +192,18 @@ def test_statistics_three_models_holm_and_chance(tmp_path):
     s = [v[1] for _, v in sorted(pooled.items())]
     assert st["between_models"][0]["delong"]["auc_a"] == pytest.approx(roc_auc_score(y, s))
     assert st["prevalence"] == pytest.approx(np.mean(y))
+
+
+def test_patient_level_binomial_test_counts_patients_not_slices():
+    # patient p1 (positive) called by one of its slices, p2 (negative) called nowhere, p3
+    # (positive) missed, p4 (negative) wrongly called: 2 of 4 patients right
+    pooled = {"r1": (1, 0.9, "p1"), "r2": (0, 0.1, "p1"), "r3": (0, 0.2, "p2"),
+              "r4": (0, 0.3, "p2"), "r5": (1, 0.4, "p3"), "r6": (0, 0.7, "p4")}
+    r = crossval.patient_binomial_test(pooled)
+    assert (r["statistic"], r["n"], r["chance"], r["unit"]) == (2.0, 4, 0.5, "patient")
+    assert r["p_value"] == pytest.approx(sps.binomtest(2, 4, 0.5, alternative="greater").pvalue)
+    one_class = {k: (0, s, g) for k, (_, s, g) in pooled.items()}
+    assert crossval.patient_binomial_test(one_class)["p_value"] is None
 
 
 def test_statistics_multiclass_skips_mcnemar_and_delong(tmp_path):

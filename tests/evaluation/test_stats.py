@@ -170,3 +170,19 @@ def test_describe():
     assert text.startswith("t(4)=") and f"{r['statistic']:.2f}" in text
     assert S.describe({"test": "DeLong test for correlated ROC AUCs", "statistic": 2.1, "df": None,
                        "p_value": 0.0357}) == "z=2.10, p=0.036"
+
+
+def test_binomial_test_hand_worked_and_against_scipy():
+    r = S.binomial_test(10, 10, 0.5)
+    assert r["p_value"] == pytest.approx(0.5 ** 10)  # all ten right: (1/2)^10
+    r = S.binomial_test(7, 10, 0.5)
+    assert r["p_value"] == pytest.approx((120 + 45 + 10 + 1) / 1024)  # P(X >= 7), X ~ B(10, 1/2)
+    assert r["mean"] == 0.7 and r["effect_size"] == pytest.approx(0.2)
+    assert r["p_value"] == pytest.approx(sps.binomtest(7, 10, 0.5, alternative="greater").pvalue)
+    low, high = r["ci"]
+    assert low < 0.7 < high
+    assert S.describe(r) == "7/10 correct, p=0.172"
+    with pytest.raises(ValueError, match="successes=11, n=10"):
+        S.binomial_test(11, 10, 0.5)
+    with pytest.raises(ValueError, match="chance=1"):
+        S.binomial_test(3, 10, 1)

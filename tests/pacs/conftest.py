@@ -3,6 +3,11 @@
 Skips (with the reason) when the `Orthanc` binary or its DICOMweb plugin is missing
 (`apt-get install orthanc orthanc-dicomweb`); with MEDZOO_REQUIRE_ORTHANC set (CI) it fails
 instead, so that CI can never pass with these tests silently skipped.
+
+Orthanc (1.10) has no setting for the address it listens on: it opens its ports on every
+interface, refuses remote HTTP (``RemoteAccessAllowed: false``) and admits only the
+127.0.0.1 modality below. CI runs the tests in a network namespace holding only the loopback
+interface (.ci/run), where every interface is 127.0.0.1.
 """
 
 import glob
