@@ -440,5 +440,9 @@ def _lines(per_model: dict, stats: dict, out_dir: Path) -> list[str]:
         test = entry["corrected_resampled_ttest"]
         shown = describe(test) if isinstance(test.get("p_value"), float) else test.get("note", "")
         lines.append(f"{entry['a']} vs {entry['b']} ({entry['metric']}, corrected t): {shown}")
+        pooled = entry.get("mcnemar") or {}
+        if isinstance(pooled.get("p_value"), (int, float)):
+            lines.append(f"  {entry['a']} vs {entry['b']} (pooled calls, McNemar): "
+                         f"{describe(pooled)}")
     lines.append(f"→ {out_dir / 'report.html'}")
     return lines

@@ -487,6 +487,8 @@ def describe(result: dict) -> str:
     stat, df, p = result.get("statistic"), result.get("df"), result.get("p_value")
     if "exact" in name and "McNemar" in name:
         return f"b={int(stat)}, c={result.get('c')}, {_fmt_p(p)}"
+    if "no discordant pairs" in name:
+        return f"b=c=0 (both right or both wrong on every record), {_fmt_p(p)}"
     if name == "exact binomial test":
         return f"{int(stat)}/{result.get('n')} correct, {_fmt_p(p)}"
     if "t-test" in name:
