@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -54,7 +55,8 @@ def main() -> None:
     parser.add_argument("--export", help="export version dir holding model(.int8|.fp16).onnx")
     parser.add_argument("--data", help="dataset dir for the images (default: random images)")
     parser.add_argument("--run", help="the export's run dir, to time Keras too")
-    parser.add_argument("--out", default="/tmp/medzoo-latency", help="scratch dir without --export")
+    parser.add_argument("--out", help="scratch dir without --export (default: a new temporary "
+                                      "folder)")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=200, help="batch-1 calls per runtime")
     parser.add_argument("--batch", type=int, default=32)
@@ -73,11 +75,12 @@ def main() -> None:
 
     from medzoo.zoo import saving
 
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="medzoo-latency-"))
     if args.export:
         version, data = Path(args.export), Path(args.data) if args.data else None
     else:
         widths = tuple(int(w) for w in args.widths.split(","))
-        version, data = _make_export(Path(args.out), args.size, args.seed, widths, args.epochs)
+        version, data = _make_export(out, args.size, args.seed, widths, args.epochs)
     card = __import__("json").loads((version / "model_card.json").read_text())
     h, w = card["input"]["image_size"]
     c = card["input"]["channels"]
@@ -92,7 +95,7 @@ def main() -> None:
     images = np.resize(images, (max(64, args.batch), h, w, c)).astype(np.float32)
 
     runtimes = {}
-    keras_path = Path(args.run or Path(args.out) / "run") / "model.keras"
+    keras_path = Path(args.run or out / "run") / "model.keras"
     if keras_path.is_file():
         model = saving.load_model(keras_path)
         runtimes["keras"] = lambda x: model(x, training=False)
