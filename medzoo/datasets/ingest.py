@@ -973,7 +973,7 @@ def ingest(dicom_dir, labels_csv, out, size=64, window="auto", workers=1, folds=
             work.discard()
             raise
         except BaseException:
-            if any(work.path.iterdir()) and work.journal():
+            if work.journal():
                 print(f"medzoo ingest: interrupted; what is done is kept in {work.path} and "
                       "the same command resumes from it", file=sys.stderr)
             else:
@@ -1015,6 +1015,10 @@ def iter_plan_records(plan, stream: RecordStream, options: Options, workers=1, p
             on_row(len(p.files))
 
 
+CHECKPOINT_SECONDS = 60.0
+"""Journal the work done at least this often (and after every finished shard)."""
+
+
 def _checkpoint(work, writer, stream, index, totals, done, journalled):
     """Journal the rows done since the last entry (shards made durable first)."""
     entry = {"rows": done["rows"], "files": done["files"], "count": stream.count,
@@ -1027,10 +1031,6 @@ def _checkpoint(work, writer, stream, index, totals, done, journalled):
     journalled.update(index=len(index), rejected=len(stream.rejected),
                       warnings=len(stream.warnings), sops=len(stream.sops),
                       dups=len(stream.dups), shards=writer.finished, time=time.monotonic())
-
-
-CHECKPOINT_SECONDS = 60.0
-"""Journal the work done at least this often (and after every finished shard)."""
 
 
 def _run(plan, dicom_dir, work, options, workers, classes, has_mask, folds, seed,
