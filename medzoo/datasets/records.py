@@ -307,8 +307,9 @@ class ShardWriter:
         """
         n, open_bytes = int(state["shards"]), state["open_bytes"]
         self.paths = [self.shard_dir / f"shard-{i:05d}.tfrecord" for i in range(n)]
+        kept = {p.name.split(".")[0] for p in self.paths}
         for extra in self.shard_dir.iterdir():  # begun after the checkpoint
-            if extra.name.split(".")[0] not in {p.name.split(".")[0] for p in self.paths}:
+            if extra.name.split(".")[0] not in kept:
                 extra.unlink()
         full = self.paths if open_bytes is None else self.paths[:-1]
         for path in full:
