@@ -355,9 +355,12 @@ def patient_binomial_test(pooled: dict) -> dict:
     from medzoo.evaluation import stats
 
     y, s, g = _arrays(pooled)
-    patients = sorted(set(g.tolist()))
-    truth = np.array([y[g == p].max() for p in patients])
-    called = np.array([s[g == p].max() >= 0.5 for p in patients])
+    _, patient = np.unique(g, return_inverse=True)  # one pass, not one scan per patient
+    truth = np.zeros(patient.max() + 1 if patient.size else 0, np.int64)
+    best = np.full(truth.size, -np.inf)
+    np.maximum.at(truth, patient, y)
+    np.maximum.at(best, patient, s)
+    called = best >= 0.5
     prevalence = float(truth.mean()) if truth.size else 0.0
     if not 0.0 < prevalence < 1.0:
         return {"test": "exact binomial test", "p_value": None,
