@@ -477,11 +477,11 @@ def _cmd_cv(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    from medzoo.export.predict import predict
+    from medzoo.deploy.predict import predict
 
     client = None
     if args.send:  # checked before the model runs: a wrong URL or password fails at once
-        from medzoo.export.send import open_target
+        from medzoo.deploy.send import open_target
 
         client = open_target(args.send, auth_file=args.auth_file, insecure=args.insecure,
                              calling_aet=args.calling_aet)
@@ -495,7 +495,7 @@ def _cmd_predict(args) -> int:
     for path in r.get("seg_files", []):
         print(f"  DICOM SEG: {path}")
     if client is not None:
-        from medzoo.export.send import send_results
+        from medzoo.deploy.send import send_results
 
         try:
             sent = send_results(client, r["out"], args.dicom_dir)
@@ -509,7 +509,7 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_explain(args) -> int:
-    from medzoo.zoo.explain import explain_dataset
+    from medzoo.evaluation.explain import explain_dataset
 
     summary = explain_dataset(args.run, args.data, args.out, split=args.split, limit=args.limit,
                               class_index=args.class_index)

@@ -49,7 +49,7 @@ def run_demo(out, *, patients: int = 60, seed: int = 0, cv_folds: int = 3,
     step("      " + ", ".join(f"{k}={metrics[k]:.3f}" for k in
                                ("accuracy", "sensitivity", "specificity", "auc")))
     from medzoo.evaluation.report import write_report
-    from medzoo.zoo.explain import explain_dataset
+    from medzoo.evaluation.explain import explain_dataset
 
     explained = explain_dataset(out / "runs" / "cnn", out / "dataset", out / "eval" / "explain")
     games = explained.get("pointing_game") or {}

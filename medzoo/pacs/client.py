@@ -6,7 +6,7 @@ loggers) and :func:`connect`; the clients are :class:`medzoo.pacs.dicomweb.Dicom
 
 Both clients offer the same four calls — ``check()``, ``find_instances(query, study_uids)``,
 ``fetch(ref) -> bytes`` (one instance as a DICOM file) and ``store(datasets)`` — so that
-:mod:`medzoo.pacs.pull` and :mod:`medzoo.export.send` do not care which protocol is on the wire.
+:mod:`medzoo.pacs.pull` and :mod:`medzoo.deploy.send` do not care which protocol is on the wire.
 
 Rules kept here:
 

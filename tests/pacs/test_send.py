@@ -8,7 +8,7 @@ import pydicom
 import pytest
 
 from medzoo import cli
-from medzoo.export.send import send_results
+from medzoo.deploy.send import send_results
 from medzoo.pacs import client as pacs
 from medzoo.pacs.pull import pull
 

@@ -44,7 +44,7 @@ def test_model_fits_saves_loads_and_converts(name, tmp_path):
     np.testing.assert_array_equal(np.asarray(reloaded(images, training=False)), expected)
     if entry.task == "classification":
         np.testing.assert_allclose(expected.sum(axis=1), 1.0, atol=1e-5)
-        from medzoo.zoo.explain import grad_cam
+        from medzoo.evaluation.explain import grad_cam
 
         for guided in (False, True):  # every classifier can be explained
             maps = grad_cam(reloaded, images, 1, guided=guided)

@@ -15,9 +15,9 @@ at all):
   keyed pseudonyms of index.csv, when a key file is given). No UID, name or input path.
 * ``studies.json`` — per study and per series: image count, max/mean score, images at or above
   the threshold, the predicted class, and the model name/version that said so.
-* ``findings/study-NNN.md`` — the readable report of each study (:mod:`medzoo.export.findings`).
+* ``findings/study-NNN.md`` — the readable report of each study (:mod:`medzoo.deploy.findings`).
 * ``seg/series-NNN.dcm`` — segmenters only: a DICOM SEG per series
-  (:mod:`medzoo.export.dicom_seg`), the one output that carries the source study's identifiers,
+  (:mod:`medzoo.deploy.dicom_seg`), the one output that carries the source study's identifiers,
   by design: a SEG must, to be attached to its study.
 * ``rejected.csv`` — ``path, reason`` per input file that could not be used (DESIGN.md: the
   user's own relative paths may appear here and on the terminal, nowhere else).
@@ -43,7 +43,7 @@ import numpy as np
 from medzoo import __version__, fsio
 from medzoo.datasets import deid, dicom
 from medzoo.errors import InputError
-from medzoo.export import findings
+from medzoo.deploy import findings
 
 __all__ = ["predict", "load_export", "ExportedModel", "discover", "raw_feeds", "RUNTIMES",
            "NOT_DICOM_SUFFIXES"]
@@ -598,7 +598,7 @@ class _Collector:
 
     def _explain(self, study_no: int, image_no: int, result: dict) -> str | None:
         """Occlusion map of one image on its raw stored pixels → ``explain/study-NNN.png``."""
-        from medzoo.zoo.explain import occlusion, overlay_png
+        from medzoo.evaluation.explain import occlusion, overlay_png
 
         try:
             feeds = raw_feeds(result["source"].path, self.model.window)
@@ -649,7 +649,7 @@ class _Collector:
         return classes[1] if score >= threshold else classes[0]
 
     def _write_segs(self, key: int, results: list[dict]) -> list[str]:
-        from medzoo.export import dicom_seg
+        from medzoo.deploy import dicom_seg
 
         units: dict[tuple, list[dict]] = collections.OrderedDict()
         for r in results:  # single-frame images of one size together; a multi-frame file alone

@@ -9,7 +9,7 @@ import pytest
 @pytest.fixture(scope="module")
 def explained(well_trained_cnn):
     """``medzoo explain`` over every record, into an eval dir's explain/ folder."""
-    from medzoo.zoo.explain import explain_dataset
+    from medzoo.evaluation.explain import explain_dataset
 
     trained = well_trained_cnn
     out = trained / "eval"
@@ -45,7 +45,7 @@ def test_grad_cam_weighs_each_cell_by_its_own_gradient():
     classic Grad-CAM point at a broad structure of which the score reads two corners."""
     import keras
 
-    from medzoo.zoo.explain import grad_cam
+    from medzoo.evaluation.explain import grad_cam
 
     size = 8
     inputs = keras.Input((size, size, 3), name="image")
@@ -72,7 +72,7 @@ def test_grad_cam_weighs_each_cell_by_its_own_gradient():
 
 
 def test_pointing_game_counts_hits_and_misses():
-    from medzoo.zoo.explain import pointing_game
+    from medzoo.evaluation.explain import pointing_game
 
     masks = np.zeros((3, 8, 8), np.uint8)
     masks[:, 2:4, 2:4] = 1
@@ -90,7 +90,7 @@ def test_pointing_game_counts_hits_and_misses():
 
 def test_overlays_of_confident_cases_reach_the_report(explained):
     from medzoo.evaluation.report import write_report
-    from medzoo.zoo.explain import confident_cases
+    from medzoo.evaluation.explain import confident_cases
 
     labels = np.array([0, 1, 1, 0])
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3], [0.4, 0.6]])

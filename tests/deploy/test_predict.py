@@ -15,7 +15,7 @@ from medzoo.datasets import deid, dicom, manifest, records
 from medzoo.datasets.synth import write_synthetic
 from medzoo.errors import InputError
 from medzoo.export.parity import run_onnx
-from medzoo.export.predict import predict
+from medzoo.deploy.predict import predict
 
 N_PATIENTS, N_SLICES = 15, 2  # the phantom_dicom fixture (tests/conftest.py)
 
@@ -126,7 +126,7 @@ def test_explain_attaches_an_occlusion_map_of_each_studys_top_image(cnn_predicti
 
 def test_occlusion_on_raw_pixels_finds_what_the_score_depends_on():
     """A toy 'model' that scores the mean of one patch: the map's maximum is that patch."""
-    from medzoo.zoo.explain import occlusion
+    from medzoo.evaluation.explain import occlusion
 
     pixels = np.full((1, 32, 32), 100, np.int32)
     pixels[0, 8:12, 20:24] = 1000
@@ -295,7 +295,7 @@ def test_onnx_runtime_does_not_import_tensorflow(cnn_export, phantom_dicom, tmp_
     src, synth = phantom_dicom
     dicom_dir = tmp_path / "in"
     shutil.copytree(src / synth["patient_folders"][0], dicom_dir / "p")
-    code = ("import sys; from medzoo.export.predict import predict; "
+    code = ("import sys; from medzoo.deploy.predict import predict; "
             f"s = predict({str(cnn_export)!r}, {str(dicom_dir)!r}, {str(tmp_path / 'out')!r}, "
             "progress=False); print(s['images'], 'tensorflow' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

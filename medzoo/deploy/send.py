@@ -43,7 +43,7 @@ def open_target(url: str, *, auth_file=None, insecure: bool = False, calling_aet
 
 def study_sources(out_dir, dicom_dir) -> dict[int, list[Path]]:
     """Study counter of a predict out dir → the source files predict scored for that study."""
-    from medzoo.export import predict as P
+    from medzoo.deploy import predict as P
 
     out, dicom_dir = Path(out_dir), Path(dicom_dir)
     rejected = {row["path"] for row in fsio.read_csv(out / "rejected.csv")}
@@ -92,8 +92,8 @@ def build_report(source_paths, study: dict, *, model: dict, threshold: float, fi
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
-    from medzoo.export.dicom_seg import read_source_headers
-    from medzoo.export.findings import DISCLAIMER, model_label
+    from medzoo.deploy.dicom_seg import read_source_headers
+    from medzoo.deploy.findings import DISCLAIMER, model_label
 
     evidence = read_source_headers(source_paths)
     label = model_label(model["name"], model["version"])

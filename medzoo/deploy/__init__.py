@@ -1,0 +1,7 @@
+"""medzoo.deploy: the deployment side of the chain.
+
+``predict`` scores new DICOM studies with an export (onnxruntime by default), ``findings``
+words the results, ``dicom_seg`` writes DICOM SEG objects on the source grid and ``send`` stores
+SEG and SR objects back to a PACS. Nothing here imports TensorFlow unless ``--runtime
+savedmodel`` asks for it.
+"""
