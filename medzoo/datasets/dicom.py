@@ -211,6 +211,7 @@ class DicomImage:
     instance_number: int | None
     geometry: "Geometry | None" = None
     voi: str = "window"  # "window" (linear), "lut" (VOI LUT Sequence) or "colour"
+    domain: dict | None = None  # what kind of image, no identifiers (medzoo.datasets.domain)
 
 
 def _first(value):
@@ -960,4 +961,17 @@ def _read_dicom(path: Path, window, color, size) -> DicomImage:
         instance_number=inst,
         geometry=_geometry(ds, int(raw.shape[0])),
         voi=chain.voi,
+        domain=_domain_facts(ds, raw, chain),
     )
+
+
+def _domain_facts(ds, raw: np.ndarray, chain) -> dict:
+    """Header facts and sampled modality values of one object (the dataset's domain)."""
+    from medzoo.datasets import domain
+
+    values = None
+    if chain.samples == 1 and not chain.palette:
+        few = np.unique(np.linspace(0, raw.shape[0] - 1, min(raw.shape[0], 16)).astype(int))
+        frames = raw[few]  # many-frame objects: 16 frames tell the intensities well enough
+        values = chain.modality(domain.sample_grid(frames))
+    return domain.object_facts(ds, values)

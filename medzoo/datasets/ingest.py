@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from medzoo.datasets import deid, dicom, manifest, preprocess, records, resume, splits
+from medzoo.datasets.domain import DomainAccumulator
 from medzoo.errors import InputError
 
 SCHEMA_VERSION = 1
@@ -474,7 +475,8 @@ def decode_task(task):
         payload = dict(_meta(unit["img"], unit["path"], opts.key), image=image, mask=mask,
                        frame_no=unit["frame_no"], paths=unit["paths"],
                        sops=[deid.pseudonym(opts.key, "sop", s) for s in unit["sops"] if s],
-                       slices=unit["slices"], spacing=unit["spacing"])
+                       slices=unit["slices"], spacing=unit["spacing"],
+                       domain=unit["img"].domain if unit["frame_no"] == 1 else None)
         out.append(("ok", unit["path"], payload))
     return out
 
@@ -1019,10 +1021,11 @@ CHECKPOINT_SECONDS = 60.0
 """Journal the work done at least this often (and after every finished shard)."""
 
 
-def _checkpoint(work, writer, stream, index, totals, done, journalled):
+def _checkpoint(work, writer, stream, index, totals, done, journalled, domain=None):
     """Journal the rows done since the last entry (shards made durable first)."""
     entry = {"rows": done["rows"], "files": done["files"], "count": stream.count,
              "totals": list(totals), "writer": writer.checkpoint(),
+             "domain": domain.state() if domain is not None else None,
              "index": index[journalled["index"]:],
              "rejected": stream.rejected[journalled["rejected"]:],
              "warnings": stream.warnings[journalled["warnings"]:],
@@ -1045,6 +1048,7 @@ def _run(plan, dicom_dir, work, options, workers, classes, has_mask, folds, seed
     n_inputs = sum(len(p.files) for p in plan)
     index = []
     totals = [0.0, 0.0, 0]  # sum, sum of squares and number of stored pixel values
+    domain = DomainAccumulator()  # like totals: cumulative, journalled whole, restored on resume
     tmp = work.path
     state, writer = resume.merge(work.journal()), None
     if state is not None:  # a killed run of this same ingest: check its shards, then go on
@@ -1063,6 +1067,7 @@ def _run(plan, dicom_dir, work, options, workers, classes, has_mask, folds, seed
         stream.restore(state)
         index = [dict(rec, _sort=tuple(rec["_sort"])) for rec in state["index"]]
         totals = list(state["totals"])
+        domain = DomainAccumulator(state.get("domain"))
         done = {"rows": state["rows"], "files": state["files"]}
         print(f"medzoo ingest: resuming: {done['files']} of {n_inputs} input files already "
               f"ingested ({state['writer']['shards']} shards checked)", file=sys.stderr)
@@ -1080,7 +1085,7 @@ def _run(plan, dicom_dir, work, options, workers, classes, has_mask, folds, seed
         done["files"] += n_files
         if (writer.finished > journalled["shards"]
                 or time.monotonic() - journalled["time"] > CHECKPOINT_SECONDS):
-            _checkpoint(work, writer, stream, index, totals, done, journalled)
+            _checkpoint(work, writer, stream, index, totals, done, journalled, domain)
 
     with writer:
         for record_id, row, payload in iter_plan_records(plan[done["rows"]:], stream, options,
@@ -1093,6 +1098,7 @@ def _run(plan, dicom_dir, work, options, workers, classes, has_mask, folds, seed
             totals[0] += float(image.sum(dtype=np.float64))
             totals[1] += float(np.square(image, dtype=np.float64).sum())
             totals[2] += image.size
+            domain.add(payload.get("domain"))
             index.append({
                 "record_id": record_id, "row": row.row, "patient": payload["patient"],
                 "study": payload["study"], "series": payload["series"], "label": label,
@@ -1162,6 +1168,7 @@ def _run(plan, dicom_dir, work, options, workers, classes, has_mask, folds, seed
         "counts": counts,
         "modalities": dict(sorted(collections.Counter(r["modality"] for r in index).items())),
         "pixel_stats": {"mean": round(mean, 6), "std": round(std, 6)},
+        "domain": domain.summary(),
         "key_fingerprint": deid.key_fingerprint(options.key),
         "input_columns": settings["inputs"],
         "windows": settings["windows"],

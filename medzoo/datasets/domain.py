@@ -1,0 +1,219 @@
+"""The domain of a dataset: what kind of DICOM images it holds, in aggregate, without identifiers.
+
+Ingest records it in ``dataset.json`` (``domain``); export copies it into the model card and the
+ONNX metadata; ``medzoo predict`` checks new series against it (:mod:`medzoo.deploy.domain`).
+
+Per object, :func:`object_facts` takes what the header says (modality, photometric
+interpretation, SOP class, body part, pixel spacing, slice thickness, rows, columns, bits stored,
+samples per pixel) and a histogram of a subsample of its modality values (after the Modality
+LUT, before any window). :class:`DomainAccumulator` adds these up; its state is plain JSON, so
+a resumed ingest continues from the journal exactly (:mod:`medzoo.datasets.resume`), and
+:meth:`DomainAccumulator.summary` turns it into the ``domain`` section:
+
+.. code-block:: json
+
+    {"images": 30, "modalities": {"CT": 30}, "photometric_interpretations": {"MONOCHROME2": 30},
+     "sop_classes": {"1.2.840.10008.5.1.4.1.1.2": {"name": "CT Image Storage", "images": 30}},
+     "body_parts": {}, "samples_per_pixel": [1], "bits_stored": [12],
+     "pixel_spacing_mm": [0.7, 0.7], "slice_thickness_mm": [5.0, 5.0],
+     "rows": [32, 32], "columns": [32, 32],
+     "intensity": {"unit": "modality value", "p0.5": -1000.0, "p1": ..., "p50": ..., "p99": ...,
+                   "p99.5": ..., "image_median": [min, max], "images": 30}}
+
+Intensities are binned on an asinh scale (:data:`BINS_PER_UNIT` bins per unit of asinh): about
+1.6 % of the value for large values, 1/64 near zero — fine enough for a domain check, and a
+histogram of a whole dataset stays a few hundred numbers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+BINS_PER_UNIT = 64
+"""Histogram bins per unit of asinh(value)."""
+SAMPLE_PIXELS = 4096
+"""About this many pixels per frame are sampled for intensities (a regular grid)."""
+PERCENTILES = (0.5, 1.0, 5.0, 50.0, 95.0, 99.0, 99.5)
+UNKNOWN = "unknown"
+"""What an export records when its training data has no domain (an old dataset)."""
+
+
+def _number(value):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _spacing(ds):
+    value = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
+    try:
+        values = [float(v) for v in value]
+    except (TypeError, ValueError):
+        return None
+    values = [v for v in values if math.isfinite(v) and v > 0]
+    return values or None
+
+
+def header_facts(ds) -> dict:
+    """What a DICOM header says about the kind of image, without identifiers.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset (or anything with ``get``)
+
+    Returns
+    -------
+    dict
+        ``modality, photometric, sop_class, body_part, samples, bits_stored, rows, columns,
+        pixel_spacing`` (list of mm or None), ``slice_thickness`` (mm or None).
+    """
+    def text(keyword, default=""):
+        return str(ds.get(keyword, default) or default).strip()
+
+    def integer(keyword, default=None):
+        try:
+            return int(ds.get(keyword, default))
+        except (TypeError, ValueError):
+            return default
+
+    thickness = _number(ds.get("SliceThickness"))
+    return {"modality": text("Modality", "OT").upper() or "OT",
+            "photometric": text("PhotometricInterpretation", "MONOCHROME2").upper(),
+            "sop_class": text("SOPClassUID"), "body_part": text("BodyPartExamined").upper(),
+            "samples": integer("SamplesPerPixel", 1) or 1,
+            "bits_stored": integer("BitsStored"), "rows": integer("Rows"),
+            "columns": integer("Columns"), "pixel_spacing": _spacing(ds),
+            "slice_thickness": thickness if thickness and thickness > 0 else None}
+
+
+def sample_grid(raw: np.ndarray, pixels: int = SAMPLE_PIXELS) -> np.ndarray:
+    """A regular subsample of ``(frames, rows, cols[, samples])`` stored values (every k-th
+    row and column), about ``pixels`` per frame."""
+    rows, cols = raw.shape[1], raw.shape[2]
+    step = max(1, int(math.sqrt(rows * cols / pixels)))
+    return raw[:, ::step, ::step]
+
+
+def intensity_bins(values: np.ndarray) -> dict:
+    """Histogram ``{bin: count}`` of modality values on the asinh scale (finite values only)."""
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return {}
+    bins, counts = np.unique(np.rint(np.arcsinh(values) * BINS_PER_UNIT).astype(np.int64),
+                             return_counts=True)
+    return {str(int(b)): int(c) for b, c in zip(bins, counts)}
+
+
+def bin_value(key) -> float:
+    """The modality value at the centre of histogram bin ``key``."""
+    return float(np.sinh(int(key) / BINS_PER_UNIT))
+
+
+def object_facts(ds, modality_values: np.ndarray | None) -> dict:
+    """:func:`header_facts` plus the intensities of one object.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+    modality_values : ndarray or None
+        Modality values (after the Modality LUT) of a subsample of the object's pixels
+        (:func:`sample_grid`); None for colour objects, whose values are not modality values.
+    """
+    facts = header_facts(ds)
+    if modality_values is not None and facts["samples"] == 1:
+        values = np.asarray(modality_values, dtype=np.float64)
+        finite = values[np.isfinite(values)]
+        facts["histogram"] = intensity_bins(finite)
+        facts["median"] = float(np.median(finite)) if finite.size else None
+    return facts
+
+
+def _count(table: dict, key) -> None:
+    if key not in (None, ""):
+        table[str(key)] = table.get(str(key), 0) + 1
+
+
+def _widen(pair, values):
+    values = [float(v) for v in (values if isinstance(values, (list, tuple)) else [values])
+              if v is not None]
+    if not values:
+        return pair
+    lo, hi = min(values), max(values)
+    return [lo, hi] if pair is None else [min(pair[0], lo), max(pair[1], hi)]
+
+
+class DomainAccumulator:
+    """Adds up :func:`object_facts` of many objects; ``state()`` is JSON and round-trips."""
+
+    _COUNTS = ("modality", "photometric", "sop_class", "body_part", "samples", "bits_stored")
+    _RANGES = ("pixel_spacing", "slice_thickness", "rows", "columns", "median")
+
+    def __init__(self, state: dict | None = None):
+        state = state or {}
+        self.objects = int(state.get("objects", 0))
+        self.counts = {k: dict(state.get("counts", {}).get(k, {})) for k in self._COUNTS}
+        self.ranges = {k: state.get("ranges", {}).get(k) for k in self._RANGES}
+        self.histogram = dict(state.get("histogram", {}))
+
+    def add(self, facts: dict | None) -> None:
+        """Count one object (None: nothing, e.g. the second frame of an object already counted)."""
+        if not facts:
+            return
+        self.objects += 1
+        for key in self._COUNTS:
+            _count(self.counts[key], facts.get(key))
+        for key in self._RANGES:
+            self.ranges[key] = _widen(self.ranges[key], facts.get(key))
+        for b, c in (facts.get("histogram") or {}).items():
+            self.histogram[b] = self.histogram.get(b, 0) + int(c)
+
+    def state(self) -> dict:
+        return {"objects": self.objects, "counts": self.counts, "ranges": self.ranges,
+                "histogram": self.histogram}
+
+    def summary(self) -> dict:
+        """The ``domain`` section of ``dataset.json`` (see the module docstring)."""
+        import pydicom.uid
+
+        def rounded(pair, digits=4):
+            return None if pair is None else [round(float(v), digits) for v in pair]
+
+        sop = {}
+        for uid, n in sorted(self.counts["sop_class"].items()):
+            name = pydicom.uid.UID(uid).name
+            sop[uid] = {"name": name if name != uid else "unknown SOP class", "images": n}
+        return {
+            "schema_version": SCHEMA_VERSION, "images": self.objects,
+            "modalities": dict(sorted(self.counts["modality"].items())),
+            "photometric_interpretations": dict(sorted(self.counts["photometric"].items())),
+            "sop_classes": sop,
+            "body_parts": dict(sorted(self.counts["body_part"].items())),
+            "samples_per_pixel": sorted(int(k) for k in self.counts["samples"]),
+            "bits_stored": sorted(int(k) for k in self.counts["bits_stored"]),
+            "pixel_spacing_mm": rounded(self.ranges["pixel_spacing"]),
+            "slice_thickness_mm": rounded(self.ranges["slice_thickness"]),
+            "rows": rounded(self.ranges["rows"], 0) and [int(v) for v in self.ranges["rows"]],
+            "columns": (rounded(self.ranges["columns"], 0)
+                        and [int(v) for v in self.ranges["columns"]]),
+            "intensity": self._intensity(),
+        }
+
+    def _intensity(self) -> dict | None:
+        if not self.histogram:
+            return None
+        keys = sorted(self.histogram, key=int)
+        counts = np.array([self.histogram[k] for k in keys], dtype=np.float64)
+        cumulative = np.cumsum(counts) / counts.sum()
+        out = {"unit": "modality value (after the Modality LUT, before any window)"}
+        for p in PERCENTILES:
+            i = min(int(np.searchsorted(cumulative, p / 100.0)), len(keys) - 1)
+            out[f"p{p:g}"] = round(bin_value(keys[i]), 3)
+        out["image_median"] = [round(v, 3) for v in self.ranges["median"] or []] or None
+        out["pixels_sampled"] = int(counts.sum())
+        return out
