@@ -11,6 +11,39 @@ INTENDED_USE = (
 )
 
 
+UNKNOWN_DOMAIN = "unknown"
+
+
+def training_domain(config: dict):
+    """The training dataset's ``domain`` (``dataset.json``, written by ingest), or ``"unknown"``
+    for a dataset ingested before domains were recorded (or no longer on disk)."""
+    import json
+
+    path = Path(config["data"]["dir"]) / "dataset.json"
+    try:
+        domain = json.loads(path.read_text()).get("domain")
+    except (OSError, ValueError, AttributeError):
+        return UNKNOWN_DOMAIN
+    return domain if isinstance(domain, dict) else UNKNOWN_DOMAIN
+
+
+def domain_limit(domain) -> str:
+    """One line for the card's limitations: what the model may be given."""
+    if not isinstance(domain, dict):
+        return ("The training data's domain was not recorded (dataset ingested by an older "
+                "medzoo): `medzoo predict` cannot check that new images resemble it.")
+    parts = [", ".join(domain.get("modalities") or {}) or "unknown modality",
+             ", ".join(domain.get("photometric_interpretations") or {})]
+    if domain.get("body_parts"):
+        parts.append("body part " + ", ".join(domain["body_parts"]))
+    if domain.get("pixel_spacing_mm"):
+        lo, hi = domain["pixel_spacing_mm"]
+        parts.append(f"pixel spacing {lo:g}–{hi:g} mm")
+    return ("Valid only for images like the training data (" + "; ".join(p for p in parts if p)
+            + "); `medzoo predict` does not analyse series outside this domain "
+            "(docs/domain.md).")
+
+
 def sha256_file(path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -21,8 +54,12 @@ def sha256_file(path) -> str:
 
 def build_card(*, config: dict, name: str, version: int, parameters: int, signatures: list[str],
                metrics: dict, parity: dict, blessed: bool, reasons: list[str], artefacts: dict,
-               versions: dict) -> dict:
-    """The content of ``model_card.json``; every field comes from the run config or the export."""
+               versions: dict, domain=None, ood: dict | None = None) -> dict:
+    """The content of ``model_card.json``; every field comes from the run config or the export.
+
+    ``domain`` is the training data's domain (:func:`training_domain`); ``ood`` the card's
+    section on the model-based OOD score (:func:`medzoo.export.ood.export_ood`).
+    """
     data = config["data"]
     limits = [
         f"Trained on {sum(data['counts'].values())} images from one data source; performance on "
@@ -56,7 +93,9 @@ def build_card(*, config: dict, name: str, version: int, parameters: int, signat
         "parity": parity,
         "blessing": {"blessed": blessed, "reasons": reasons},
         "intended_use": INTENDED_USE,
-        "limitations": limits,
+        "limitations": limits + [domain_limit(domain)],
+        "domain": domain if domain is not None else UNKNOWN_DOMAIN,
+        "ood": ood or {"available": False, "reason": "not computed"},
         "versions": versions,
         "artefacts": artefacts,
     }
@@ -84,6 +123,11 @@ def render_markdown(card: dict) -> str:
     for key, value in sorted(metrics.items()):
         if isinstance(value, (int, float)):
             lines.append(f"- {key}: {value:.4f}")
+    ood = card.get("ood") or {}
+    if ood.get("available"):
+        lines += ["", "## Out-of-distribution score", "",
+                  f"{ood['method']}; images above {ood['threshold']:.3g} "
+                  f"({ood['threshold_rule']}) are flagged by `medzoo predict`."]
     lines += ["", "## Intended use", "", card["intended_use"], "", "## Limitations", ""]
     lines += [f"- {item}" for item in card["limitations"]]
     return "\n".join(lines) + "\n"
@@ -91,5 +135,5 @@ def render_markdown(card: dict) -> str:
 
 def artefact_hashes(version_dir: Path) -> dict:
     names = ["saved_model.pb", "model.onnx", "model_raw.onnx", "model.int8.onnx",
-             "model.fp16.onnx"]
+             "model.fp16.onnx", "features_raw.onnx", "ood.json"]
     return {n: sha256_file(version_dir / n) for n in names if (version_dir / n).exists()}

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -96,6 +97,7 @@ def export_run(run_dir, base, *, name: str | None = None, version: int | None = 
                     "test_fold": config["test_fold"], "folds": config["folds"],
                     "seed": config["split_seed"], "data_fingerprint": config["data"]["fingerprint"],
                     "window": config["data"].get("window")}
+        metadata["domain"] = card.training_domain(config)
         if config.get("multi_label"):
             metadata["multi_label"] = True
         onnx_paths = onnx.write_onnx(model, staging, task=config["task"], input_shape=input_shape,
@@ -114,6 +116,7 @@ def export_run(run_dir, base, *, name: str | None = None, version: int | None = 
                 staging, data_dir, config, list(quantize),
                 max_drop=quantizer.DEFAULT_MAX_DROP if max_drop is None else max_drop)
         fsio.write_json(staging / "parity.json", report)
+        ood_info = _ood(model, staging, config, opset or onnx.DEFAULT_OPSET)
         metrics = validation_metrics(staging / "model.onnx", data_dir, config)
         baseline_metrics = _blessed_metrics(Path(baseline)) if baseline else None
         blessed, reasons = blessing.decide(metrics.get("metrics", {}), list(bless_if or []),
@@ -122,7 +125,8 @@ def export_run(run_dir, base, *, name: str | None = None, version: int | None = 
         model_card = card.build_card(
             config=config, name=name, version=version, parameters=int(model.count_params()),
             signatures=signatures, metrics=metrics, parity=report, blessed=blessed,
-            reasons=reasons, artefacts=card.artefact_hashes(staging), versions=_versions())
+            reasons=reasons, artefacts=card.artefact_hashes(staging), versions=_versions(),
+            domain=metadata["domain"], ood=ood_info)
         fsio.write_json(staging / "model_card.json", model_card)
         fsio.write_text(staging / "model_card.md", card.render_markdown(model_card))
         fsio.write_text(staging / ("BLESSED" if blessed else "NOT_BLESSED"),
@@ -132,6 +136,18 @@ def export_run(run_dir, base, *, name: str | None = None, version: int | None = 
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return final_dir
+
+
+def _ood(model, staging: Path, config: dict, opset: int) -> dict:
+    """The model-based OOD statistics (:mod:`medzoo.export.ood`); an export does not fail for
+    want of them."""
+    from medzoo.export import ood
+
+    try:
+        return ood.export_ood(model, staging, Path(config["data"]["dir"]), config, opset=opset)
+    except Exception as exc:  # the model itself is exported; say why it has no OOD score
+        print(f"medzoo export: no OOD statistics ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return {"available": False, "reason": f"{type(exc).__name__}"}
 
 
 def _new_version_dir(base: Path, name: str, version: int | None) -> Path:
