@@ -248,6 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="exit 1 when any input is rejected")
     p.add_argument("--explain", action="store_true",
                    help="classifiers: occlusion map of each study's top image in its findings report")
+    p.add_argument("--allow-out-of-domain", action="store_true",
+                   help="also score series outside the training domain (another modality, "
+                        "colour, RT Dose, spacing/size/intensity far off), marked as such; by "
+                        "default they are listed in not_analysed.csv (docs/domain.md)")
     p.add_argument("--send", metavar="URL",
                    help="store SEG + SR on a PACS: DICOMweb URL (STOW-RS) or dimse://AET@HOST:PORT "
                         "(C-STORE); credentials from MEDZOO_PACS_USER/_PASSWORD or _TOKEN")
@@ -487,11 +491,15 @@ def _cmd_predict(args) -> int:
                              calling_aet=args.calling_aet)
     r = predict(args.export, args.dicom_dir, args.out, runtime=args.runtime,
                 batch_size=args.batch_size, threshold=args.threshold, key_file=args.key_file,
-                explain=args.explain)
+                explain=args.explain, allow_out_of_domain=args.allow_out_of_domain)
     print(f"predicted {r['predicted']} of {r['inputs']} files ({r['images']} images) in "
           f"{r['studies']} studies; {r['positive_studies']} positive at p >= {r['threshold']:g} "
           f"({r['threshold_source']}); rejected {r['rejected']}, ignored {r['ignored']}; "
           f"model {r['model']} v{r['version']} → {r['out']}")
+    if r.get("not_analysed_series"):
+        print(f"  not analysed (outside the training domain): {r['not_analysed_series']} series, "
+              f"{r['not_analysed']} files — see not_analysed.csv (--allow-out-of-domain scores "
+              "them, marked)")
     for path in r.get("seg_files", []):
         print(f"  DICOM SEG: {path}")
     if client is not None:

@@ -44,6 +44,8 @@ from medzoo import __version__, fsio
 from medzoo.datasets import deid, dicom
 from medzoo.errors import InputError
 from medzoo.deploy import findings
+from medzoo.deploy import screening
+from medzoo.datasets.domain import header_facts
 
 __all__ = ["predict", "load_export", "ExportedModel", "discover", "raw_feeds", "RUNTIMES",
            "NOT_DICOM_SUFFIXES"]
@@ -241,6 +243,7 @@ class _Source:
     columns: int
     frames: int
     order: int
+    facts: dict | None = None  # what kind of image (medzoo.datasets.domain), no identifiers
 
 
 def discover(dicom_dir: Path, skip: Path | None = None) -> tuple[list[Path], int]:
@@ -278,7 +281,7 @@ def _scan(path: Path, rel: str, order: int) -> _Source:
             series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
             sop_uid=str(ds.get("SOPInstanceUID", "") or ""), position=dicom._slice_position(ds),
             instance=instance, rows=int(ds.Rows), columns=int(ds.Columns),
-            frames=int(ds.get("NumberOfFrames", 1) or 1), order=order)
+            frames=int(ds.get("NumberOfFrames", 1) or 1), order=order, facts=header_facts(ds))
 
 
 def _group(sources: list[_Source]) -> list[list[list[_Source]]]:
@@ -294,7 +297,7 @@ def _group(sources: list[_Source]) -> list[list[list[_Source]]]:
              for objs in series.values()] for series in studies.values()]
 
 
-def raw_feeds(path: Path, window) -> dict:
+def raw_feeds(path: Path, window, colour_as_grey: bool = False) -> dict:
     """What ``serving_default`` takes for every frame of one DICOM file.
 
     Returns
@@ -307,11 +310,15 @@ def raw_feeds(path: Path, window) -> dict:
     ------
     medzoo.datasets.dicom.DicomRejected
         Unreadable or undecodable files (as ingest), and what the raw signature cannot take:
-        colour images, float pixel data, a non-linear Modality LUT, values beyond int32.
+        colour images (unless ``colour_as_grey``: their luma, in 1/256 steps, for series
+        scored with ``--allow-out-of-domain``), float pixel data, a non-linear Modality LUT,
+        values beyond int32.
     """
     with dicom._quiet():
         ds = dicom._read_dataset(path)
         dicom.check_header(ds)
+        if int(ds.get("SamplesPerPixel", 1) or 1) != 1 and colour_as_grey:
+            return _colour_as_grey(ds)
         if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
             raise dicom.DicomRejected("colour image (the raw serving signature takes monochrome "
                                       "stored pixels)")
@@ -351,12 +358,25 @@ def raw_feeds(path: Path, window) -> dict:
             "invert": np.full(n, float(photometric == "MONOCHROME1"), np.float32)}
 
 
+def _colour_as_grey(ds) -> dict:
+    """A colour object's luma as the raw signature's inputs: stored values of 1/256 of a grey
+    level (slope 1/256) and the full-range window ingest gives colour images."""
+    rgb = dicom._decoded_frames(ds, dicom._decode(ds)).astype(np.float32)
+    luma = np.rint(dicom.to_grey(rgb) * 256.0).astype(np.int32)
+    center, width = dicom.choose_window(ds, rgb, "auto")
+    n = luma.shape[0]
+    return {"pixels": luma, "rescale_slope": np.full(n, 1.0 / 256.0, np.float32),
+            "rescale_intercept": np.zeros(n, np.float32),
+            "window_center": np.full(n, center, np.float32),
+            "window_width": np.full(n, width, np.float32), "invert": np.zeros(n, np.float32)}
+
+
 # --------------------------------------------------------------------------- predict
 
 
 def predict(export_dir, dicom_dir, out_dir, *, runtime: str = "onnx", batch_size: int = 32,
             threshold: float | None = None, key_file=None, progress: bool | None = None,
-            explain: bool = False) -> dict:
+            explain: bool = False, allow_out_of_domain: bool = False) -> dict:
     """Run an exported model on new, unlabelled DICOM studies; write findings into ``out_dir``.
 
     Parameters
@@ -386,6 +406,10 @@ def predict(export_dir, dicom_dir, out_dir, *, runtime: str = "onnx", batch_size
         Classifiers: an occlusion-sensitivity map of each study's highest-scoring image, made with
         the same runtime on the raw stored pixels (model-agnostic: no gradients needed), written
         as ``explain/study-NNN.png`` and shown in that study's findings report.
+    allow_out_of_domain : bool
+        Score series outside the training domain (:mod:`medzoo.deploy.domain`) anyway and mark
+        them (``out_of_domain`` column, studies.json, findings report). By default they are
+        not scored and are listed in ``not_analysed.csv`` with the reason.
 
     Returns
     -------
@@ -428,7 +452,7 @@ def predict(export_dir, dicom_dir, out_dir, *, runtime: str = "onnx", batch_size
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         summary = _predict(model, run, files, dicom_dir, staging, int(batch_size), key, progress,
-                           explain)
+                           explain, allow_out_of_domain)
         if out.exists():
             out.rmdir()
         os.rename(staging, out)
@@ -440,7 +464,8 @@ def predict(export_dir, dicom_dir, out_dir, *, runtime: str = "onnx", batch_size
 
 
 def _predict(model: ExportedModel, run, files, dicom_dir: Path, out: Path, batch_size: int,
-             key: bytes | None, progress, explain: bool = False) -> dict:
+             key: bytes | None, progress, explain: bool = False,
+             allow_out_of_domain: bool = False) -> dict:
     from tqdm import tqdm
 
     rejected: list[tuple[str, str]] = []
@@ -474,20 +499,26 @@ def _predict(model: ExportedModel, run, files, dicom_dir: Path, out: Path, batch
 
     studies = _group(sources)
     state = _Collector(model, out, reject, key, explain_with=run if explain else None)
+    state.screen = screen = screening.Screen(model.version_dir, allow_out_of_domain)
     for study_no, series_list in enumerate(studies, start=1):
         for objects in series_list:
-            state.open_series(study_no, objects)
+            state.open_series(study_no, objects, out_of_domain=screen.series_reasons(objects))
     pending: list[tuple] = []  # (series key, source, frame index, feeds of one frame)
 
     def flush():
         if pending:
             feeds = {k: np.stack([item[3][k] for item in pending]) for k in pending[0][3]}
-            state.take(pending, run(feeds))
+            state.take(pending, screen.add_ood(run(feeds), feeds))
             pending.clear()
 
     for src, series_key in state.objects_in_order():
+        if state.series[series_key].get("skip"):  # out of domain: listed, not scored
+            flush()  # the series before it close first: series numbers follow input order
+            state.object_done(series_key)
+            bar.update(1)
+            continue
         try:
-            feeds = raw_feeds(src.path, model.window)
+            feeds = raw_feeds(src.path, model.window, colour_as_grey=allow_out_of_domain)
         except dicom.DicomRejected as exc:
             state.drop(series_key, src, exc.reason)
             bar.update(1)
@@ -528,6 +559,7 @@ class _Collector:
         # occlusion maps need a classifier's score; a segmenter's SEG already shows where
         self.explain_with = explain_with if model.task == "classification" else None
         self.series: dict[int, dict] = {}
+        self.screen = None  # screening.Screen: domain check and OOD score (set by _predict)
         self.closed: list[dict] = []  # series with at least one scored image, in order
         self.seg_files: list[str] = []
         self._order: list[tuple[_Source, int]] = []
@@ -539,16 +571,20 @@ class _Collector:
 
     @property
     def has_results(self) -> bool:
-        return any(entry["results"] for entry in self.closed)
+        return any(entry["results"] or entry.get("skip") for entry in self.closed)
 
     # -- bookkeeping
 
-    def open_series(self, study_no: int, objects: list[_Source]):
+    def open_series(self, study_no: int, objects: list[_Source], out_of_domain=()):
         key = self._next_key
         self._next_key += 1
         self.series[key] = {"study": study_no, "objects_left": len(objects), "in_flight": 0,
                             "slice_of": {id(o): i for i, o in enumerate(objects, start=1)},
-                            "results": []}
+                            "results": [], "out_of_domain": list(out_of_domain),
+                            "skip": bool(out_of_domain) and not self.screen.allow,
+                            "objects": len(objects), "frames": sum(o.frames for o in objects),
+                            "modality": ", ".join(sorted({(o.facts or {}).get("modality", "")
+                                                          for o in objects}))}
         self._order.extend((o, key) for o in objects)
 
     def objects_in_order(self) -> list[tuple[_Source, int]]:
@@ -571,6 +607,8 @@ class _Collector:
             entry = self.series[key]
             result = {"source": src, "frame": frame + 1, "score": float(scores[i]),
                       "slice": entry["slice_of"][id(src)]}
+            if "ood_score" in outputs:
+                result["ood_score"] = float(outputs["ood_score"][i])
             if masks is not None:
                 result["mask"] = self._full_size_mask(masks[i], src.rows, src.columns)
             entry["results"].append(result)
@@ -583,9 +621,12 @@ class _Collector:
         if entry is None or entry["objects_left"] or entry["in_flight"]:
             return
         del self.series[key]
-        if not entry["results"]:
+        if not entry["results"] and not entry["skip"]:
             return  # every object of the series was rejected
         entry["number"] = len(self.closed) + 1
+        if entry["skip"]:
+            self.closed.append(entry)
+            return
         entry["results"].sort(key=lambda r: (r["slice"], r["frame"]))
         if self.model.task == "segmentation":
             if self.write_seg:
@@ -690,8 +731,14 @@ class _Collector:
         by_study: dict[int, list[dict]] = {}
         for entry in self.closed:
             by_study.setdefault(entry["study"], []).append(entry)
-        rows, studies = [], []
+        rows, studies, not_analysed = [], [], []
         for study_no, entries in enumerate(by_study.values(), start=1):
+            skipped = [e for e in entries if e["skip"]]
+            entries = [e for e in entries if not e["skip"]]
+            not_analysed += [screening.not_analysed_row(study_no, e) for e in skipped]
+            if not entries:  # every series of the study lies outside the training domain
+                studies.append(self._not_analysed_study(study_no, not_analysed[-len(skipped):]))
+                continue
             study_rows, series_entries, study_results = [], [], []
             for entry in entries:
                 series_rows = []
@@ -702,7 +749,8 @@ class _Collector:
                            "slice": r["slice"], "frame": r["frame"], "rows": r["source"].rows,
                            "columns": r["source"].columns, "score": f"{r['score']:.6f}",
                            "predicted": self.predicted_class(r["score"]),
-                           **self._pseudonyms(r["source"])}
+                           **self._pseudonyms(r["source"]),
+                           **self.screen.row(r, entry["out_of_domain"])}
                     if model.task == "segmentation":
                         row["lesion_pixels"] = r["lesion_pixels"]
                     study_rows.append(row)
@@ -712,7 +760,8 @@ class _Collector:
                         "max_image": series_rows[s["max_index"]]["study_image"],
                         "predicted": self.predicted_class(s["max_score"]),
                         "model": model.name, "version": model.version,
-                        **{k: v for k, v in series_rows[0].items() if k == "series_pseudonym"}}
+                        **{k: v for k, v in series_rows[0].items() if k == "series_pseudonym"},
+                        **screening.series_flags(series_rows, entry["out_of_domain"])}
                 if model.task == "segmentation":
                     item["lesion_pixels"] = sum(r["lesion_pixels"] for r in series_rows)
                     segs = entry.get("seg") or []
@@ -727,6 +776,7 @@ class _Collector:
             study["finding"] = findings.finding_sentence(
                 s, finding=model.finding, model=label, max_image=study["max_image"])
             study.update(report=f"findings/study-{study_no:03d}.md", series=series_entries)
+            screening.mark_study(study, not_analysed[len(not_analysed) - len(skipped):])
             if self.explain_with is not None:
                 study["explanation"] = self._explain(study_no, study["max_image"],
                                                      study_results[s["max_index"]])
@@ -738,13 +788,18 @@ class _Collector:
 
         columns = (PREDICTION_COLUMNS
                    + (("lesion_pixels",) if model.task == "segmentation" else ())
-                   + (("study_pseudonym", "series_pseudonym") if self.key is not None else ()))
+                   + (("study_pseudonym", "series_pseudonym") if self.key is not None else ())
+                   + screening.PREDICTION_COLUMNS)
         fsio.write_csv(self.out / "predictions.csv", rows, columns)
+        fsio.write_csv(self.out / "not_analysed.csv", not_analysed, screening.NOT_ANALYSED_COLUMNS)
         fsio.write_csv(self.out / "rejected.csv",
                        [{"path": p, "reason": r} for p, r in sorted(rejected)], ("path", "reason"))
         by_reason = dict(sorted(collections.Counter(r for _, r in rejected).items()))
-        counts = {"inputs": n_inputs, "predicted": n_inputs - len(rejected),
-                  "rejected": len(rejected), "images": len(rows), "studies": len(studies),
+        skipped_files = sum(r["files"] for r in not_analysed)
+        counts = {"inputs": n_inputs, "predicted": n_inputs - len(rejected) - skipped_files,
+                  "rejected": len(rejected), "not_analysed": skipped_files,
+                  "not_analysed_series": len(not_analysed),
+                  "images": len(rows), "studies": len(studies),
                   "series": sum(len(s["series"]) for s in studies),
                   "positive_studies": sum(1 for s in studies if s["positive"]),
                   "rejected_by_reason": by_reason}
@@ -752,10 +807,27 @@ class _Collector:
             "schema_version": 1, "medzoo_version": __version__, "model": model.describe(),
             "threshold": threshold, "threshold_source": model.threshold_source,
             "disclaimer": findings.DISCLAIMER, "counts": counts, "studies": studies,
+            **self.screen.document(),
         }
         fsio.write_json(self.out / "studies.json", document)
         return {**counts, "threshold": threshold, "threshold_source": model.threshold_source,
                 "model": model.name, "version": model.version, "seg_files": list(self.seg_files)}
+
+
+    def _not_analysed_study(self, study_no: int, skipped: list[dict]) -> dict:
+        """The studies.json entry and findings report of a study none of whose series was
+        analysed (each lies outside the training domain)."""
+        model = self.model
+        study = {"study": study_no, "images": 0, "analysed": False, "positive": False,
+                 "model": model.name, "version": model.version,
+                 "finding": findings.not_analysed_sentence(
+                     skipped, model=findings.model_label(model.name, model.version)),
+                 "report": f"findings/study-{study_no:03d}.md", "series": [],
+                 "not_analysed": skipped}
+        fsio.write_text(self.out / study["report"], findings.render_study_report(
+            study, [], model=model.describe(), threshold=model.threshold,
+            finding=model.finding, medzoo_version=__version__))
+        return study
 
 
 def _display(frame: dict) -> np.ndarray:

@@ -66,7 +66,8 @@ def study_sources(out_dir, dicom_dir) -> dict[int, list[Path]]:
             numbered[len(numbered) + 1] = [s.path for s in used]
             frames[len(frames) + 1] = sum(s.frames for s in used)
     document = fsio.read_json(out / "studies.json")
-    expected = {s["study"]: s["images"] for s in document["studies"]}
+    expected = {s["study"]: s["images"] + sum(n["images"] for n in s.get("not_analysed") or [])
+                for s in document["studies"]}  # series outside the domain: listed, not scored
     if expected != frames:
         raise InputError(f"DICOM dir {dicom_dir}: expected the files predict scored into {out} "
                          "(same folder, unchanged). Received: different studies or image counts")
@@ -143,6 +144,8 @@ def write_reports(out_dir, dicom_dir) -> list[Path]:
     sources = study_sources(out, dicom_dir)
     written = []
     for study in document["studies"]:
+        if study.get("analysed") is False:  # outside the training domain: no finding to report
+            continue
         path = out / "sr" / f"study-{study['study']:03d}.dcm"
         try:
             pydicom.dcmread(str(path), stop_before_pixels=True)

@@ -1,0 +1,144 @@
+"""What ``medzoo predict`` asks of an export before and while it scores: the domain check of each
+series (:mod:`medzoo.deploy.domain`) and the model-based OOD score of each image
+(:mod:`medzoo.export.ood`, ``features_raw.onnx`` in onnxruntime). No TensorFlow.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from medzoo import fsio
+from medzoo.datasets import dicom
+from medzoo.datasets import domain as data_domain
+from medzoo.deploy import domain as checks
+from medzoo.export import ood
+
+PREDICTION_COLUMNS = ("ood_score", "ood_flag", "out_of_domain")
+"""Columns ``predict`` adds to ``predictions.csv``: the image's OOD distance, 1 when it is above
+the export's threshold, and — for series scored with ``--allow-out-of-domain`` only — the
+reasons the series lies outside the training domain."""
+
+
+class Screen:
+    """The domain and OOD side of one ``predict`` run on one export.
+
+    Parameters
+    ----------
+    version_dir : path-like
+        The export version dir (``model_card.json``; ``ood.json`` + ``features_raw.onnx`` when
+        the export has the OOD score).
+    allow_out_of_domain : bool
+        Score series outside the domain anyway (they are marked).
+    """
+
+    def __init__(self, version_dir, allow_out_of_domain: bool = False):
+        version_dir = Path(version_dir)
+        try:
+            card = fsio.read_json(version_dir / "model_card.json")
+        except (OSError, ValueError):
+            card = {}
+        self.domain = card.get("domain", data_domain.UNKNOWN)
+        self.allow = bool(allow_out_of_domain)
+        self.known = checks.is_known(self.domain)
+        if not self.known:
+            print("medzoo predict: warning: this export records no training domain (its dataset "
+                  "was ingested by an older medzoo); series are not checked against it",
+                  file=sys.stderr)
+        self.stats = ood.read_stats(version_dir)
+        self.session = None
+        if self.stats is not None:
+            import onnxruntime as ort
+
+            self.session = ort.InferenceSession(str(version_dir / ood.FEATURES_FILE),
+                                                providers=["CPUExecutionProvider"])
+
+    @property
+    def threshold(self) -> float | None:
+        return float(self.stats["threshold"]) if self.stats is not None else None
+
+    def series_reasons(self, objects) -> list[str]:
+        """Why a series (objects with ``facts`` and ``path``, sorted) lies outside the domain."""
+        if not self.known:
+            return []
+        facts = [o.facts for o in objects if getattr(o, "facts", None)]
+        return checks.reasons(self.domain, checks.series_facts(facts, _median(objects)))
+
+    def add_ood(self, outputs: dict, feeds: dict) -> dict:
+        """``outputs`` of the model on ``feeds`` plus ``ood_score`` (one per image) when the
+        export has OOD statistics."""
+        if self.session is None:
+            return outputs
+        features = self.session.run(["features"], feeds)[0]
+        return {**outputs, "ood_score": ood.mahalanobis(self.stats, features)}
+
+    def document(self) -> dict:
+        """studies.json fields on the check itself: the training domain, the rule, the OOD score."""
+        return {"domain": {"training": checks.describe(self.domain), "checked": self.known,
+                           "allow_out_of_domain": self.allow,
+                           "rules": "docs/domain.md; medzoo.deploy.domain"},
+                "ood": ({"threshold": self.threshold, "method": "Mahalanobis distance of "
+                         "penultimate features"} if self.stats is not None else None)}
+
+    def row(self, result: dict, reasons) -> dict:
+        """The :data:`PREDICTION_COLUMNS` of one scored image."""
+        score = result.get("ood_score")
+        return {"ood_score": "" if score is None else f"{score:.4f}",
+                "ood_flag": "" if score is None else int(score > self.threshold),
+                "out_of_domain": "; ".join(reasons or ())}
+
+
+def _median(objects) -> float | None:
+    """Median modality value of the series' middle image (a grid sample; None for colour or an
+    object that does not decode — that object is rejected when it is scored)."""
+    if not objects:
+        return None
+    middle = objects[len(objects) // 2]
+    if (getattr(middle, "facts", None) or {}).get("samples", 1) != 1:
+        return None
+    try:
+        values = dicom.read_modality_values(middle.path)
+    except Exception:
+        return None
+    frame = values[len(values) // 2][None]
+    sample = np.asarray(data_domain.sample_grid(frame), dtype=np.float64)
+    sample = sample[np.isfinite(sample)]
+    return float(np.median(sample)) if sample.size else None
+
+
+# --------------------------------------------------------------------------- what predict writes
+
+NOT_ANALYSED_COLUMNS = ("study", "series", "files", "images", "modality", "reason")
+"""``not_analysed.csv``: one row per series outside the training domain that was not scored."""
+
+
+def not_analysed_row(study_no: int, entry: dict) -> dict:
+    """The ``not_analysed.csv`` row (also the studies.json entry) of a series not scored."""
+    return {"study": study_no, "series": entry["number"], "files": entry["objects"],
+            "images": entry["frames"], "modality": entry["modality"],
+            "reason": "; ".join(entry["out_of_domain"])}
+
+
+def series_flags(series_rows: list[dict], reasons) -> dict:
+    """studies.json fields of a scored series: its out-of-domain reasons (when scored with
+    ``--allow-out-of-domain``), its images above the OOD threshold and its highest OOD score."""
+    scores = [float(r["ood_score"]) for r in series_rows if r.get("ood_score") not in (None, "")]
+    return {"out_of_domain": list(reasons or ()),
+            "ood_flagged_images": sum(int(r["ood_flag"] or 0) for r in series_rows
+                                      if r.get("ood_flag") != ""),
+            "max_ood_score": round(max(scores), 4) if scores else None}
+
+
+def mark_study(study: dict, skipped: list[dict]) -> None:
+    """Add the domain fields to a studies.json study entry (before its report is rendered)."""
+    series = study.get("series") or []
+    study["analysed"] = True
+    study["not_analysed"] = list(skipped)
+    study["out_of_domain"] = any(s.get("out_of_domain") for s in series)
+    study["ood_flagged_images"] = sum(s.get("ood_flagged_images") or 0 for s in series)
+    if study["out_of_domain"]:
+        reasons = list(dict.fromkeys(r for s in series for r in s.get("out_of_domain") or ()))
+        study["finding"] = (f"OUT OF DOMAIN ({'; '.join(reasons)}; scored only because of "
+                            f"--allow-out-of-domain) — {study['finding']}")
