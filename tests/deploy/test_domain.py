@@ -1,0 +1,212 @@
+"""The domain of validity: recorded at ingest and export, enforced by ``medzoo predict``, and the
+model-based OOD score (real DICOM from synth and pydicom, the real CT export of conftest)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pydicom
+import pydicom.data
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+from medzoo import fsio
+from medzoo.datasets import domain as data_domain
+from medzoo.datasets.synth import write_synthetic
+from medzoo.deploy import domain
+from medzoo.deploy.predict import predict
+from medzoo.evaluation.metrics import roc_auc
+from medzoo.export import card, ood
+
+OTHER = {"mr": "MR", "cr": "CR", "us": "US"}
+
+
+def _colour_secondary_capture(path: Path, size: int = 32) -> None:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.Modality, ds.ConversionType = "OT", "WSD"
+    ds.Rows = ds.Columns = size
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    rgb = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    ds.PixelData = rgb.tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+
+
+def _rtdose() -> Path:
+    (path,) = [Path(p) for p in pydicom.data.get_testdata_files() if p.endswith("rtdose.dcm")]
+    return path
+
+
+@pytest.fixture(scope="module")
+def mixed_dir(tmp_path_factory):
+    """New CT patients (in domain, never trained on) beside MR, CR, US, an RT Dose and a colour
+    secondary capture."""
+    root = tmp_path_factory.mktemp("domain") / "in"
+    write_synthetic(root / "ct", patients=4, modality="ct", size=32, slices=2, seed=41)
+    for seed, name in enumerate(OTHER, start=42):
+        write_synthetic(root / name, patients=2, modality=name, size=32, slices=2, seed=seed)
+    (root / "rt").mkdir()
+    shutil.copy(_rtdose(), root / "rt" / "rtdose.dcm")
+    _colour_secondary_capture(root / "sc" / "colour.dcm")
+    return root
+
+
+@pytest.fixture(scope="module")
+def refused(cnn_export, mixed_dir, tmp_path_factory):
+    """``medzoo predict`` (the command) without --allow-out-of-domain."""
+    out = tmp_path_factory.mktemp("refused") / "out"
+    proc = subprocess.run([sys.executable, "-m", "medzoo", "predict", str(cnn_export),
+                           str(mixed_dir), "--out", str(out)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    return out, proc
+
+
+@pytest.fixture(scope="module")
+def allowed(cnn_export, mixed_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("allowed") / "out"
+    return out, predict(cnn_export, mixed_dir, out, progress=False, allow_out_of_domain=True)
+
+
+def test_export_records_the_training_domain_in_card_and_onnx(cnn_export, phantom_ds):
+    info = json.loads((phantom_ds / "dataset.json").read_text())
+    recorded = info["domain"]
+    assert recorded["modalities"] == {"CT": info["counts"]["records"]}
+    assert recorded["photometric_interpretations"] == {"MONOCHROME2": info["counts"]["records"]}
+    assert list(recorded["sop_classes"]) == ["1.2.840.10008.5.1.4.1.1.2"]
+    assert recorded["rows"] == recorded["columns"] == [32, 32]
+    assert recorded["bits_stored"] and recorded["pixel_spacing_mm"][0] > 0
+    intensity = recorded["intensity"]
+    assert intensity["p1"] < intensity["p50"] < intensity["p99"]
+    assert -1100 < intensity["p1"] < -900  # air in HU: the modality LUT was applied
+    model_card = json.loads((cnn_export / "model_card.json").read_text())
+    assert model_card["domain"] == recorded
+    meta = {p.key: p.value for p in onnx.load(cnn_export / "model_raw.onnx").metadata_props}
+    assert json.loads(meta["medzoo.domain"]) == recorded
+    assert "CT" in model_card["limitations"][-1]
+    text = json.dumps(recorded)
+    assert "MZ-" not in text and "1.2.826" not in text  # no patient IDs, no instance UIDs
+
+
+def test_an_old_dataset_gives_an_unknown_domain(tmp_path):
+    (tmp_path / "dataset.json").write_text(json.dumps({"schema_version": 1}))
+    assert card.training_domain({"data": {"dir": str(tmp_path)}}) == "unknown"
+    assert card.training_domain({"data": {"dir": str(tmp_path / "gone")}}) == "unknown"
+    assert domain.reasons("unknown", {"modalities": ["MR"]}) == []
+
+
+def test_domain_accumulator_round_trips_and_measures_percentiles():
+    acc = data_domain.DomainAccumulator()
+    values = np.linspace(-1000.0, 1000.0, 2001)
+    acc.add({"modality": "CT", "photometric": "MONOCHROME2", "samples": 1, "rows": 32,
+             "columns": 32, "pixel_spacing": [0.7, 0.7], "median": 0.0,
+             "histogram": data_domain.intensity_bins(values)})
+    again = data_domain.DomainAccumulator(json.loads(json.dumps(acc.state())))
+    assert again.summary() == acc.summary()
+    summary = acc.summary()
+    assert summary["intensity"]["p50"] == pytest.approx(0.0, abs=1.0)
+    assert summary["intensity"]["p1"] == pytest.approx(-980.0, rel=0.02)
+    assert summary["intensity"]["p99"] == pytest.approx(980.0, rel=0.02)
+
+
+def test_rules_and_their_tolerances():
+    trained = {"modalities": {"CT": 10}, "photometric_interpretations": {"MONOCHROME2": 10},
+               "samples_per_pixel": [1], "pixel_spacing_mm": [0.6, 0.8], "rows": [512, 512],
+               "columns": [512, 512], "intensity": {"p1": -1000.0, "p99": 1000.0}}
+    inside = {"modalities": ["CT"], "photometric": ["MONOCHROME2"], "samples": [1],
+              "sop_classes": ["1.2.840.10008.5.1.4.1.1.2"], "pixel_spacing": [0.35, 1.5],
+              "rows": [256, 256], "columns": [2048, 2048], "median": 1090.0}
+    assert domain.reasons(trained, inside) == []
+    far = dict(inside, pixel_spacing=[0.25, 0.25], rows=[100, 100], median=1200.0)
+    found = domain.reasons(trained, far)
+    assert [r.split(" ")[0] for r in found] == ["pixel", "rows", "median"]
+    assert "0.3–1.6 mm" in found[0]
+
+
+def test_out_of_domain_series_are_listed_not_scored(refused, mixed_dir):
+    out, proc = refused
+    assert proc.returncode == 0, proc.stderr
+    assert "not analysed (outside the training domain): 8 series" in proc.stdout
+    rows = fsio.read_csv(out / "not_analysed.csv")
+    reasons = {r["modality"]: r["reason"] for r in rows}
+    assert sorted(reasons) == ["CR", "MR", "OT", "RTDOSE", "US"]
+    assert len(rows) == 2 * 3 + 2  # 2 patients × MR/CR/US, the RT Dose and the colour SC
+    assert reasons["MR"] == "modality MR (trained on CT)"
+    assert reasons["CR"].startswith("modality CR (trained on CT)")
+    assert reasons["US"] == ("modality US (trained on CT); colour image (RGB; trained on "
+                             "greyscale MONOCHROME2)")
+    assert reasons["RTDOSE"].startswith("not a diagnostic image (RT Dose)")
+    assert reasons["OT"] == ("modality OT (trained on CT); colour image (RGB; trained on "
+                             "greyscale MONOCHROME2)")
+    assert fsio.read_csv(out / "rejected.csv") == []
+    predicted = fsio.read_csv(out / "predictions.csv")
+    assert len(predicted) == 4 * 2 and not any(r["out_of_domain"] for r in predicted)
+    document = json.loads((out / "studies.json").read_text())
+    counts = document["counts"]
+    assert counts["inputs"] == counts["predicted"] + counts["rejected"] + counts["not_analysed"]
+    assert (counts["predicted"], counts["not_analysed"]) == (8, 2 * 3 * 2 + 2)
+    listed = [s for s in document["studies"] if s["analysed"] is False]
+    assert len(listed) == 8 and all(s["not_analysed"] and not s["positive"] for s in listed)
+    report = (out / listed[0]["report"]).read_text()
+    assert "## Not analysed" in report and listed[0]["not_analysed"][0]["reason"] in report
+    assert "Not analysed, outside the model's training domain" in listed[0]["finding"]
+
+
+def test_allow_out_of_domain_scores_them_marked(refused, allowed):
+    out, summary = allowed
+    assert summary["not_analysed"] == 0 and summary["rejected"] == 0
+    rows = fsio.read_csv(out / "predictions.csv")
+    marked = [r for r in rows if r["out_of_domain"]]
+    assert len(marked) == 2 * 3 * 2 + 15 + 1  # MR/CR/US slices, 15 RT Dose frames, the SC
+    document = json.loads((out / "studies.json").read_text())
+    for study in document["studies"]:
+        report = (out / study["report"]).read_text()
+        if study["out_of_domain"]:
+            assert study["finding"].startswith("OUT OF DOMAIN")
+            assert "scored only because `--allow-out-of-domain` was given" in report
+        else:
+            assert "OUT OF DOMAIN" not in report
+    # the in-domain CT images are scored exactly as without the flag
+    before = {(r["study"], r["slice"]): r["score"]
+              for r in fsio.read_csv(refused[0] / "predictions.csv")}
+    after = [r["score"] for r in rows if not r["out_of_domain"]]
+    assert sorted(before.values()) == sorted(after) and len(after) == 8
+
+
+def test_ood_score_separates_other_modalities_from_held_out_ct(allowed, cnn_export):
+    out, _ = allowed
+    stats = ood.read_stats(cnn_export)
+    assert stats is not None and stats["threshold"] > 0
+    rows = fsio.read_csv(out / "predictions.csv")
+    scores = np.array([float(r["ood_score"]) for r in rows])
+    other = np.array([int(bool(r["out_of_domain"])) for r in rows])
+    auroc = roc_auc(other, scores)
+    print(f"OOD AUROC (other modalities vs held-out CT, n={len(rows)}): {auroc:.3f}")
+    assert auroc >= 0.9
+    flags = np.array([int(r["ood_flag"]) for r in rows])
+    assert flags[other == 1].mean() > flags[other == 0].mean()
+
+
+def test_an_export_without_a_domain_warns_once_and_scores(cnn_export, mixed_dir, tmp_path,
+                                                          capfd):
+    old = tmp_path / "models" / "cnn" / "1"
+    shutil.copytree(cnn_export, old)
+    model_card = json.loads((old / "model_card.json").read_text())
+    model_card["domain"] = "unknown"
+    (old / "model_card.json").write_text(json.dumps(model_card))
+    summary = predict(old, mixed_dir / "mr", tmp_path / "out", progress=False)
+    assert summary["not_analysed"] == 0 and summary["images"] == 2 * 2
+    assert capfd.readouterr().err.count("records no training domain") == 1
