@@ -37,6 +37,8 @@ BINS_PER_UNIT = 64
 SAMPLE_PIXELS = 1024
 """About this many pixels per frame are sampled for intensities (a regular grid)."""
 PERCENTILES = (0.5, 1.0, 5.0, 50.0, 95.0, 99.0, 99.5)
+STANDARD_UID_ROOT = "1.2.840.10008."
+"""SOP classes defined by the DICOM standard; others are recorded as ``"private"``."""
 UNKNOWN = "unknown"
 """What an export records when its training data has no domain (an old dataset)."""
 
@@ -188,8 +190,13 @@ class DomainAccumulator:
 
         sop = {}
         for uid, n in sorted(self.counts["sop_class"].items()):
-            name = pydicom.uid.UID(uid).name
-            sop[uid] = {"name": name if name != uid else "unknown SOP class", "images": n}
+            if not uid.startswith(STANDARD_UID_ROOT):  # a vendor's own class: keep no UID
+                uid, name = "private", "private SOP class"
+            else:
+                name = pydicom.uid.UID(uid).name
+                name = name if name != uid else "unknown SOP class"
+            entry = sop.setdefault(uid, {"name": name, "images": 0})
+            entry["images"] += n
         return {
             "schema_version": SCHEMA_VERSION, "images": self.objects,
             "modalities": dict(sorted(self.counts["modality"].items())),
