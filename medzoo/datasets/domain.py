@@ -165,8 +165,13 @@ class DomainAccumulator:
         self.ranges = {k: state.get("ranges", {}).get(k) for k in self._RANGES}
         self.histogram = dict(state.get("histogram", {}))
 
-    def add(self, facts: dict | None) -> None:
-        """Count one object (None: nothing, e.g. the second frame of an object already counted)."""
+    def add(self, facts) -> None:
+        """Count one object's facts, or each of a list (the inputs of a paired record); None:
+        nothing (e.g. the second frame of an object already counted)."""
+        if isinstance(facts, (list, tuple)):
+            for item in facts:
+                self.add(item)
+            return
         if not facts:
             return
         self.objects += 1

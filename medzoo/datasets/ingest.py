@@ -476,7 +476,8 @@ def decode_task(task):
                        frame_no=unit["frame_no"], paths=unit["paths"],
                        sops=[deid.pseudonym(opts.key, "sop", s) for s in unit["sops"] if s],
                        slices=unit["slices"], spacing=unit["spacing"],
-                       domain=unit["img"].domain if unit["frame_no"] == 1 else None)
+                       domain=(unit.get("domains") or [unit["img"].domain])
+                       if unit["frame_no"] == 1 else None)
         out.append(("ok", unit["path"], payload))
     return out
 
@@ -510,6 +511,7 @@ def _pair(columns, per_column):
         lead = dict(parts[0])
         lead["image"] = np.concatenate([u["image"] for u in parts], axis=-1)
         lead["paths"] = [p for u in parts for p in u["paths"]]
+        lead["domains"] = [u["img"].domain for u in parts]  # every input's kind of image
         units.append(lead)
     return units, []
 

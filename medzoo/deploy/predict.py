@@ -559,7 +559,7 @@ class _Collector:
         # occlusion maps need a classifier's score; a segmenter's SEG already shows where
         self.explain_with = explain_with if model.task == "classification" else None
         self.series: dict[int, dict] = {}
-        self.screen = None  # screening.Screen: domain check and OOD score (set by _predict)
+        self.screen = screening.Screen(None)  # domain check and OOD score (set by _predict)
         self.closed: list[dict] = []  # series with at least one scored image, in order
         self.seg_files: list[str] = []
         self._order: list[tuple[_Source, int]] = []

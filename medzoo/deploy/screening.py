@@ -27,28 +27,31 @@ class Screen:
 
     Parameters
     ----------
-    version_dir : path-like
+    version_dir : path-like or None
         The export version dir (``model_card.json``; ``ood.json`` + ``features_raw.onnx`` when
-        the export has the OOD score).
+        the export has the OOD score). None: check nothing, score nothing more, say nothing
+        (for callers that screen elsewhere).
     allow_out_of_domain : bool
         Score series outside the domain anyway (they are marked).
     """
 
     def __init__(self, version_dir, allow_out_of_domain: bool = False):
+        self.allow = bool(allow_out_of_domain)
+        self.domain, self.known, self.stats, self.session = data_domain.UNKNOWN, False, None, None
+        if version_dir is None:
+            return
         version_dir = Path(version_dir)
         try:
             card = fsio.read_json(version_dir / "model_card.json")
         except (OSError, ValueError):
             card = {}
         self.domain = card.get("domain", data_domain.UNKNOWN)
-        self.allow = bool(allow_out_of_domain)
         self.known = checks.is_known(self.domain)
         if not self.known:
             print("medzoo predict: warning: this export records no training domain (its dataset "
                   "was ingested by an older medzoo); series are not checked against it",
                   file=sys.stderr)
         self.stats = ood.read_stats(version_dir)
-        self.session = None
         if self.stats is not None:
             import onnxruntime as ort
 

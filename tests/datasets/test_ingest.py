@@ -260,6 +260,7 @@ def test_paired_ct_mr_become_two_channels_each_with_its_window(tmp_path, key_fil
     info = json.loads((tmp_path / "DS" / "dataset.json").read_text())
     assert info["channels"] == 2 and info["input_columns"] == ["path", "path_mr"]
     assert info["windows"] == [[50.0, 350.0], "auto"] and info["window_preset"] == "mediastinum"
+    assert info["domain"]["modalities"] == {"CT": 8, "MR": 8}  # every input's kind of image
     for rec, row in zip(read_records(tmp_path / "DS"), rows):
         assert rec["image"].shape == (32, 32, 2)
         ct = read_dicom(src / row["path"], (50, 350), size=(32, 32)).frames[0, ..., 0]
