@@ -15,9 +15,11 @@ The rules and their tolerances (docs/domain.md):
   a model trained on greyscale images, and the other way round;
 * **pixel spacing** — outside ``[min / 2, max × 2]`` of the training range (:data:`SPACING_FACTOR`);
 * **image size** — rows or columns outside ``[min / 4, max × 4]`` (:data:`SIZE_FACTOR`);
-* **intensity** — the median modality value (after rescale slope/intercept) of the series'
-  middle image outside the training images' 1st–99th percentile of modality values, widened by
-  5 % of that range on each side (:data:`INTENSITY_MARGIN`).
+* **intensity** — the median modality value (after rescale slope/intercept; a grid sample of
+  the middle frame) of the series' first decoded image outside the training images' 1st–99th
+  percentile of modality values, widened by 5 % of that range on each side
+  (:data:`INTENSITY_MARGIN`). The other rules need only the headers and are checked before any
+  pixel is decoded; this one on the first image read for scoring, so no image is decoded twice.
 
 A fact the series does not carry (no PixelSpacing, say) or the domain does not record is not
 checked. An export whose training data recorded no domain (``"unknown"``: an older dataset) is

@@ -531,6 +531,11 @@ def _predict(model: ExportedModel, run, files, dicom_dir: Path, out: Path, batch
             state.drop(series_key, src, "cannot decode")
             bar.update(1)
             continue
+        if state.screen_image(series_key, src, feeds):  # its intensities are far off: not scored
+            flush()  # the series before it close first: series numbers follow input order
+            state.object_done(series_key)
+            bar.update(1)
+            continue
         shape = feeds["pixels"].shape[1:]
         for f in range(feeds["pixels"].shape[0]):
             if pending and pending[0][3]["pixels"].shape != shape:
@@ -586,6 +591,17 @@ class _Collector:
                             "modality": ", ".join(sorted({(o.facts or {}).get("modality", "")
                                                           for o in objects}))}
         self._order.extend((o, key) for o in objects)
+
+    def screen_image(self, key: int, src: _Source, feeds: dict) -> bool:
+        """Check the first decoded image of a series against the training intensities; True
+        when the series is now not to be scored (outside, without --allow-out-of-domain)."""
+        entry = self.series[key]
+        if entry.get("screened"):
+            return False
+        entry["screened"] = True
+        entry["out_of_domain"] += self.screen.image_reasons(feeds, src.facts)
+        entry["skip"] = bool(entry["out_of_domain"]) and not self.screen.allow
+        return entry["skip"]
 
     def objects_in_order(self) -> list[tuple[_Source, int]]:
         return list(self._order)

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 
 from medzoo import fsio
-from medzoo.datasets import dicom
 from medzoo.datasets import domain as data_domain
 from medzoo.deploy import domain as checks
 from medzoo.export import ood
@@ -63,11 +62,23 @@ class Screen:
         return float(self.stats["threshold"]) if self.stats is not None else None
 
     def series_reasons(self, objects) -> list[str]:
-        """Why a series (objects with ``facts`` and ``path``, sorted) lies outside the domain."""
+        """Why a series (objects with header ``facts``) lies outside the domain, from the
+        headers alone (the intensities: :meth:`image_reasons` on its first decoded image)."""
         if not self.known:
             return []
         facts = [o.facts for o in objects if getattr(o, "facts", None)]
-        return checks.reasons(self.domain, checks.series_facts(facts, _median(objects)))
+        return checks.reasons(self.domain, checks.series_facts(facts))
+
+    def image_reasons(self, feeds: dict, facts: dict | None) -> list[str]:
+        """Why one decoded image (the raw signature's ``feeds``) lies outside the domain's
+        intensities: the median modality value of a grid sample of its middle frame."""
+        if not self.known or (facts or {}).get("samples", 1) != 1:
+            return []
+        frame = len(feeds["pixels"]) // 2
+        sample = data_domain.sample_grid(feeds["pixels"][frame:frame + 1]).astype(np.float64)
+        values = (sample * float(feeds["rescale_slope"][frame])
+                  + float(feeds["rescale_intercept"][frame]))
+        return checks.reasons(self.domain, {"median": float(np.median(values))})
 
     def add_ood(self, outputs: dict, feeds: dict) -> dict:
         """``outputs`` of the model on ``feeds`` plus ``ood_score`` (one per image) when the
@@ -91,24 +102,6 @@ class Screen:
         return {"ood_score": "" if score is None else f"{score:.4f}",
                 "ood_flag": "" if score is None else int(score > self.threshold),
                 "out_of_domain": "; ".join(reasons or ())}
-
-
-def _median(objects) -> float | None:
-    """Median modality value of the series' middle image (a grid sample; None for colour or an
-    object that does not decode — that object is rejected when it is scored)."""
-    if not objects:
-        return None
-    middle = objects[len(objects) // 2]
-    if (getattr(middle, "facts", None) or {}).get("samples", 1) != 1:
-        return None
-    try:
-        values = dicom.read_modality_values(middle.path)
-    except Exception:
-        return None
-    frame = values[len(values) // 2][None]
-    sample = np.asarray(data_domain.sample_grid(frame), dtype=np.float64)
-    sample = sample[np.isfinite(sample)]
-    return float(np.median(sample)) if sample.size else None
 
 
 # --------------------------------------------------------------------------- what predict writes

@@ -210,3 +210,32 @@ def test_an_export_without_a_domain_warns_once_and_scores(cnn_export, mixed_dir,
     summary = predict(old, mixed_dir / "mr", tmp_path / "out", progress=False)
     assert summary["not_analysed"] == 0 and summary["images"] == 2 * 2
     assert capfd.readouterr().err.count("records no training domain") == 1
+
+
+def test_ct_with_far_off_intensities_or_spacing_is_not_analysed(cnn_export, tmp_path):
+    """Same modality, but values or geometry far from the training data: a wrong rescale
+    intercept (+3000 instead of -1024) and a pixel spacing ten times finer."""
+    src = tmp_path / "in"
+    write_synthetic(src, patients=3, modality="ct", size=32, slices=2, seed=61)
+    folders = sorted(p for p in src.iterdir() if p.is_dir())
+    for path in folders[0].glob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        ds.RescaleIntercept = 3000
+        ds.save_as(path)
+    for path in folders[1].glob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        ds.PixelSpacing = [float(v) / 10 for v in ds.PixelSpacing]
+        ds.save_as(path)
+    out = tmp_path / "out"
+    summary = predict(cnn_export, src, out, progress=False)
+    rows = fsio.read_csv(out / "not_analysed.csv")
+    assert summary["not_analysed_series"] == 2 and summary["images"] == 2
+    assert [r["reason"].split(" ")[:2] for r in rows] == [["median", "intensity"],
+                                                          ["pixel", "spacing"]]
+    assert "outside the training images' 1st–99th percentile" in rows[0]["reason"]
+    marked = predict(cnn_export, src, tmp_path / "allowed", progress=False,
+                     allow_out_of_domain=True)
+    assert marked["images"] == 6 and marked["not_analysed"] == 0
+    flagged = [r for r in fsio.read_csv(tmp_path / "allowed" / "predictions.csv")
+               if r["out_of_domain"]]
+    assert len(flagged) == 4
