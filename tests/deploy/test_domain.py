@@ -239,3 +239,15 @@ def test_ct_with_far_off_intensities_or_spacing_is_not_analysed(cnn_export, tmp_
     flagged = [r for r in fsio.read_csv(tmp_path / "allowed" / "predictions.csv")
                if r["out_of_domain"]]
     assert len(flagged) == 4
+
+
+def test_sr_only_for_studies_with_analysed_series(refused, mixed_dir):
+    """``--send`` writes one SR per study that has a finding; studies not analysed get none."""
+    pytest.importorskip("highdicom")
+    from medzoo.deploy.send import write_reports
+
+    out, _ = refused
+    written = write_reports(out, mixed_dir)
+    document = json.loads((out / "studies.json").read_text())
+    analysed = [s["study"] for s in document["studies"] if s["analysed"]]
+    assert sorted(int(p.stem.split("-")[1]) for p in written) == analysed and len(analysed) == 4
