@@ -231,3 +231,27 @@ class DomainAccumulator:
         out["image_median"] = [round(v, 3) for v in self.ranges["median"] or []] or None
         out["pixels_sampled"] = int(counts.sum())
         return out
+
+
+def describe(domain) -> str:
+    """One line for people: what the images were, e.g. ``"CT; MONOCHROME2; body part CHEST;
+    pixel spacing 0.7–0.9 mm; 512 × 512 px; modality values p1–p99 -1024 – 1100"``."""
+    if not isinstance(domain, dict) or not domain.get("modalities"):
+        return "unknown (not recorded at ingest)"
+
+    def span(pair, unit=""):
+        lo, hi = pair
+        return (f"{lo:.4g}" if lo == hi else f"{lo:.4g}–{hi:.4g}") + unit
+
+    parts = [", ".join(domain["modalities"]),
+             ", ".join(domain.get("photometric_interpretations") or {})]
+    if domain.get("body_parts"):
+        parts.append("body part " + ", ".join(domain["body_parts"]))
+    if domain.get("pixel_spacing_mm"):
+        parts.append(f"pixel spacing {span(domain['pixel_spacing_mm'], ' mm')}")
+    if domain.get("rows") and domain.get("columns"):
+        parts.append(f"{span(domain['rows'])} × {span(domain['columns'])} px")
+    intensity = domain.get("intensity") or {}
+    if intensity.get("p1") is not None and intensity.get("p99") is not None:
+        parts.append(f"modality values p1–p99 {intensity['p1']:.4g} – {intensity['p99']:.4g}")
+    return "; ".join(p for p in parts if p)

@@ -6,6 +6,7 @@ import collections
 import csv
 from pathlib import Path
 
+from medzoo.datasets.domain import describe as describe_domain
 from medzoo.datasets.manifest import read_dataset_info, read_index
 
 
@@ -37,6 +38,7 @@ def describe(ds_dir) -> str:
                  + ", ".join(f"{f}: {per_fold.get(f, 0)}" for f in range(int(info.get("folds", 0)))))
     per_mod = collections.Counter(r["modality"] for r in index)
     lines.append("  per modality: " + ", ".join(f"{m} {n}" for m, n in sorted(per_mod.items())))
+    lines.append(f"  domain: {describe_domain(info.get('domain'))}")
     rejected = Path(ds_dir) / "rejected.csv"
     reasons = collections.Counter()
     if rejected.is_file():

@@ -179,16 +179,3 @@ def reasons(domain, facts: dict) -> list[str]:
                        f"1st–99th percentile {_g(lo)}–{_g(hi)} (modality values, ±"
                        f"{INTENSITY_MARGIN:.0%} of that range)")
     return out
-
-
-def describe(domain) -> str:
-    """One line for people: what the model was trained on."""
-    if not is_known(domain):
-        return "unknown (not recorded at ingest)"
-    parts = [", ".join(domain["modalities"]),
-             ", ".join(domain.get("photometric_interpretations") or {})]
-    if domain.get("pixel_spacing_mm"):
-        parts.append(f"pixel spacing {_range_text(domain['pixel_spacing_mm'])} mm")
-    if domain.get("rows") and domain.get("columns"):
-        parts.append(f"{_range_text(domain['rows'])} × {_range_text(domain['columns'])} px")
-    return "; ".join(p for p in parts if p)

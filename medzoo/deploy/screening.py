@@ -90,7 +90,7 @@ class Screen:
 
     def document(self) -> dict:
         """studies.json fields on the check itself: the training domain, the rule, the OOD score."""
-        return {"domain": {"training": checks.describe(self.domain), "checked": self.known,
+        return {"domain": {"training": data_domain.describe(self.domain), "checked": self.known,
                            "allow_out_of_domain": self.allow,
                            "rules": "docs/domain.md; medzoo.deploy.domain"},
                 "ood": ({"threshold": self.threshold, "method": "Mahalanobis distance of "

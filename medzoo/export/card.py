@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from medzoo.datasets.domain import describe as describe_domain
+
 INTENDED_USE = (
     "Research use: second-reader triage of images of the modality and acquisition it was trained "
     "on. Not a medical device; not validated for clinical decisions."
@@ -32,16 +34,8 @@ def domain_limit(domain) -> str:
     if not isinstance(domain, dict):
         return ("The training data's domain was not recorded (dataset ingested by an older "
                 "medzoo): `medzoo predict` cannot check that new images resemble it.")
-    parts = [", ".join(domain.get("modalities") or {}) or "unknown modality",
-             ", ".join(domain.get("photometric_interpretations") or {})]
-    if domain.get("body_parts"):
-        parts.append("body part " + ", ".join(domain["body_parts"]))
-    if domain.get("pixel_spacing_mm"):
-        lo, hi = domain["pixel_spacing_mm"]
-        parts.append(f"pixel spacing {lo:g}–{hi:g} mm")
-    return ("Valid only for images like the training data (" + "; ".join(p for p in parts if p)
-            + "); `medzoo predict` does not analyse series outside this domain "
-            "(docs/domain.md).")
+    return (f"Valid only for images like the training data ({describe_domain(domain)}); "
+            "`medzoo predict` does not analyse series outside this domain (docs/domain.md).")
 
 
 def sha256_file(path) -> str:
@@ -114,6 +108,7 @@ def render_markdown(card: dict) -> str:
         f"- Training data fingerprint: `{training['data_fingerprint'][:16]}…`, "
         f"images per split {training['counts']}",
         f"- Held-out test fold: {training['test_fold']} of {training['folds']}",
+        f"- Domain of validity (training images): {describe_domain(card.get('domain'))}",
         f"- Blessed: **{card['blessing']['blessed']}** — " + "; ".join(card["blessing"]["reasons"]),
         "",
         "## Validation metrics",
