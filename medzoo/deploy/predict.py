@@ -21,8 +21,13 @@ at all):
   by design: a SEG must, to be attached to its study.
 * ``rejected.csv`` — ``path, reason`` per input file that could not be used (DESIGN.md: the
   user's own relative paths may appear here and on the terminal, nowhere else).
+* ``not_analysed.csv`` — ``study, series, files, images, modality, reason`` per series outside
+  the training domain, not scored (:mod:`medzoo.deploy.domain`; ``--allow-out-of-domain``
+  scores them, marked in the ``out_of_domain`` column). ``predictions.csv`` also carries each
+  image's ``ood_score`` and ``ood_flag`` (:mod:`medzoo.export.ood`).
 
-Every input file ends in ``predictions.csv`` (one row per frame) or ``rejected.csv``. Files whose
+Every input file ends in ``predictions.csv`` (one row per frame), ``rejected.csv`` or
+``not_analysed.csv``. Files whose
 name marks them as something else (``.csv``, ``.npy``, ``.png``, …, ``DICOMDIR``) and hidden
 files are not inputs; they are counted as ``ignored``.
 """
