@@ -252,3 +252,36 @@ def test_sr_only_for_studies_with_analysed_series(refused, mixed_dir):
     document = json.loads((out / "studies.json").read_text())
     analysed = [s["study"] for s in document["studies"] if s["analysed"]]
     assert sorted(int(p.stem.split("-")[1]) for p in written) == analysed and len(analysed) == 4
+
+
+def test_mahalanobis_under_the_fitted_ppca():
+    rng = np.random.default_rng(0)
+    scale = np.array([5.0, 2.0, 1.0, 0.5] + [0.1] * 12)
+    train = rng.standard_normal((400, 16)) * scale + 3.0
+    stats = ood.fit_stats(train, max_components=4)
+    assert len(stats["components"]) == 4 and stats["n_fit"] == 400
+    held = rng.standard_normal((200, 16)) * scale + 3.0
+    inside = ood.mahalanobis(stats, held)
+    assert np.median(inside) == pytest.approx(np.sqrt(16), rel=0.15)  # chi with 16 d.o.f.
+    assert ood.mahalanobis(stats, np.full((1, 16), 3.0))[0] < 1.0  # the mean itself
+    shifted = held.copy()
+    shifted[:, 10] += 1.0  # ten standard deviations along a minor direction
+    assert np.min(ood.mahalanobis(stats, shifted)) > np.max(inside)
+    with pytest.raises(ValueError, match="at least 3 images"):
+        ood.fit_stats(train[:2])
+
+
+def test_segmenter_export_has_bottleneck_features(unet_export):
+    import onnxruntime as ort
+
+    model_card = json.loads((unet_export / "model_card.json").read_text())
+    assert model_card["ood"]["available"] and model_card["ood"]["features"].startswith("deepest")
+    session = ort.InferenceSession(str(unet_export / ood.FEATURES_FILE),
+                                   providers=["CPUExecutionProvider"])
+    feeds = {"pixels": np.full((2, 40, 40), 1000, np.int32),
+             **{k: np.full(2, v, np.float32) for k, v in (
+                 ("rescale_slope", 1.0), ("rescale_intercept", -1024.0),
+                 ("window_center", 40.0), ("window_width", 400.0), ("invert", 0.0))}}
+    (features,) = session.run(["features"], feeds)
+    assert features.shape == (2, model_card["ood"]["dim"])
+    assert ood.mahalanobis(ood.read_stats(unet_export), features).shape == (2,)
