@@ -496,10 +496,9 @@ def _cmd_predict(args) -> int:
           f"{r['studies']} studies; {r['positive_studies']} positive at p >= {r['threshold']:g} "
           f"({r['threshold_source']}); rejected {r['rejected']}, ignored {r['ignored']}; "
           f"model {r['model']} v{r['version']} → {r['out']}")
-    if r.get("not_analysed_series"):
-        print(f"  not analysed (outside the training domain): {r['not_analysed_series']} series, "
-              f"{r['not_analysed']} files — see not_analysed.csv (--allow-out-of-domain scores "
-              "them, marked)")
+    if r.get("not_analysed"):
+        print(f"  not analysed: {r['not_analysed']} files, {r['not_analysed_studies']} whole "
+              f"studies (reasons in not_analysed.csv)")
     for path in r.get("seg_files", []):
         print(f"  DICOM SEG: {path}")
     if client is not None:

@@ -64,6 +64,8 @@ NOT_DICOM_SUFFIXES = frozenset({
 })
 """Suffixes of files that live beside DICOM files (labels, masks, notes) and are not inputs."""
 
+NOT_ANALYSED_COLUMNS = ("study", "series", "files", "images", "modality", "reason")
+"""``not_analysed.csv``: one row per series (or slice) that was read but not scored."""
 PREDICTION_COLUMNS = ("image", "study", "series", "study_image", "slice", "frame", "rows",
                       "columns", "score", "predicted")
 _INT32_MAX = np.iinfo(np.int32).max
@@ -518,7 +520,6 @@ def _predict(model: ExportedModel, run, files, dicom_dir: Path, out: Path, batch
 
     for src, series_key in state.objects_in_order():
         if state.series[series_key].get("skip"):  # out of domain: listed, not scored
-            flush()  # the series before it close first: series numbers follow input order
             state.object_done(series_key)
             bar.update(1)
             continue
@@ -537,7 +538,6 @@ def _predict(model: ExportedModel, run, files, dicom_dir: Path, out: Path, batch
             bar.update(1)
             continue
         if state.screen_image(series_key, src, feeds):  # its intensities are far off: not scored
-            flush()  # the series before it close first: series numbers follow input order
             state.object_done(series_key)
             bar.update(1)
             continue
@@ -553,7 +553,7 @@ def _predict(model: ExportedModel, run, files, dicom_dir: Path, out: Path, batch
         bar.update(1)
     flush()
     bar.close()
-    if not state.has_results:
+    if not state.has_results and not state.not_analysed:
         raise InputError(f"No readable input: all {len(files)} input files were rejected "
                          "(see the lines above)")
     return state.finish(rejected, n_inputs=len(files))
@@ -570,10 +570,12 @@ class _Collector:
         self.explain_with = explain_with if model.task == "classification" else None
         self.series: dict[int, dict] = {}
         self.screen = screening.Screen(None)  # domain check and OOD score (set by _predict)
+        self._opened_in: dict[int, int] = {}  # series per study (numbers not-analysed series)
         self.closed: list[dict] = []  # series with at least one scored image, in order
         self.seg_files: list[str] = []
         self._order: list[tuple[_Source, int]] = []
         self._next_key = 0
+        self.not_analysed: list[dict] = []  # series (or slices) read but not scored
         self.write_seg = model.task == "segmentation" and _has_highdicom()
         if model.task == "segmentation" and not self.write_seg:
             print("medzoo predict: no DICOM SEG written: it needs highdicom "
@@ -581,7 +583,7 @@ class _Collector:
 
     @property
     def has_results(self) -> bool:
-        return any(entry["results"] or entry.get("skip") for entry in self.closed)
+        return any(entry["results"] for entry in self.closed)
 
     # -- bookkeeping
 
@@ -590,12 +592,11 @@ class _Collector:
         self._next_key += 1
         self.series[key] = {"study": study_no, "objects_left": len(objects), "in_flight": 0,
                             "slice_of": {id(o): i for i, o in enumerate(objects, start=1)},
-                            "results": [], "out_of_domain": list(out_of_domain),
-                            "skip": bool(out_of_domain) and not self.screen.allow,
-                            "objects": len(objects), "frames": sum(o.frames for o in objects),
-                            "modality": ", ".join(sorted({(o.facts or {}).get("modality", "")
-                                                          for o in objects}))}
+                            "results": [], "out_of_domain": [], "objects": objects,
+                            "index": self._opened_in.get(study_no, 0)}  # within the study
+        self._opened_in[study_no] = self._opened_in.get(study_no, 0) + 1
         self._order.extend((o, key) for o in objects)
+        self._not_in_domain(key, out_of_domain)
 
     def screen_image(self, key: int, src: _Source, feeds: dict) -> bool:
         """Check the first decoded image of a series against the training intensities; True
@@ -604,9 +605,28 @@ class _Collector:
         if entry.get("screened"):
             return False
         entry["screened"] = True
-        entry["out_of_domain"] += self.screen.image_reasons(feeds, src.facts)
-        entry["skip"] = bool(entry["out_of_domain"]) and not self.screen.allow
-        return entry["skip"]
+        return self._not_in_domain(key, self.screen.image_reasons(feeds, src.facts))
+
+    def _not_in_domain(self, key: int, reasons) -> bool:
+        """Record why series ``key`` lies outside the training domain; unless allowed, list it
+        as not analysed (study, series within the study, files, images, modality, reason) and
+        mark it to be skipped. True when it is skipped."""
+        entry = self.series[key]
+        entry["out_of_domain"] += list(reasons)
+        if not reasons or self.screen.allow:
+            return False
+        entry["skip"] = True
+        objects = entry["objects"]
+        more = (f" and {len(objects) - 1} more file{'s' if len(objects) > 2 else ''}"
+                if len(objects) > 1 else "")  # the user's own relative path, as for rejections
+        print(f"medzoo predict: not analysed: {objects[0].rel}{more}: "
+              f"{'; '.join(entry['out_of_domain'])}", file=sys.stderr)
+        modalities = sorted({(o.facts or {}).get("modality", "") for o in objects} - {""})
+        self.not_analysed.append({
+            "study": entry["study"], "series": entry["index"] + 1, "files": len(objects),
+            "images": sum(o.frames for o in objects), "modality": ", ".join(modalities) or None,
+            "reason": "; ".join(entry["out_of_domain"])})
+        return True
 
     def objects_in_order(self) -> list[tuple[_Source, int]]:
         return list(self._order)
@@ -642,12 +662,9 @@ class _Collector:
         if entry is None or entry["objects_left"] or entry["in_flight"]:
             return
         del self.series[key]
-        if not entry["results"] and not entry["skip"]:
-            return  # every object of the series was rejected
+        if not entry["results"]:
+            return  # every object of the series was rejected, or it lies outside the domain
         entry["number"] = len(self.closed) + 1
-        if entry["skip"]:
-            self.closed.append(entry)
-            return
         entry["results"].sort(key=lambda r: (r["slice"], r["frame"]))
         if self.model.task == "segmentation":
             if self.write_seg:
@@ -752,13 +769,17 @@ class _Collector:
         by_study: dict[int, list[dict]] = {}
         for entry in self.closed:
             by_study.setdefault(entry["study"], []).append(entry)
-        rows, studies, not_analysed = [], [], []
-        for study_no, entries in enumerate(by_study.values(), start=1):
-            skipped = [e for e in entries if e["skip"]]
-            entries = [e for e in entries if not e["skip"]]
-            not_analysed += [screening.not_analysed_row(study_no, e) for e in skipped]
-            if not entries:  # every series of the study lies outside the training domain
-                studies.append(self._not_analysed_study(study_no, not_analysed[-len(skipped):]))
+        rows, studies = [], []
+        # studies numbered in input order, those with nothing analysed among them
+        order = sorted(set(by_study) | {item["study"] for item in self.not_analysed})
+        number_of = {original: n for n, original in enumerate(order, start=1)}
+        not_analysed = [{**item, "study": number_of[item["study"]]} for item in self.not_analysed]
+        not_analysed.sort(key=lambda item: (item["study"], item["series"]))  # in input order
+        for study_no, original in enumerate(order, start=1):
+            entries = by_study.get(original)
+            skipped = [item for item in not_analysed if item["study"] == study_no]
+            if not entries:  # no series of the study could be analysed
+                studies.append(self._not_analysed_study(study_no, skipped))
                 continue
             study_rows, series_entries, study_results = [], [], []
             for entry in entries:
@@ -797,7 +818,9 @@ class _Collector:
             study["finding"] = findings.finding_sentence(
                 s, finding=model.finding, model=label, max_image=study["max_image"])
             study.update(report=f"findings/study-{study_no:03d}.md", series=series_entries)
-            screening.mark_study(study, not_analysed[len(not_analysed) - len(skipped):])
+            if skipped:
+                study["not_analysed"] = skipped
+            screening.mark_study(study)
             if self.explain_with is not None:
                 study["explanation"] = self._explain(study_no, study["max_image"],
                                                      study_results[s["max_index"]])
@@ -812,11 +835,11 @@ class _Collector:
                    + (("study_pseudonym", "series_pseudonym") if self.key is not None else ())
                    + screening.PREDICTION_COLUMNS)
         fsio.write_csv(self.out / "predictions.csv", rows, columns)
-        fsio.write_csv(self.out / "not_analysed.csv", not_analysed, screening.NOT_ANALYSED_COLUMNS)
+        fsio.write_csv(self.out / "not_analysed.csv", not_analysed, NOT_ANALYSED_COLUMNS)
         fsio.write_csv(self.out / "rejected.csv",
                        [{"path": p, "reason": r} for p, r in sorted(rejected)], ("path", "reason"))
         by_reason = dict(sorted(collections.Counter(r for _, r in rejected).items()))
-        skipped_files = sum(r["files"] for r in not_analysed)
+        skipped_files = sum(item["files"] for item in not_analysed)
         counts = {"inputs": n_inputs, "predicted": n_inputs - len(rejected) - skipped_files,
                   "rejected": len(rejected), "not_analysed": skipped_files,
                   "not_analysed_series": len(not_analysed),
@@ -830,24 +853,24 @@ class _Collector:
             "disclaimer": findings.DISCLAIMER, "counts": counts, "studies": studies,
             **self.screen.document(),
         }
+        counts["not_analysed_studies"] = sum(1 for s in studies if s.get("analysed") is False)
         fsio.write_json(self.out / "studies.json", document)
         return {**counts, "threshold": threshold, "threshold_source": model.threshold_source,
                 "model": model.name, "version": model.version, "seg_files": list(self.seg_files)}
 
 
     def _not_analysed_study(self, study_no: int, skipped: list[dict]) -> dict:
-        """The studies.json entry and findings report of a study none of whose series was
-        analysed (each lies outside the training domain)."""
+        """The studies.json entry and findings report of a study none of whose images could be
+        analysed (e.g. every series outside the model's training domain)."""
         model = self.model
+        label = findings.model_label(model.name, model.version)
         study = {"study": study_no, "images": 0, "analysed": False, "positive": False,
                  "model": model.name, "version": model.version,
-                 "finding": findings.not_analysed_sentence(
-                     skipped, model=findings.model_label(model.name, model.version)),
+                 "finding": f"Not analysed: {skipped[0]['reason']} — model {label}",
                  "report": f"findings/study-{study_no:03d}.md", "series": [],
                  "not_analysed": skipped}
-        fsio.write_text(self.out / study["report"], findings.render_study_report(
-            study, [], model=model.describe(), threshold=model.threshold,
-            finding=model.finding, medzoo_version=__version__))
+        fsio.write_text(self.out / study["report"], findings.render_not_analysed_report(
+            study_no, skipped, model=model.describe(), medzoo_version=__version__))
         return study
 
 

@@ -106,17 +106,6 @@ class Screen:
 
 # --------------------------------------------------------------------------- what predict writes
 
-NOT_ANALYSED_COLUMNS = ("study", "series", "files", "images", "modality", "reason")
-"""``not_analysed.csv``: one row per series outside the training domain that was not scored."""
-
-
-def not_analysed_row(study_no: int, entry: dict) -> dict:
-    """The ``not_analysed.csv`` row (also the studies.json entry) of a series not scored."""
-    return {"study": study_no, "series": entry["number"], "files": entry["objects"],
-            "images": entry["frames"], "modality": entry["modality"],
-            "reason": "; ".join(entry["out_of_domain"])}
-
-
 def series_flags(series_rows: list[dict], reasons) -> dict:
     """studies.json fields of a scored series: its out-of-domain reasons (when scored with
     ``--allow-out-of-domain``), its images above the OOD threshold and its highest OOD score."""
@@ -127,11 +116,10 @@ def series_flags(series_rows: list[dict], reasons) -> dict:
             "max_ood_score": round(max(scores), 4) if scores else None}
 
 
-def mark_study(study: dict, skipped: list[dict]) -> None:
+def mark_study(study: dict) -> None:
     """Add the domain fields to a studies.json study entry (before its report is rendered)."""
     series = study.get("series") or []
     study["analysed"] = True
-    study["not_analysed"] = list(skipped)
     study["out_of_domain"] = any(s.get("out_of_domain") for s in series)
     study["ood_flagged_images"] = sum(s.get("ood_flagged_images") or 0 for s in series)
     if study["out_of_domain"]:

@@ -66,8 +66,11 @@ def study_sources(out_dir, dicom_dir) -> dict[int, list[Path]]:
             numbered[len(numbered) + 1] = [s.path for s in used]
             frames[len(frames) + 1] = sum(s.frames for s in used)
     document = fsio.read_json(out / "studies.json")
-    expected = {s["study"]: s["images"] + sum(n["images"] for n in s.get("not_analysed") or [])
-                for s in document["studies"]}  # series outside the domain: listed, not scored
+    # an image of a fusion export is one frame of each input; frames read but not analysed count
+    per_image = len(document.get("inputs") or ()) or 1
+    expected = {s["study"]: s["images"] * per_image
+                + sum(n["images"] for n in s.get("not_analysed") or ())
+                for s in document["studies"]}
     if expected != frames:
         raise InputError(f"DICOM dir {dicom_dir}: expected the files predict scored into {out} "
                          "(same folder, unchanged). Received: different studies or image counts")
@@ -144,7 +147,7 @@ def write_reports(out_dir, dicom_dir) -> list[Path]:
     sources = study_sources(out, dicom_dir)
     written = []
     for study in document["studies"]:
-        if study.get("analysed") is False:  # outside the training domain: no finding to report
+        if study.get("analysed") is False:  # nothing scored: no finding to report
             continue
         path = out / "sr" / f"study-{study['study']:03d}.dcm"
         try:

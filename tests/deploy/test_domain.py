@@ -140,7 +140,8 @@ def test_rules_and_their_tolerances():
 def test_out_of_domain_series_are_listed_not_scored(refused, mixed_dir):
     out, proc = refused
     assert proc.returncode == 0, proc.stderr
-    assert "not analysed (outside the training domain): 8 series" in proc.stdout
+    assert "not analysed: 14 files, 8 whole studies" in proc.stdout
+    assert "medzoo predict: not analysed: rt/rtdose.dcm: not a diagnostic image" in proc.stderr
     rows = fsio.read_csv(out / "not_analysed.csv")
     reasons = {r["modality"]: r["reason"] for r in rows}
     assert sorted(reasons) == ["CR", "MR", "OT", "RTDOSE", "US"]
@@ -163,7 +164,8 @@ def test_out_of_domain_series_are_listed_not_scored(refused, mixed_dir):
     assert len(listed) == 8 and all(s["not_analysed"] and not s["positive"] for s in listed)
     report = (out / listed[0]["report"]).read_text()
     assert "## Not analysed" in report and listed[0]["not_analysed"][0]["reason"] in report
-    assert "Not analysed, outside the model's training domain" in listed[0]["finding"]
+    assert listed[0]["finding"].startswith("Not analysed: modality ")
+    assert counts["not_analysed_studies"] == 8 and counts["not_analysed_series"] == 8
 
 
 def test_allow_out_of_domain_scores_them_marked(refused, allowed):
