@@ -325,7 +325,7 @@ def raw_feeds(path: Path, window, colour_as_grey: bool = False) -> dict:
         ds = dicom._read_dataset(path)
         dicom.check_header(ds)
         if int(ds.get("SamplesPerPixel", 1) or 1) != 1 and colour_as_grey:
-            return _colour_as_grey(ds)
+            return _colour_as_grey(ds, path)
         if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
             raise dicom.DicomRejected("colour image (the raw serving signature takes monochrome "
                                       "stored pixels)")
@@ -365,10 +365,10 @@ def raw_feeds(path: Path, window, colour_as_grey: bool = False) -> dict:
             "invert": np.full(n, float(photometric == "MONOCHROME1"), np.float32)}
 
 
-def _colour_as_grey(ds) -> dict:
+def _colour_as_grey(ds, path: Path) -> dict:
     """A colour object's luma as the raw signature's inputs: stored values of 1/256 of a grey
     level (slope 1/256) and the full-range window ingest gives colour images."""
-    rgb = dicom._decoded_frames(ds, dicom._decode(ds)).astype(np.float32)
+    rgb = dicom.read_modality_values(path)  # (frames, rows, cols, 3): no LUT for colour
     luma = np.rint(dicom.to_grey(rgb) * 256.0).astype(np.int32)
     center, width = dicom.choose_window(ds, rgb, "auto")
     n = luma.shape[0]
