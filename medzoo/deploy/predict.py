@@ -662,15 +662,24 @@ class _Collector:
             paths = list(dict.fromkeys(r["source"].path for r in members))
             masks = np.stack([r["mask"] for r in members])
             try:
-                dicom_seg.write_segmentation(self.out / "seg" / name, paths, masks,
-                                             model_name=self.model.name,
-                                             model_version=self.model.version, series_number=key)
+                seg = dicom_seg.write_segmentation(self.out / "seg" / name, paths, masks,
+                                                   model_name=self.model.name,
+                                                   model_version=self.model.version,
+                                                   series_number=key)
+            except dicom_seg.SegmentationNotWritable as exc:  # names the missing attribute
+                print(f"medzoo predict: no DICOM SEG for series {key}: {exc}", file=sys.stderr)
+                continue
             except Exception as exc:  # the scores stand; say why this one SEG is missing
                 print(f"medzoo predict: no DICOM SEG for series {key}: {type(exc).__name__}",
                       file=sys.stderr)
                 continue
-            written.append(f"seg/{name}")
-            self.seg_files.append(f"seg/{name}")
+            if seg.missing:
+                print(f"medzoo predict: series {key}: the source images lack "
+                      f"{', '.join(seg.missing)}; one DICOM SEG per image, without plane "
+                      "positions", file=sys.stderr)
+            for file in seg.paths:
+                written.append(f"seg/{file.name}")
+                self.seg_files.append(f"seg/{file.name}")
         return written
 
     # -- the whole run
