@@ -6,6 +6,13 @@ date, Study Instance UID, …) and reference the source images by SOP Instance U
 A.51). That is the purpose of the object, so the exception is deliberate and confined to
 ``out/seg/``; nothing of it is copied into medzoo's CSV, JSON or Markdown outputs, and the SEG's
 own file name is a counter (``series-NNN.dcm``).
+
+Sources without a frame of reference, orientation, positions or pixel spacing (legacy exports,
+secondary captures, projection and hand-held images) cannot have their frames placed in the
+patient; they get one SEG per image without plane positions instead (``series-NNN-K.dcm``, see
+:func:`build_segmentations`), and where no valid SEG can be made at all,
+:class:`SegmentationNotWritable` names the missing attribute. Every SEG written passes dicom3tools'
+``dciodvfy`` without errors (docs/conformance.md).
 """
 
 from __future__ import annotations

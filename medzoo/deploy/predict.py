@@ -18,7 +18,8 @@ at all):
 * ``findings/study-NNN.md`` — the readable report of each study (:mod:`medzoo.deploy.findings`).
 * ``seg/series-NNN.dcm`` — segmenters only: a DICOM SEG per series
   (:mod:`medzoo.deploy.dicom_seg`), the one output that carries the source study's identifiers,
-  by design: a SEG must, to be attached to its study.
+  by design: a SEG must, to be attached to its study. Sources without a frame of reference or
+  positions get ``seg/series-NNN-K.dcm``, one per image.
 * ``rejected.csv`` — ``path, reason`` per input file that could not be used (DESIGN.md: the
   user's own relative paths may appear here and on the terminal, nowhere else).
 
