@@ -70,7 +70,7 @@ def align_to_series(data: np.ndarray, affine: np.ndarray, geometry) -> np.ndarra
     linear = index[:3, :3]
     perm = np.round(linear)
     signed_permutation = (np.all(np.abs(perm).sum(0) == 1) and np.all(np.abs(perm).sum(1) == 1))
-    if not signed_permutation:
+    if not signed_permutation or np.abs(linear - perm).max() > 0.01:
         spacing = np.sqrt((affine[:3, :3] ** 2).sum(0))
         raise AnnotationError(
             "NIfTI grid is not aligned with the series (expected the series' axes and spacing "
