@@ -133,14 +133,24 @@ def read_label_map(path, geometry, *, class_names=None, segment_map=None) -> Lab
     modality = str(ds.get("Modality", ""))
     if sop_class == _SEG_SOP_CLASS or modality == "SEG":
         masks, names, notes = _read_seg(path, geometry)
-    elif sop_class == _RTSTRUCT_SOP_CLASS or modality == "RTSTRUCT":
-        from medzoo.datasets import rtstruct
+        return _combine(masks, names, classes, mapping, geometry.shape, notes)
+    if sop_class == _RTSTRUCT_SOP_CLASS or modality == "RTSTRUCT":
+        return _read_rtstruct(ds, geometry, classes, mapping)
+    raise AnnotationError("not an annotation (expected a DICOM SEG or RTSTRUCT, .nii, .nii.gz "
+                          f"or .npy; received a DICOM object of modality {modality or '?'})")
 
-        masks, names, notes = rtstruct.read_rtstruct_masks(ds, geometry)
-    else:
-        raise AnnotationError("not an annotation (expected a DICOM SEG or RTSTRUCT, .nii, .nii.gz "
-                              f"or .npy; received a DICOM object of modality {modality or '?'})")
-    return _combine(masks, names, classes, mapping, geometry.shape, notes)
+
+def _read_rtstruct(ds, geometry, classes, mapping) -> LabelMap:
+    """ROIs resolved to classes first, so ROIs left out (``NAME=-``) are never rasterised."""
+    from medzoo.datasets import rtstruct
+
+    rois = rtstruct.roi_names(ds)
+    rtstruct.check_references(ds, geometry)
+    names = [keys for _, keys in rois]
+    resolved, _ = _resolve(names, classes, mapping)
+    masks = [rtstruct.rasterise_roi(ds, number, keys[0], geometry) if c is not None else None
+             for (number, keys), c in zip(rois, resolved)]
+    return _combine(masks, names, classes, mapping, geometry.shape, [])
 
 
 # -------------------------------------------------------------------------- class resolution
@@ -191,7 +201,7 @@ def _combine(masks, names, classes, mapping, shape, notes) -> LabelMap:
         out[masks[n]] = value
     warnings = list(notes)
     for keys, c, m in zip(names, resolved, masks):
-        if c is not None and not m.any():
+        if c is not None and not np.any(m):
             warnings.append(f"segment {keys[0]!r} has no voxels on this series")
     return LabelMap(out, classes, warnings)
 

@@ -39,7 +39,7 @@ class Ellipsoid:
     def section(self, z: float, n: int = 128):
         """The closed polygon (n, 3) where the plane LPS z = ``z`` cuts it; None if it misses."""
         f = 1.0 - ((z - self.centre[2]) / self.radii[2]) ** 2
-        if f <= 0.02:  # a sliver thinner than a pixel: no contour, as a contouring tool would
+        if f <= 0.0:
             return None
         t = np.linspace(0, 2 * np.pi, n, endpoint=False)
         a, b = self.radii[0] * np.sqrt(f), self.radii[1] * np.sqrt(f)
