@@ -71,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
              "a killed ingest resumes when the same command is run again",
              "medzoo data ingest phantoms --labels phantoms/labels.csv --out ds")
     p.add_argument("dicom_dir")
-    p.add_argument("--labels", required=True,
-                   help="labels.csv: path,label[,mask]; more inputs as path_<name> columns")
+    p.add_argument("--labels",
+                   help="labels.csv: path,label[,mask]; more inputs as path_<name> columns "
+                        "(required unless --layout msd)")
     p.add_argument("--out", required=True)
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--window", action="append", metavar="WINDOW",
@@ -93,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--key-file", help="pseudonymisation key (kept by the data owner)")
+    p.add_argument("--layout", choices=["dicom", "msd"], default="dicom",
+                   help="msd: DICOM_DIR is a Decathlon / nnU-Net raw folder (imagesTr, labelsTr, "
+                        "dataset.json) ingested as native volumes; see docs/annotations.md")
     p.add_argument("--strict", action="store_true", help="exit 1 when any input is rejected")
     p.add_argument("--records-per-shard", type=int, default=1024, metavar="N",
                    help="records per TFRecord shard (multi-worker training shards by file: "
@@ -279,6 +283,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _ingest_msd(args) -> int:
+    from medzoo.datasets.msd import ingest_msd
+
+    if args.records_per_shard < 1:
+        raise MedzooError(f"--records-per-shard must be a positive integer. "
+                          f"Received: {args.records_per_shard}")
+    summary = ingest_msd(args.dicom_dir, args.out, folds=args.folds, seed=args.seed,
+                         key_file=args.key_file, strict=args.strict,
+                         records_per_shard=args.records_per_shard)
+    print(f"ingested {summary['loaded']} of {summary['inputs']} cases ({summary['layout']}, "
+          f"{summary['channels']} channel(s)), rejected {summary['rejected']} → {args.out}")
+    return 1 if summary["strict_failed"] else 0
+
+
 def _cmd_models(args) -> int:
     from medzoo.zoo import describe
 
@@ -306,6 +324,11 @@ def _cmd_data(args) -> int:
         print(f"wrote {summary['files']} DICOM files for {summary['patients']} patients "
               f"to {args.out} (labels: {os.path.join(args.out, 'labels.csv')})")
         return 0
+    if args.data_command == "ingest" and args.layout == "msd":
+        return _ingest_msd(args)
+    if args.data_command == "ingest" and not args.labels:
+        raise MedzooError("medzoo data ingest needs --labels labels.csv (or --layout msd for a "
+                          "Decathlon / nnU-Net raw folder). Received: neither")
     if args.data_command == "ingest":
         from medzoo.datasets.ingest import ingest
 
