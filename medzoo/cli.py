@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, default=4, help="retries per instance (backoff 1, 2, 4 s…)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
     p.add_argument("--key-file", help="name folders by keyed pseudonyms instead of counters")
+    p.add_argument("--annotations", action="store_true",
+                   help="also fetch SEG/RTSTRUCT objects referencing the pulled series, store "
+                        "them beside them and fill series.csv's mask column")
     p = _add(data_sub, "info", "counts per class, fold, modality; rejects by reason",
              "medzoo data info ds")
     p.add_argument("ds")
@@ -369,7 +372,8 @@ def _data_pull(args) -> int:
                           insecure=args.insecure, calling_aet=args.calling_aet,
                           called_aet=args.called_aet, timeout=args.timeout)
     summary = pull(client, args.out, query=query, study_uids=args.study, workers=args.workers,
-                   retries=args.retries, key_file=args.key_file)
+                   retries=args.retries, key_file=args.key_file,
+                   annotations=args.annotations)
     print(describe(summary))
     if summary["failed"]:
         print(f"medzoo data pull: {summary['failed']} instances failed "

@@ -6,9 +6,7 @@ import numpy as np
 import pydicom
 import pytest
 import volume_phantom as vp
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, RTStructureSetStorage, generate_uid
+from pydicom.uid import generate_uid
 
 from medzoo.datasets.annotations import AnnotationError, parse_segment_map, read_label_map
 from medzoo.datasets.geometry import series_geometry
@@ -24,89 +22,13 @@ def series(tmp_path_factory):
     return datasets, series_geometry(datasets)
 
 
-def phantom_contours(datasets):
-    """ROI name → [(points (n, 3) LPS mm, referenced slice dataset)], from the analytic shapes."""
-    rois = {}
-    for name, (_, outer, holes) in vp.STRUCTURES.items():
-        items = []
-        for ds in datasets:
-            z = float(ds.ImagePositionPatient[2])
-            for shape in outer + holes:
-                pts = shape.section(z)
-                if pts is not None:
-                    items.append((pts, ds))
-        rois[name] = items
-    return rois
-
-
-def write_rtstruct(path, datasets, rois, *, kinds=None, frame_uid=None):
-    """A minimal RT Structure Set with one ROI per entry of ``rois``."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = RTStructureSetStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = RTStructureSetStorage, meta.MediaStorageSOPInstanceUID
-    ds.Modality = "RTSTRUCT"
-    src = datasets[0]
-    for kw in ("PatientName", "PatientID", "StudyInstanceUID", "StudyDate", "StudyTime"):
-        setattr(ds, kw, src.get(kw, ""))
-    ds.SeriesInstanceUID = generate_uid()
-    ds.StructureSetLabel = "test"
-    frame = Dataset()
-    frame.FrameOfReferenceUID = frame_uid or src.FrameOfReferenceUID
-    ref_series = Dataset()
-    ref_series.SeriesInstanceUID = src.SeriesInstanceUID
-    ref_series.ContourImageSequence = Sequence([_image_ref(d) for d in datasets])
-    ref_study = Dataset()
-    ref_study.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
-    ref_study.ReferencedSOPInstanceUID = src.StudyInstanceUID
-    ref_study.RTReferencedSeriesSequence = Sequence([ref_series])
-    frame.RTReferencedStudySequence = Sequence([ref_study])
-    ds.ReferencedFrameOfReferenceSequence = Sequence([frame])
-    ds.StructureSetROISequence, ds.ROIContourSequence = Sequence(), Sequence()
-    ds.RTROIObservationsSequence = Sequence()
-    for number, (name, items) in enumerate(rois.items(), start=1):
-        roi = Dataset()
-        roi.ROINumber, roi.ROIName = number, name
-        roi.ReferencedFrameOfReferenceUID = frame.FrameOfReferenceUID
-        roi.ROIGenerationAlgorithm = "MANUAL"
-        ds.StructureSetROISequence.append(roi)
-        rc = Dataset()
-        rc.ReferencedROINumber = number
-        rc.ROIDisplayColor = [255, 0, 0]
-        rc.ContourSequence = Sequence()
-        for pts, ref in items:
-            c = Dataset()
-            c.ContourGeometricType = (kinds or {}).get(name, "CLOSED_PLANAR")
-            c.NumberOfContourPoints = len(pts)
-            c.ContourData = [f"{v:.4f}" for v in np.asarray(pts).ravel()]
-            if ref is not None:
-                c.ContourImageSequence = Sequence([_image_ref(ref)])
-            rc.ContourSequence.append(c)
-        ds.ROIContourSequence.append(rc)
-        obs = Dataset()
-        obs.ObservationNumber, obs.ReferencedROINumber = number, number
-        obs.RTROIInterpretedType, obs.ROIInterpreter = "ORGAN", ""
-        ds.RTROIObservationsSequence.append(obs)
-    pydicom.dcmwrite(path, ds, enforce_file_format=True)
-    return path
-
-
-def _image_ref(ds):
-    ref = Dataset()
-    ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
-    return ref
-
-
 def dice(a, b):
     return 2 * np.logical_and(a, b).sum() / max(a.sum() + b.sum(), 1)
 
 
 def test_rtstruct_rasterised_matches_phantom(series, tmp_path):
     datasets, geometry = series
-    path = write_rtstruct(tmp_path / "rt.dcm", datasets, phantom_contours(datasets))
+    path = vp.write_rtstruct(tmp_path / "rt.dcm", datasets, vp.phantom_contours(datasets))
     lm = read_label_map(path, geometry, class_names=vp.CLASSES, segment_map=SEGMENT_MAP)
     assert lm.classes == vp.CLASSES
     truth = vp.label_map()
@@ -120,8 +42,8 @@ def test_rtstruct_rasterised_matches_phantom(series, tmp_path):
 def test_holes_even_odd_whatever_the_order(series, tmp_path):
     """Hole listed before its outer contour: still a hole (XOR of the contours on a slice)."""
     datasets, geometry = series
-    heart = phantom_contours(datasets)["Heart"]
-    path = write_rtstruct(tmp_path / "rt.dcm", datasets, {"Heart": heart[::-1]})
+    heart = vp.phantom_contours(datasets)["Heart"]
+    path = vp.write_rtstruct(tmp_path / "rt.dcm", datasets, {"Heart": heart[::-1]})
     lm = read_label_map(path, geometry)
     truth = vp.structure_mask("Heart")
     assert lm.classes == ["background", "Heart"] and dice(lm.array == 1, truth) >= 0.99
@@ -141,11 +63,11 @@ def test_fill_polygon_known_areas():
 
 def test_bad_contours(series, tmp_path):
     datasets, geometry = series
-    rois = phantom_contours(datasets)
+    rois = vp.phantom_contours(datasets)
     nodule = rois["Nodule"]
 
     def fails(rois, match, **kw):
-        path = write_rtstruct(tmp_path / "bad.dcm", datasets, rois, **kw)
+        path = vp.write_rtstruct(tmp_path / "bad.dcm", datasets, rois, **kw)
         with pytest.raises(AnnotationError, match=match):
             read_label_map(path, geometry, class_names=vp.CLASSES, segment_map=SEGMENT_MAP)
 
@@ -163,7 +85,7 @@ def test_bad_contours(series, tmp_path):
     fails({"Nodule": nodule, "Spine": nodule}, "segment 'Spine' has no mapping")
     fails({"Nodule": nodule}, "another frame of reference", frame_uid=generate_uid())
     # an empty ROI left out with NAME=- is not an error
-    ok = write_rtstruct(tmp_path / "ok.dcm", datasets, {"Nodule": nodule, "Couch": []})
+    ok = vp.write_rtstruct(tmp_path / "ok.dcm", datasets, {"Nodule": nodule, "Couch": []})
     lm = read_label_map(ok, geometry, segment_map={"Nodule": "lesion", "Couch": "-"})
     assert lm.classes == ["background", "lesion"]
     assert dice(lm.array == 1, vp.structure_mask("Nodule")) >= 0.99
@@ -173,7 +95,7 @@ def test_contours_referencing_images_not_in_series(series, tmp_path):
     datasets, geometry = series
     other = [pydicom.dcmread(p, stop_before_pixels=True)
              for p in vp.write_series(tmp_path / "other", seed=5)]
-    rois = {"Nodule": [(p, other[0]) for p, _ in phantom_contours(datasets)["Nodule"]]}
-    path = write_rtstruct(tmp_path / "rt.dcm", datasets, rois)
+    rois = {"Nodule": [(p, other[0]) for p, _ in vp.phantom_contours(datasets)["Nodule"]]}
+    path = vp.write_rtstruct(tmp_path / "rt.dcm", datasets, rois)
     with pytest.raises(AnnotationError, match=r"reference 1 image\(s\) not in the series"):
         read_label_map(path, geometry)

@@ -4,11 +4,10 @@ phantom series are read back voxel for voxel against the phantom's own label map
 import numpy as np
 import pydicom
 import pytest
+import volume_phantom as vp
 
 from medzoo.datasets.annotations import AnnotationError, parse_segment_map, read_label_map
 from medzoo.datasets.geometry import series_geometry
-
-import volume_phantom as vp
 
 SEGMENT_MAP = parse_segment_map("Left Lung=lung,Right Lung=lung,Nodule=lesion,Heart=heart")
 
@@ -21,49 +20,9 @@ def series(tmp_path_factory):
     return folder, datasets, series_geometry(datasets)
 
 
-def _slice_index(ds) -> int:
-    return int(round((float(ds.ImagePositionPatient[2]) - vp.ORIGIN[2]) / vp.SLICE_SPACING))
-
-
-def write_seg(path, datasets, *, names=tuple(vp.STRUCTURES), fractional=False,
-              omit_empty_frames=True, sources=None):
-    """A highdicom SEG of the phantom's structures over ``datasets`` (in their given order)."""
-    import highdicom as hd
-    from pydicom.sr.codedict import codes
-
-    order = [_slice_index(ds) for ds in datasets]
-    props = {"Left Lung": codes.SCT.Lung, "Right Lung": codes.SCT.Lung,
-             "Heart": codes.SCT.Heart, "Nodule": codes.SCT.Nodule}
-    algorithm = hd.AlgorithmIdentificationSequence(
-        name="test", version="1", family=codes.DCM.ArtificialIntelligence)
-    descriptions, planes = [], []
-    for n, name in enumerate(names, start=1):
-        descriptions.append(hd.seg.SegmentDescription(
-            segment_number=n, segment_label=name,
-            segmented_property_category=codes.SCT.Organ,
-            segmented_property_type=props.get(name, codes.SCT.Tissue),
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=algorithm))
-        mask = vp.structure_mask(name)[order]
-        planes.append(mask.astype(np.float32) * (0.8 if fractional else 1.0))
-    pixels = np.stack(planes, axis=-1)
-    if not fractional:
-        pixels = pixels.astype(np.uint8)
-    seg = hd.seg.Segmentation(
-        source_images=sources or datasets, pixel_array=pixels,
-        segmentation_type=(hd.seg.SegmentationTypeValues.FRACTIONAL if fractional
-                           else hd.seg.SegmentationTypeValues.BINARY),
-        segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=5,
-        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="test",
-        manufacturer_model_name="test", software_versions="1", device_serial_number="1",
-        omit_empty_frames=omit_empty_frames)
-    seg.save_as(str(path))
-    return path
-
-
 def test_binary_seg_matches_phantom_voxel_for_voxel(series, tmp_path):
     _, datasets, geometry = series
-    path = write_seg(tmp_path / "ref.dcm", datasets)
+    path = vp.write_seg(tmp_path / "ref.dcm", datasets)
     lm = read_label_map(path, geometry, class_names=vp.CLASSES, segment_map=SEGMENT_MAP)
     assert lm.classes == vp.CLASSES
     assert lm.array.dtype == np.uint8 and lm.array.shape == (vp.SLICES, vp.ROWS, vp.COLS)
@@ -75,7 +34,7 @@ def test_binary_seg_matches_phantom_voxel_for_voxel(series, tmp_path):
 def test_classes_from_segment_map_order_and_overlap_rule(series, tmp_path):
     """Without class_names, classes follow the segments; later classes win overlaps."""
     _, datasets, geometry = series
-    path = write_seg(tmp_path / "ref.dcm", datasets)
+    path = vp.write_seg(tmp_path / "ref.dcm", datasets)
     lm = read_label_map(path, geometry, segment_map=SEGMENT_MAP)
     assert lm.classes == ["background", "lung", "heart", "lesion"]
     np.testing.assert_array_equal(lm.array, vp.label_map())
@@ -88,7 +47,7 @@ def test_classes_from_segment_map_order_and_overlap_rule(series, tmp_path):
 
 def test_match_by_coded_property(series, tmp_path):
     _, datasets, geometry = series
-    path = write_seg(tmp_path / "ref.dcm", datasets)
+    path = vp.write_seg(tmp_path / "ref.dcm", datasets)
     lm = read_label_map(path, geometry, class_names=vp.CLASSES,
                         segment_map={"SCT:39607008": "lung", "Heart": "heart",
                                      "nodule": "lesion"})  # code, label, meaning (any case)
@@ -97,14 +56,14 @@ def test_match_by_coded_property(series, tmp_path):
 
 def test_fractional_seg_thresholded_at_half(series, tmp_path):
     _, datasets, geometry = series
-    path = write_seg(tmp_path / "frac.dcm", datasets, fractional=True, omit_empty_frames=False)
+    path = vp.write_seg(tmp_path / "frac.dcm", datasets, fractional=True, omit_empty_frames=False)
     lm = read_label_map(path, geometry, class_names=vp.CLASSES, segment_map=SEGMENT_MAP)
     np.testing.assert_array_equal(lm.array, vp.label_map())
 
 
 def test_segment_left_out_with_dash(series, tmp_path):
     _, datasets, geometry = series
-    path = write_seg(tmp_path / "ref.dcm", datasets)
+    path = vp.write_seg(tmp_path / "ref.dcm", datasets)
     lm = read_label_map(path, geometry, class_names=["background", "lung"],
                         segment_map={**SEGMENT_MAP, "Heart": "-", "Nodule": "-"})
     lungs = vp.structure_mask("Left Lung") | vp.structure_mask("Right Lung")
@@ -113,7 +72,7 @@ def test_segment_left_out_with_dash(series, tmp_path):
 
 def test_seg_placed_by_plane_position_without_references(series, tmp_path):
     _, datasets, geometry = series
-    path = write_seg(tmp_path / "ref.dcm", datasets, omit_empty_frames=False)
+    path = vp.write_seg(tmp_path / "ref.dcm", datasets, omit_empty_frames=False)
     ds = pydicom.dcmread(path)
     for frame in ds.PerFrameFunctionalGroupsSequence:
         del frame.DerivationImageSequence
@@ -125,7 +84,7 @@ def test_seg_placed_by_plane_position_without_references(series, tmp_path):
 
 def test_unknown_segment_without_mapping(series, tmp_path):
     _, datasets, geometry = series
-    path = write_seg(tmp_path / "ref.dcm", datasets)
+    path = vp.write_seg(tmp_path / "ref.dcm", datasets)
     with pytest.raises(AnnotationError, match="segment 'Heart' has no mapping and is not a class"):
         read_label_map(path, geometry, class_names=vp.CLASSES,
                        segment_map={"Left Lung": "lung", "Right Lung": "lung"})
@@ -134,7 +93,7 @@ def test_unknown_segment_without_mapping(series, tmp_path):
 def test_seg_referencing_images_not_in_series(series, tmp_path):
     folder, datasets, geometry = series
     other = [pydicom.dcmread(p) for p in sorted(vp.write_series(tmp_path / "other", seed=9))]
-    path = write_seg(tmp_path / "ref.dcm", other)  # same geometry, other SOP instances
+    path = vp.write_seg(tmp_path / "ref.dcm", other)  # same geometry, other SOP instances
     geometry_same_for = geometry.__class__(**{**geometry.__dict__, "frame_of_reference_uid": None})
     with pytest.raises(AnnotationError, match=r"references 7 image\(s\) not in the series"):
         read_label_map(path, geometry_same_for, class_names=vp.CLASSES, segment_map=SEGMENT_MAP)
@@ -144,7 +103,7 @@ def test_seg_referencing_images_not_in_series(series, tmp_path):
 
 def test_truncated_seg(series, tmp_path):
     _, datasets, geometry = series
-    path = write_seg(tmp_path / "ref.dcm", datasets)
+    path = vp.write_seg(tmp_path / "ref.dcm", datasets)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) * 2 // 3])
     with pytest.raises(AnnotationError) as err:
@@ -157,7 +116,7 @@ def test_medzoo_seg_round_trip(series):
     from medzoo.deploy.dicom_seg import SEGMENT_LABEL, build_segmentation
 
     _, datasets, geometry = series
-    order = [_slice_index(ds) for ds in datasets]
+    order = [vp.slice_index(ds) for ds in datasets]
     mask = vp.label_map() == 3
     seg = build_segmentation(datasets, mask[order], model_name="unet", model_version=1)
     import tempfile
