@@ -213,9 +213,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _add(sub, "evaluate", "score exports (or model.onnx files) on datasets with onnxruntime",
              "medzoo evaluate models/cnn/1 models/unet/1 --data ds --data ds-site2 --out eval")
-    p.add_argument("models", nargs="+", metavar="MODEL", help="export version dir or .onnx file")
-    p.add_argument("--data", required=True, action="append", metavar="DS",
+    p.add_argument("models", nargs="*", metavar="MODEL", help="export version dir or .onnx file")
+    p.add_argument("--data", action="append", metavar="DS",
                    help="dataset dir (repeatable: every model is scored on every dataset)")
+    p.add_argument("--predictions", metavar="DIR",
+                   help="instead of MODEL/--data: predicted SEGs scored against --reference "
+                        "(Dice, HD95 per structure; see docs/annotations.md)")
+    p.add_argument("--reference", metavar="DIR", help="reference SEG / RTSTRUCT / NIfTI files")
+    p.add_argument("--images", metavar="DICOM_DIR", help="the series the predictions segment")
+    p.add_argument("--segment-map", metavar="NAME=CLASS,...",
+                   help="segment / ROI names → classes, for predictions and references alike")
+    p.add_argument("--label-classes", metavar="NAMES",
+                   help="reference classes, e.g. background,lung,heart,lesion (NIfTI values "
+                        "0, 1, 2, … are these; SEG/RTSTRUCT segments must map into them)")
     p.add_argument("--out", required=True,
                    help="eval dir; with several models or datasets, one subfolder per pair + table.csv")
     p.add_argument("--split", default="test", help="test (default), fold:I or all")
@@ -463,6 +473,11 @@ def _cmd_push(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
+    if args.predictions or args.reference:
+        return _evaluate_reference(args)
+    if not args.models or not args.data:
+        raise MedzooError("medzoo evaluate needs MODEL ... --data DS, or --predictions DIR "
+                          "--reference DIR --images DICOM_DIR. Received: neither")
     from medzoo.evaluation.evaluate import evaluate_many
 
     if args.threads is not None and args.threads < 1:
@@ -484,6 +499,29 @@ def _cmd_evaluate(args) -> int:
         print(f"evaluated {many['evaluated']} of {len(many['rows'])} model/dataset pairs, "
               f"failed {many['failed']} → {many['table']}")
     return 1 if args.strict and many["failed"] else 0
+
+
+def _evaluate_reference(args) -> int:
+    from medzoo.datasets.annotations import parse_segment_map
+    from medzoo.evaluation.reference import describe, evaluate_against_reference
+
+    if not (args.predictions and args.reference and args.images) or args.models or args.data:
+        raise MedzooError("--predictions needs --reference and --images, and no MODEL/--data. "
+                          f"Received: predictions={args.predictions}, reference={args.reference}, "
+                          f"images={args.images}, models={args.models}, data={args.data}")
+    try:
+        segment_map = parse_segment_map(args.segment_map)
+    except ValueError as e:
+        raise MedzooError(str(e)) from None
+    classes = [c.strip() for c in args.label_classes.split(",")] if args.label_classes else None
+    try:
+        summary = evaluate_against_reference(args.predictions, args.reference, args.images,
+                                             args.out, class_names=classes,
+                                             segment_map=segment_map)
+    except ValueError as e:  # a class list that is not usable
+        raise MedzooError(f"--label-classes: {e}") from None
+    print(json.dumps(summary, indent=2) if args.json else describe(summary) + f" → {args.out}")
+    return 1 if args.strict and summary["rejected"] else 0
 
 
 def _headline(result: dict) -> str:

@@ -218,6 +218,8 @@ def _value_label_map(values: np.ndarray, classes, mapping: dict) -> LabelMap:
     if values.size and values.min() < 0:
         raise AnnotationError(f"label map holds negative values (minimum {int(values.min())})")
     present = [int(v) for v in np.unique(values) if v != 0]
+    # only the keys that are label values apply (a shared map may also name SEG segments)
+    mapping = {k: v for k, v in mapping.items() if k.strip().isdigit()}
     if not mapping:
         if classes is None:
             top = max(present, default=0)
@@ -230,9 +232,34 @@ def _value_label_map(values: np.ndarray, classes, mapping: dict) -> LabelMap:
             raise AnnotationError(f"label value {beyond[0]} has no class (expected values below "
                                   f"{len(classes)} for classes {classes})")
         return LabelMap(values.astype(np.uint8), classes)
+    if classes is not None:  # unmapped values keep their own class name
+        mapping = {**{str(v): classes[v] for v in present if v < len(classes)}, **mapping}
     names = [(str(v),) for v in present]
     masks = [values == v for v in present]
     return _combine(masks, names, classes, mapping, values.shape, [])
+
+
+# ------------------------------------------------------------------------------ references
+def referenced_series(ds, series_of_sop: dict | None = None) -> set:
+    """Series UIDs a SEG / RTSTRUCT references: named in its Referenced Series Sequence (SEG),
+    its RT Referenced Series Sequence (RTSTRUCT), or through the images its frames / contours
+    reference (``series_of_sop``: SOP Instance UID → Series Instance UID)."""
+    series = {str(s.SeriesInstanceUID) for s in ds.get("ReferencedSeriesSequence", [])
+              if "SeriesInstanceUID" in s}
+    for frame in ds.get("ReferencedFrameOfReferenceSequence", []):
+        for study in frame.get("RTReferencedStudySequence", []):
+            series |= {str(s.SeriesInstanceUID) for s in study.get("RTReferencedSeriesSequence", [])
+                       if "SeriesInstanceUID" in s}
+    sops = set()
+    for item in ds.get("PerFrameFunctionalGroupsSequence", []):
+        for der in item.get("DerivationImageSequence", []):
+            sops |= {str(x.ReferencedSOPInstanceUID) for x in der.get("SourceImageSequence", [])}
+    for roi in ds.get("ROIContourSequence", []):
+        for contour in roi.get("ContourSequence", []):
+            sops |= {str(x.ReferencedSOPInstanceUID)
+                     for x in contour.get("ContourImageSequence", [])}
+    series_of_sop = series_of_sop or {}
+    return series | {series_of_sop[u] for u in sops if u in series_of_sop}
 
 
 # ------------------------------------------------------------------------------ DICOM SEG

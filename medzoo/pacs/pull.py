@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 from medzoo import __version__, fsio
+from medzoo.datasets.annotations import referenced_series
 from medzoo.datasets.dicom import non_image_kind
 from medzoo.errors import InputError
 from medzoo.pacs.client import InstanceFailed, PacsError, TransientError
@@ -340,27 +341,6 @@ def _in_order(refs) -> list:
 def _annotation_kind(ref) -> str | None:
     return (ANNOTATION_MODALITIES.get((ref.modality or "").upper())
             or _ANNOTATION_CLASSES.get(ref.sop_class or ""))
-
-
-def referenced_series(ds, series_of_sop: dict) -> set:
-    """Series UIDs a SEG / RTSTRUCT references: named in its Referenced Series Sequence (SEG),
-    its RT Referenced Series Sequence (RTSTRUCT), or through the images its frames / contours
-    reference (``series_of_sop``: SOP Instance UID → Series Instance UID)."""
-    series = {str(s.SeriesInstanceUID) for s in ds.get("ReferencedSeriesSequence", [])
-              if "SeriesInstanceUID" in s}
-    for frame in ds.get("ReferencedFrameOfReferenceSequence", []):
-        for study in frame.get("RTReferencedStudySequence", []):
-            series |= {str(s.SeriesInstanceUID) for s in study.get("RTReferencedSeriesSequence", [])
-                       if "SeriesInstanceUID" in s}
-    sops = set()
-    for item in ds.get("PerFrameFunctionalGroupsSequence", []):
-        for der in item.get("DerivationImageSequence", []):
-            sops |= {str(x.ReferencedSOPInstanceUID) for x in der.get("SourceImageSequence", [])}
-    for roi in ds.get("ROIContourSequence", []):
-        for contour in roi.get("ContourSequence", []):
-            sops |= {str(x.ReferencedSOPInstanceUID)
-                     for x in contour.get("ContourImageSequence", [])}
-    return series | {series_of_sop[u] for u in sops if u in series_of_sop}
 
 
 def _pull_annotations(client, wanted, refs, layout: _Layout, summary: PullSummary, retries: int,
