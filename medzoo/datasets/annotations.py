@@ -16,7 +16,10 @@ Rules shared by every source
 * Overlaps: where several classes claim a voxel, the class that comes **later in the class
   list** wins (list "lesion" after "lung" and a nodule inside a lung stays a nodule).
 * Fractional SEGs are thresholded at 0.5: a voxel belongs to a segment when its stored fraction
-  is at least half of MaximumFractionalValue.
+  is at least half of MaximumFractionalValue. BINARY, FRACTIONAL and LABELMAP SEGs are read.
+* SEG frames are placed through the source SOP Instance UIDs each frame references; a SEG
+  without such references is placed by each frame's ImagePositionPatient (within half a slice
+  spacing of a slice, same orientation).
 * Bad input raises :class:`AnnotationError` with a one-line reason that names no identifier
   (no UID, no patient data), so it can go to rejected.csv as is.
 """
@@ -288,7 +291,11 @@ def _code_keys(code) -> list:
 
 def _read_seg(path: Path, geometry):
     """Boolean masks (one per segment, on the series grid), their name keys and notes."""
-    import highdicom as hd
+    try:
+        import highdicom as hd
+    except ImportError:
+        raise AnnotationError("reading DICOM SEG needs highdicom (pip install "
+                              "'medzoo[seg]')") from None
 
     from medzoo.datasets.dicom import _quiet
 

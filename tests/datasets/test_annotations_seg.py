@@ -128,3 +128,28 @@ def test_medzoo_seg_round_trip(series):
         lm = read_label_map(path, geometry)
     assert lm.classes == ["background", SEGMENT_LABEL]
     np.testing.assert_array_equal(lm.array, mask.astype(np.uint8))
+
+
+def test_labelmap_seg(series, tmp_path):
+    """highdicom's LABELMAP type (one frame per slice, pixel = segment number)."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    _, datasets, geometry = series
+    order = [vp.slice_index(ds) for ds in datasets]
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name="test", version="1", family=codes.DCM.ArtificialIntelligence)
+    descriptions = [hd.seg.SegmentDescription(
+        segment_number=n, segment_label=name, segmented_property_category=codes.SCT.Organ,
+        segmented_property_type=codes.SCT.Tissue,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algorithm) for n, name in enumerate(vp.CLASSES[1:], start=1)]
+    seg = hd.seg.Segmentation(
+        source_images=datasets, pixel_array=vp.label_map()[order],
+        segmentation_type=hd.seg.SegmentationTypeValues.LABELMAP,
+        segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=5,
+        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="test",
+        manufacturer_model_name="test", software_versions="1", device_serial_number="1")
+    seg.save_as(str(tmp_path / "labelmap.dcm"))
+    lm = read_label_map(tmp_path / "labelmap.dcm", geometry, class_names=vp.CLASSES)
+    np.testing.assert_array_equal(lm.array, vp.label_map())
