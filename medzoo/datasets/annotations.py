@@ -26,8 +26,10 @@ Rules shared by every source
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +40,15 @@ FRACTION_THRESHOLD = 0.5
 SKIP = "-"
 _SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 _RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
+
+
+
+@contextlib.contextmanager
+def _silenced():
+    """pydicom/highdicom warnings off: they quote element values, which may be PHI (UIDs)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 class AnnotationError(ValueError):
@@ -269,10 +280,8 @@ def referenced_series(ds, series_of_sop: dict | None = None) -> set:
 def _read_dicom(path: Path):
     import pydicom
 
-    from medzoo.datasets.dicom import _quiet
-
     try:
-        with _quiet():
+        with _silenced():
             return pydicom.dcmread(str(path))
     except FileNotFoundError:
         raise AnnotationError("annotation file missing") from None
@@ -297,10 +306,8 @@ def _read_seg(path: Path, geometry):
         raise AnnotationError("reading DICOM SEG needs highdicom (pip install "
                               "'medzoo[seg]')") from None
 
-    from medzoo.datasets.dicom import _quiet
-
     try:
-        with _quiet():
+        with _silenced():
             seg = hd.seg.segread(str(path))
             numbers = list(seg.segment_numbers)
             descriptions = [seg.get_segment_description(n) for n in numbers]
@@ -316,7 +323,7 @@ def _read_seg(path: Path, geometry):
     refs = _frame_references(seg)
     notes = []
     try:
-        with _quiet():
+        with _silenced():
             if refs is not None:
                 unknown = set(refs) - set(geometry.sop_uids)
                 if unknown:

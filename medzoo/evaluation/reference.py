@@ -17,14 +17,25 @@ printed on the terminal only (they may name patients).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from medzoo import fsio
 from medzoo.errors import InputError
+
+
+
+@contextlib.contextmanager
+def _silenced():
+    """pydicom/highdicom warnings off: they quote element values, which may be PHI (UIDs)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 # ------------------------------------------------------------------------------ metrics
@@ -85,12 +96,10 @@ def _series_index(images_dir: Path) -> dict:
     """Series UID → (folder relative to images_dir, headers) for every image under it."""
     import pydicom
 
-    from medzoo.datasets.dicom import _quiet
-
     series: dict[str, tuple] = {}
     for path in sorted(p for p in images_dir.rglob("*") if p.is_file()):
         try:
-            with _quiet():
+            with _silenced():
                 ds = pydicom.dcmread(str(path), stop_before_pixels=True)
         except Exception:  # noqa: BLE001 - not DICOM: not a slice of any series
             continue
@@ -107,8 +116,6 @@ def _annotations(folder: Path) -> tuple[dict, dict]:
     import pydicom
 
     from medzoo.datasets.annotations import referenced_series
-    from medzoo.datasets.dicom import _quiet
-
     by_series: dict[str, list[Path]] = {}
     nifti: dict[str, Path] = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
@@ -117,7 +124,7 @@ def _annotations(folder: Path) -> tuple[dict, dict]:
             nifti[path.name[:-7] if name.endswith(".gz") else path.name[:-4]] = path
             continue
         try:
-            with _quiet():
+            with _silenced():
                 ds = pydicom.dcmread(str(path), stop_before_pixels=True)
         except Exception:  # noqa: BLE001
             continue

@@ -29,11 +29,13 @@ failed — run the same command again to resume.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import re
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 from medzoo import __version__, fsio
@@ -57,6 +59,15 @@ _MAX_BACKOFF = 30.0
 # a SEG's mask as if it were an image, so they are left on the server (and counted).
 NON_IMAGE_MODALITIES = frozenset({"SEG", "SR", "KO", "PR", "DOC", "REG", "FID", "RTSTRUCT",
                                   "RTPLAN", "RTRECORD", "PLAN", "RWV", "AU", "ECG", "HD"})
+
+
+
+@contextlib.contextmanager
+def _silenced():
+    """pydicom/highdicom warnings off: they quote element values, which may be PHI (UIDs)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def is_image(ref) -> bool:
@@ -109,7 +120,7 @@ class _Layout:
             for path in sorted(p for p in study_dir.iterdir() if p.is_file()
                                and _ANNOTATION_FILE.match(p.name)):
                 try:
-                    with _quiet():
+                    with _silenced():
                         ds = pydicom.dcmread(str(path), stop_before_pixels=True)
                     self.annotations[str(ds.SOPInstanceUID)] = path
                 except Exception:
@@ -350,8 +361,6 @@ def _pull_annotations(client, wanted, refs, layout: _Layout, summary: PullSummar
 
     import pydicom
 
-    from medzoo.datasets.dicom import _quiet
-
     series_of_sop = {r.sop_uid: r.series_uid for r in refs}
     for ref in wanted:
         if ref.sop_uid in layout.annotations:
@@ -374,7 +383,7 @@ def _pull_annotations(client, wanted, refs, layout: _Layout, summary: PullSummar
             summary.failed_by_reason[reason] = summary.failed_by_reason.get(reason, 0) + 1
             continue
         try:
-            with _quiet():
+            with _silenced():
                 ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
             targets = sorted(layout.series[(ref.study_uid, s)]
                              for s in referenced_series(ds, series_of_sop)
