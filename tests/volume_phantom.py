@@ -29,8 +29,10 @@ CLASSES = ["background", "lung", "heart", "lesion"]
 SLICES, ROWS, COLS = 8, 32, 32
 PIXEL_SPACING = (0.7, 0.8)  # (row spacing, column spacing) mm
 SLICE_SPACING = 2.5
-ORIGIN = (-12.4, -10.85, -8.75)  # LPS of the first slice's first pixel
-AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+#: ImageOrientationPatient (row cosines, column cosines) of the phantom series orientations.
+ORIENTATIONS = {"axial": (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+                "sagittal": (0.0, 1.0, 0.0, 0.0, 0.0, -1.0),
+                "coronal": (1.0, 0.0, 0.0, 0.0, 0.0, -1.0)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,15 +46,19 @@ class Ellipsoid:
         d = (np.asarray(points, float) - self.centre) / self.radii
         return (d ** 2).sum(-1) <= 1.0
 
-    def section(self, z: float, n: int = 128):
-        """The closed polygon (n, 3) where the plane LPS z = ``z`` cuts it; None if it misses."""
-        f = 1.0 - ((z - self.centre[2]) / self.radii[2]) ** 2
+    def section(self, value: float, axis: int = 2, n: int = 128):
+        """The closed polygon (n, 3) where the plane LPS[axis] = ``value`` cuts it (None if it
+        misses)."""
+        f = 1.0 - ((value - self.centre[axis]) / self.radii[axis]) ** 2
         if f <= 0.0:
             return None
+        u, v = [a for a in range(3) if a != axis]
         t = np.linspace(0, 2 * np.pi, n, endpoint=False)
-        a, b = self.radii[0] * np.sqrt(f), self.radii[1] * np.sqrt(f)
-        return np.stack([self.centre[0] + a * np.cos(t), self.centre[1] + b * np.sin(t),
-                         np.full(n, z)], axis=1)
+        pts = np.empty((n, 3))
+        pts[:, axis] = value
+        pts[:, u] = self.centre[u] + self.radii[u] * np.sqrt(f) * np.cos(t)
+        pts[:, v] = self.centre[v] + self.radii[v] * np.sqrt(f) * np.sin(t)
+        return pts
 
 
 #: Structure name → (class index, outer shapes, holes). Painted in this order.
@@ -65,26 +71,30 @@ STRUCTURES = {
 }
 
 
-def affine() -> np.ndarray:
-    """(k, i, j, 1) → LPS mm for the axial phantom."""
+def affine(orientation: str = "axial") -> np.ndarray:
+    """(k, i, j, 1) → LPS mm of the phantom series in ``orientation`` (grid centred on 0)."""
+    iop = np.asarray(ORIENTATIONS[orientation], float)
+    row, col = iop[:3], iop[3:]
+    normal = np.cross(row, col)
     a = np.eye(4)
-    a[:3, 0] = (0, 0, SLICE_SPACING)
-    a[:3, 1] = (0, PIXEL_SPACING[0], 0)
-    a[:3, 2] = (PIXEL_SPACING[1], 0, 0)
-    a[:3, 3] = ORIGIN
+    a[:3, 0] = normal * SLICE_SPACING
+    a[:3, 1] = col * PIXEL_SPACING[0]
+    a[:3, 2] = row * PIXEL_SPACING[1]
+    a[:3, 3] = -(a[:3, 0] * (SLICES - 1) / 2 + a[:3, 1] * (ROWS - 1) / 2
+                 + a[:3, 2] * (COLS - 1) / 2)
     return a
 
 
-def voxel_centres() -> np.ndarray:
+def voxel_centres(orientation: str = "axial") -> np.ndarray:
     """(D, H, W, 3) LPS mm of every voxel centre."""
     k, i, j = np.meshgrid(np.arange(SLICES), np.arange(ROWS), np.arange(COLS), indexing="ij")
     idx = np.stack([k, i, j, np.ones_like(k)], -1).astype(float)
-    return (idx @ affine().T)[..., :3]
+    return (idx @ affine(orientation).T)[..., :3]
 
 
-def structure_mask(name: str) -> np.ndarray:
+def structure_mask(name: str, orientation: str = "axial") -> np.ndarray:
     """Boolean (D, H, W) mask of one structure (outer shapes minus holes)."""
-    pts = voxel_centres()
+    pts = voxel_centres(orientation)
     _, outer, holes = STRUCTURES[name]
     m = np.zeros(pts.shape[:3], bool)
     for e in outer:
@@ -94,22 +104,23 @@ def structure_mask(name: str) -> np.ndarray:
     return m
 
 
-def label_map() -> np.ndarray:
+def label_map(orientation: str = "axial") -> np.ndarray:
     """uint8 (D, H, W): the phantom's own label map (later structures win)."""
     out = np.zeros((SLICES, ROWS, COLS), np.uint8)
     for name, (value, _, _) in STRUCTURES.items():
-        out[structure_mask(name)] = value
+        out[structure_mask(name, orientation)] = value
     return out
 
 
-def write_series(folder, *, seed: int = 0) -> list[Path]:
+def write_series(folder, *, seed: int = 0, orientation: str = "axial") -> list[Path]:
     """Write the CT slices (file names against slice order) and return their paths."""
     from pydicom.uid import CTImageStorage
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     study, series, frame = (generate_uid(entropy_srcs=[str(seed), s]) for s in "abc")
-    labels = label_map()
+    labels = label_map(orientation)
+    a = affine(orientation)
     paths = []
     for k in range(SLICES):
         meta = FileMetaDataset()
@@ -125,9 +136,9 @@ def write_series(folder, *, seed: int = 0) -> list[Path]:
         ds.ReferringPhysicianName = ""
         ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "CT", 1, k + 1
         ds.Manufacturer, ds.PositionReferenceIndicator = "medzoo-test", ""
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.ImagePositionPatient = [float(v) for v in affine()[:3] @ (k, 0, 0, 1)]
-        ds.ImageOrientationPatient = list(AXIAL)
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL" if orientation == "axial" else "OTHER"]
+        ds.ImagePositionPatient = [float(v) for v in a[:3] @ (k, 0, 0, 1)]
+        ds.ImageOrientationPatient = list(ORIENTATIONS[orientation])
         ds.PixelSpacing = list(PIXEL_SPACING)
         ds.SliceThickness = SLICE_SPACING
         ds.Rows, ds.Columns = ROWS, COLS
@@ -145,7 +156,13 @@ def write_series(folder, *, seed: int = 0) -> list[Path]:
 
 # ----------------------------------------------------------- independent annotation writers
 def slice_index(ds) -> int:
-    return int(round((float(ds.ImagePositionPatient[2]) - ORIGIN[2]) / SLICE_SPACING))
+    """Index along the normal of a phantom slice (any orientation), from its header."""
+    iop = np.asarray(ds.ImageOrientationPatient, float)
+    normal = np.cross(iop[:3], iop[3:])
+    orientation = next(k for k, v in ORIENTATIONS.items() if np.allclose(v, iop))
+    origin = affine(orientation)[:3, 3]
+    along = (np.asarray(ds.ImagePositionPatient, float) - origin) @ normal
+    return int(round(along / SLICE_SPACING))
 
 
 def write_seg(path, datasets, *, names=tuple(STRUCTURES), fractional=False,
@@ -167,7 +184,7 @@ def write_seg(path, datasets, *, names=tuple(STRUCTURES), fractional=False,
             segmented_property_type=props.get(name, codes.SCT.Tissue),
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm))
-        mask = structure_mask(name)[order]
+        mask = structure_mask(name, _orientation_of(datasets[0]))[order]
         planes.append(mask.astype(np.float32) * (0.8 if fractional else 1.0))
     pixels = np.stack(planes, axis=-1)
     if not fractional:
@@ -184,15 +201,23 @@ def write_seg(path, datasets, *, names=tuple(STRUCTURES), fractional=False,
     return path
 
 
+def _orientation_of(ds) -> str:
+    iop = np.asarray(ds.ImageOrientationPatient, float)
+    return next(k for k, v in ORIENTATIONS.items() if np.allclose(v, iop))
+
+
 def phantom_contours(datasets):
-    """ROI name → [(points (n, 3) LPS mm, referenced slice dataset)], from the analytic shapes."""
+    """ROI name → [(points (n, 3) LPS mm, referenced slice dataset)], from the analytic shapes
+    cut by each slice's plane (the planes are normal to one LPS axis in every orientation)."""
+    iop = np.asarray(datasets[0].ImageOrientationPatient, float)
+    axis = int(np.argmax(np.abs(np.cross(iop[:3], iop[3:]))))
     rois = {}
     for name, (_, outer, holes) in STRUCTURES.items():
         items = []
         for ds in datasets:
-            z = float(ds.ImagePositionPatient[2])
+            value = float(ds.ImagePositionPatient[axis])
             for shape in outer + holes:
-                pts = shape.section(z)
+                pts = shape.section(value, axis)
                 if pts is not None:
                     items.append((pts, ds))
         rois[name] = items

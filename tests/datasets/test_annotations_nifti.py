@@ -21,10 +21,10 @@ def geometry(tmp_path_factory):
     return series_geometry(pydicom.dcmread(p, stop_before_pixels=True) for p in paths)
 
 
-def base_image() -> nib.Nifti1Image:
+def base_image(orientation="axial") -> nib.Nifti1Image:
     """The phantom labels stored x-fastest (column, row, slice) with a RAS affine."""
-    img = nib.Nifti1Image(vp.label_map().transpose(2, 1, 0).copy(),
-                          LPS_TO_RAS @ vp.affine() @ XYZ)
+    img = nib.Nifti1Image(vp.label_map(orientation).transpose(2, 1, 0).copy(),
+                          LPS_TO_RAS @ vp.affine(orientation) @ XYZ)
     img.set_qform(img.affine, code=1)
     img.set_sform(img.affine, code=1)
     return img
@@ -52,6 +52,20 @@ def test_reoriented_nifti_matches_phantom(geometry, tmp_path, name):
     lm = read_label_map(path, geometry, class_names=vp.CLASSES)
     assert lm.classes == vp.CLASSES
     np.testing.assert_array_equal(lm.array, vp.label_map())
+
+
+@pytest.mark.parametrize("orientation", ["sagittal", "coronal"])
+@pytest.mark.parametrize("name", ["as written", "permuted and flipped"])
+def test_nifti_on_sagittal_and_coronal_series(tmp_path, orientation, name):
+    paths = vp.write_series(tmp_path / "series", seed=6, orientation=orientation)
+    geometry = series_geometry(pydicom.dcmread(p, stop_before_pixels=True) for p in paths)
+    # the same labels written by a tool that reoriented them to RAS+ (nibabel's canonical)
+    img = base_image(orientation).as_reoriented(np.array(REORIENTATIONS[name], float))
+    canonical = nib.as_closest_canonical(img)
+    for version in (img, canonical):
+        path = save(version, tmp_path / "labels.nii.gz")
+        lm = read_label_map(path, geometry, class_names=vp.CLASSES)
+        np.testing.assert_array_equal(lm.array, vp.label_map(orientation))
 
 
 def test_uncompressed_float32_affine_and_value_map(geometry, tmp_path):

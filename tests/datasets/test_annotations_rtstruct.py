@@ -22,6 +22,15 @@ def series(tmp_path_factory):
     return datasets, series_geometry(datasets)
 
 
+@pytest.fixture(scope="module", params=["sagittal", "coronal"])
+def oblique_series(request, tmp_path_factory):
+    """The phantom in another orientation (slices normal to x or y instead of z)."""
+    paths = vp.write_series(tmp_path_factory.mktemp(f"rt_{request.param}"), seed=4,
+                            orientation=request.param)
+    datasets = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
+    return request.param, datasets, series_geometry(datasets)
+
+
 def dice(a, b):
     return 2 * np.logical_and(a, b).sum() / max(a.sum() + b.sum(), 1)
 
@@ -99,3 +108,12 @@ def test_contours_referencing_images_not_in_series(series, tmp_path):
     path = vp.write_rtstruct(tmp_path / "rt.dcm", datasets, rois)
     with pytest.raises(AnnotationError, match=r"reference 1 image\(s\) not in the series"):
         read_label_map(path, geometry)
+
+
+def test_rtstruct_other_orientations(oblique_series, tmp_path):
+    orientation, datasets, geometry = oblique_series
+    path = vp.write_rtstruct(tmp_path / "rt.dcm", datasets, vp.phantom_contours(datasets))
+    lm = read_label_map(path, geometry, class_names=vp.CLASSES, segment_map=SEGMENT_MAP)
+    truth = vp.label_map(orientation)
+    for value in (1, 2, 3):
+        assert dice(lm.array == value, truth == value) >= 0.99, (orientation, vp.CLASSES[value])

@@ -153,3 +153,12 @@ def test_labelmap_seg(series, tmp_path):
     seg.save_as(str(tmp_path / "labelmap.dcm"))
     lm = read_label_map(tmp_path / "labelmap.dcm", geometry, class_names=vp.CLASSES)
     np.testing.assert_array_equal(lm.array, vp.label_map())
+
+
+def test_seg_on_sagittal_series(tmp_path):
+    paths = vp.write_series(tmp_path / "series", seed=7, orientation="sagittal")
+    datasets = [pydicom.dcmread(p) for p in sorted(paths)]
+    geometry = series_geometry(datasets)
+    path = vp.write_seg(tmp_path / "ref.dcm", datasets)
+    lm = read_label_map(path, geometry, class_names=vp.CLASSES, segment_map=SEGMENT_MAP)
+    np.testing.assert_array_equal(lm.array, vp.label_map("sagittal"))
