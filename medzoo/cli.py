@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", choices=["dicom", "msd"], default="dicom",
                    help="msd: DICOM_DIR is a Decathlon / nnU-Net raw folder (imagesTr, labelsTr, "
                         "dataset.json) ingested as native volumes; see docs/annotations.md")
+    p.add_argument("--segment-map", type=_segment_map, metavar="NAME=CLASS,...",
+                   help="SEG segment / RTSTRUCT ROI names (or coded properties) → label classes "
+                        "for series masks, e.g. 'Left Lung=lung,Right Lung=lung,Couch=-'")
     p.add_argument("--strict", action="store_true", help="exit 1 when any input is rejected")
     p.add_argument("--records-per-shard", type=int, default=1024, metavar="N",
                    help="records per TFRecord shard (multi-worker training shards by file: "
@@ -221,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(Dice, HD95 per structure; see docs/annotations.md)")
     p.add_argument("--reference", metavar="DIR", help="reference SEG / RTSTRUCT / NIfTI files")
     p.add_argument("--images", metavar="DICOM_DIR", help="the series the predictions segment")
-    p.add_argument("--segment-map", metavar="NAME=CLASS,...",
+    p.add_argument("--segment-map", type=_segment_map, metavar="NAME=CLASS,...",
                    help="segment / ROI names → classes, for predictions and references alike")
     p.add_argument("--label-classes", metavar="NAMES",
                    help="reference classes, e.g. background,lung,heart,lesion (NIfTI values "
@@ -294,6 +297,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patients", type=int, default=60)
     p.add_argument("--seed", type=int, default=0)
     return parser
+
+
+def _segment_map(text: str) -> dict:
+    """argparse type of --segment-map: ``"A=x,B=y"`` → ``{"A": "x", "B": "y"}``."""
+    from medzoo.datasets.annotations import parse_segment_map
+
+    try:
+        return parse_segment_map(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _ingest_msd(args) -> int:
@@ -502,17 +515,13 @@ def _cmd_evaluate(args) -> int:
 
 
 def _evaluate_reference(args) -> int:
-    from medzoo.datasets.annotations import parse_segment_map
     from medzoo.evaluation.reference import describe, evaluate_against_reference
 
     if not (args.predictions and args.reference and args.images) or args.models or args.data:
         raise MedzooError("--predictions needs --reference and --images, and no MODEL/--data. "
                           f"Received: predictions={args.predictions}, reference={args.reference}, "
                           f"images={args.images}, models={args.models}, data={args.data}")
-    try:
-        segment_map = parse_segment_map(args.segment_map)
-    except ValueError as e:
-        raise MedzooError(str(e)) from None
+    segment_map = args.segment_map
     classes = [c.strip() for c in args.label_classes.split(",")] if args.label_classes else None
     try:
         summary = evaluate_against_reference(args.predictions, args.reference, args.images,

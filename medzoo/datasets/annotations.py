@@ -110,9 +110,10 @@ def read_label_map(path, geometry, *, class_names=None, segment_map=None) -> Lab
         The class list, ``"background"`` first (prepended when missing). Voxel value ``v`` of
         the result is ``class_names[v]``. When None, the classes are ``background`` followed by
         the (mapped) segment/ROI names in segment order, or ``label<v>`` for NIfTI/npy values.
-    segment_map : dict, optional
+    segment_map : dict or str, optional
         Segment/ROI name or coded property → class name (see the module docstring); for
-        NIfTI/npy, label value (as text) → class name.
+        NIfTI/npy, label value (as text) → class name. A string is parsed by
+        :func:`parse_segment_map`.
 
     Returns
     -------
@@ -126,7 +127,8 @@ def read_label_map(path, geometry, *, class_names=None, segment_map=None) -> Lab
     """
     path = Path(path)
     classes = _normalise_classes(class_names)
-    mapping = dict(segment_map or {})
+    mapping = (parse_segment_map(segment_map) if isinstance(segment_map, str)
+               else dict(segment_map or {}))
     name = path.name.lower()
     if name.endswith((".nii", ".nii.gz")):
         from medzoo.datasets import nifti

@@ -166,3 +166,12 @@ def test_not_a_layout(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "expected an MSD / nnU-Net raw folder with imagesTr/" in proc.stderr
+
+
+def test_segment_map_flag_is_checked(tmp_path):
+    """`--segment-map` (ingest, evaluate) is parsed up front: a bad item is a usage error."""
+    proc = subprocess.run([sys.executable, "-m", "medzoo", "data", "ingest", str(tmp_path),
+                           "--labels", "x.csv", "--out", str(tmp_path / "ds"), "--segment-map",
+                           "Left Lung=lung,Nodule"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "must be NAME=CLASS items separated by commas. Received: 'Nodule'" in proc.stderr
