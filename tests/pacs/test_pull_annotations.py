@@ -13,7 +13,7 @@ from medzoo import cli
 from medzoo.datasets.annotations import parse_segment_map, read_label_map
 from medzoo.datasets.geometry import series_geometry
 
-from .conftest import running_orthanc
+from .conftest import CALLING_AET, running_orthanc
 
 SEGMENT_MAP = parse_segment_map("Left Lung=lung,Right Lung=lung,Nodule=lesion,Heart=heart")
 
@@ -46,40 +46,40 @@ def annotated_orthanc(orthanc_binary, tmp_path_factory):
                                files)
 
 
-def test_pull_annotations_beside_their_series(annotated_orthanc, pacs_env, tmp_path, capsys):
+@pytest.mark.parametrize("protocol", ["dicomweb", "dimse"])
+def test_pull_annotations_beside_their_series(annotated_orthanc, pacs_env, tmp_path, capsys,
+                                              protocol):
     out = tmp_path / "pulled"
-    assert cli.main(["data", "pull", "--dicomweb", annotated_orthanc.dicomweb, "--out", str(out),
-                     "--annotations"]) == 0
+    where = (["--dicomweb", annotated_orthanc.dicomweb] if protocol == "dicomweb" else
+             ["--dimse", annotated_orthanc.dimse, "--calling-aet", CALLING_AET])
+    assert cli.main(["data", "pull", *where, "--out", str(out), "--annotations"]) == 0
     printed = capsys.readouterr().out
     assert "found 16 instances, fetched 16" in printed
     assert "3 annotations (SEG/RTSTRUCT) stored beside their series, 1 referencing no pulled " \
            "series left" in printed
     rows = list(csv.DictReader(open(out / "series.csv")))
-    assert [(r["path"], r["instances"]) for r in rows] == [
-        ("study-0001/series-001", "8"), ("study-0001/series-002", "8")]
-    masks = {r["path"]: r["mask"] for r in rows}
+    assert sorted(r["instances"] for r in rows) == ["8", "8"]
+    # which folder holds which series depends on the server's listing order: tell by content
+    number = {r["path"]: int(pydicom.dcmread(next((out / r["path"]).glob("IM*.dcm")),
+                                             stop_before_pixels=True).SeriesNumber) for r in rows}
+    a, b = (next(p for p, n in number.items() if n == k).split("/")[1] for k in (1, 2))
+    masks = {r["path"].split("/")[1]: r["mask"] for r in rows}
     stored = sorted(p.name for p in (out / "study-0001").iterdir() if p.is_file())
-    assert stored == ["series-001.rtstruct-1.dcm", "series-001.seg-1.dcm",
-                      "series-002.rtstruct-1.dcm"]
+    assert stored == sorted([f"{a}.rtstruct-1.dcm", f"{a}.seg-1.dcm", f"{b}.rtstruct-1.dcm"])
     # the SEG is preferred where a series has both
-    assert masks == {"study-0001/series-001": "study-0001/series-001.seg-1.dcm",
-                     "study-0001/series-002": "study-0001/series-002.rtstruct-1.dcm"}
-    for series, mask in masks.items():
+    assert masks == {a: f"study-0001/{a}.seg-1.dcm", b: f"study-0001/{b}.rtstruct-1.dcm"}
+    for series in (a, b):
         headers = [pydicom.dcmread(p, stop_before_pixels=True)
-                   for p in sorted((out / series).glob("IM*.dcm"))]
-        lm = read_label_map(out / mask, series_geometry(headers), class_names=vp.CLASSES,
-                            segment_map=SEGMENT_MAP)
-        np.testing.assert_array_equal(lm.array, vp.label_map())
-    # the RTSTRUCT of series 1, too
-    headers = [pydicom.dcmread(p, stop_before_pixels=True)
-               for p in sorted((out / "study-0001/series-001").glob("IM*.dcm"))]
-    lm = read_label_map(out / "study-0001/series-001.rtstruct-1.dcm", series_geometry(headers),
-                        class_names=vp.CLASSES, segment_map=SEGMENT_MAP)
-    np.testing.assert_array_equal(lm.array, vp.label_map())
+                   for p in sorted((out / "study-0001" / series).glob("IM*.dcm"))]
+        geometry = series_geometry(headers)
+        for mask in ([masks[series]] + ([f"study-0001/{a}.rtstruct-1.dcm"] if series == a
+                                         else [])):
+            lm = read_label_map(out / mask, geometry, class_names=vp.CLASSES,
+                                segment_map=SEGMENT_MAP)
+            np.testing.assert_array_equal(lm.array, vp.label_map())
 
     # a second run skips everything already there and keeps the same files
-    assert cli.main(["data", "pull", "--dicomweb", annotated_orthanc.dicomweb, "--out", str(out),
-                     "--annotations"]) == 0
+    assert cli.main(["data", "pull", *where, "--out", str(out), "--annotations"]) == 0
     assert "fetched 0, skipped 16" in capsys.readouterr().out
     assert sorted(p.name for p in (out / "study-0001").iterdir() if p.is_file()) == stored
 
