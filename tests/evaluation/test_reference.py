@@ -71,14 +71,18 @@ def test_evaluate_predicted_segs_against_references(tmp_path):
         str(pred / "series-004.dcm"))
 
     out = tmp_path / "eval"
-    proc = subprocess.run(
-        [sys.executable, "-m", "medzoo", "evaluate", "--predictions", str(pred), "--reference",
-         str(ref), "--images", str(images), "--out", str(out), "--segment-map",
-         "Lesion=lesion,Nodule=lesion,Left Lung=lung,Right Lung=lung,Heart=heart",
-         "--label-classes", "background,lung,heart,lesion"],
-        capture_output=True, text=True, timeout=120)
+    args = ["evaluate", "--predictions", str(pred), "--reference", str(ref), "--images",
+            str(images), "--out", str(out), "--segment-map",
+            "Lesion=lesion,Nodule=lesion,Left Lung=lung,Right Lung=lung,Heart=heart",
+            "--label-classes", "background,lung,heart,lesion"]
+    # the command line in a fresh process, which must not import TensorFlow on the way
+    code = ("import sys\nfrom medzoo import cli\ntry: rc = cli.main(%r)\nfinally: print("
+            "'TF' if 'tensorflow' in sys.modules else 'no TF')\nsys.exit(rc)" % args)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "evaluated 3 of 4 predictions, rejected 1" in proc.stdout
+    assert proc.stdout.strip().endswith("no TF")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["structures"] == ["lesion"]
     rows = list(csv.DictReader(open(out / "per_case.csv")))
@@ -91,12 +95,3 @@ def test_evaluate_predicted_segs_against_references(tmp_path):
     assert metrics["per_structure"]["lesion"]["n"] == 3
     assert list(csv.DictReader(open(out / "rejected.csv"))) == [
         {"row": "4", "path": "series-004.dcm", "reason": "its series is not among --images"}]
-    # no TensorFlow was imported on the way
-    code = ("import sys, runpy; sys.argv=['medzoo','evaluate','--predictions',%r,'--reference',"
-            "%r,'--images',%r,'--out',%r,'--segment-map','Lesion=lesion,Nodule=lesion,Left Lung="
-            "lung,Right Lung=lung,Heart=heart','--label-classes','background,lung,heart,lesion'];\nfrom medzoo import cli\ntry: cli.main(sys.argv[1:])"
-            "\nfinally: print('TF' if 'tensorflow' in sys.modules else 'noTF')"
-            % (str(pred), str(ref), str(images), str(tmp_path / "eval2")))
-    check = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                           timeout=120)
-    assert check.stdout.strip().endswith("noTF"), check.stdout + check.stderr
