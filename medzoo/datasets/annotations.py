@@ -284,7 +284,7 @@ def _read_dicom(path: Path):
 
     try:
         with _silenced():
-            return pydicom.dcmread(str(path))
+            return pydicom.dcmread(str(path), stop_before_pixels=True)  # SEG pixels: highdicom
     except FileNotFoundError:
         raise AnnotationError("annotation file missing") from None
     except Exception as e:  # noqa: BLE001 - pydicom raises many types for broken files
