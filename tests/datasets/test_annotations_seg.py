@@ -162,3 +162,18 @@ def test_seg_on_sagittal_series(tmp_path):
     path = vp.write_seg(tmp_path / "ref.dcm", datasets)
     lm = read_label_map(path, geometry, class_names=vp.CLASSES, segment_map=SEGMENT_MAP)
     np.testing.assert_array_equal(lm.array, vp.label_map("sagittal"))
+
+
+def test_non_conformant_seg(series, tmp_path):
+    """A SEG without its Segment Sequence, or with frames of another size: one-line reasons."""
+    _, datasets, geometry = series
+    path = vp.write_seg(tmp_path / "ref.dcm", datasets)
+    ds = pydicom.dcmread(path)
+    del ds.SegmentSequence
+    ds.save_as(tmp_path / "no_segments.dcm")
+    with pytest.raises(AnnotationError, match="DICOM SEG unreadable or non-conformant"):
+        read_label_map(tmp_path / "no_segments.dcm", geometry, segment_map=SEGMENT_MAP)
+    ct = pydicom.dcmread(sorted(vp.write_series(tmp_path / "s"))[0])
+    ct.save_as(tmp_path / "ct.dcm")
+    with pytest.raises(AnnotationError, match="not an annotation .* modality CT"):
+        read_label_map(tmp_path / "ct.dcm", geometry)
