@@ -4,7 +4,8 @@ Each ROI's contours are closed planar polygons in patient coordinates (LPS mm). 
 put on the slice nearest to its plane (it must lie within a quarter of the slice spacing of
 it), its
 points are projected onto that slice's pixel grid (row ``i``, column ``j``) and the polygon is
-filled at pixel centres (``matplotlib.path``). All contours of one ROI on one slice are combined
+filled at pixel centres (an even-odd scanline fill, tested against ``matplotlib.path``). All
+contours of one ROI on one slice are combined
 by the even-odd rule (XOR), so an inner contour is a hole and a contour inside that hole an
 island again, whichever order the file lists them in.
 """
@@ -119,17 +120,34 @@ def rasterise_roi(ds, number: int, name: str, geometry) -> np.ndarray:
 
 
 def fill_polygon(polygon: np.ndarray, rows: int, columns: int) -> np.ndarray:
-    """Boolean ``(rows, columns)``: pixel centres inside ``polygon`` ((x=column, y=row) pairs)."""
-    from matplotlib.path import Path as MplPath
+    """Boolean ``(rows, columns)``: pixel centres inside ``polygon`` ((x=column, y=row) pairs).
 
+    A scanline fill by the even-odd rule: on each pixel row, the polygon's edges are cut by the
+    line through the pixel centres (an edge counts for ``y0 <= y < y1``, so a vertex on the line
+    is crossed once), and the centres between successive crossings are inside (``x_a <= x <
+    x_b``). Same answer as ``matplotlib.path.Path.contains_points`` away from the boundary, in
+    O(rows × edges) instead of O(pixels × edges).
+    """
     mask = np.zeros((rows, columns), bool)
-    lo = np.maximum(np.floor(polygon.min(0)).astype(int), 0)
-    hi = np.minimum(np.ceil(polygon.max(0)).astype(int), [columns - 1, rows - 1])
-    if np.any(hi < lo):
-        return mask  # wholly outside the image
-    jj, ii = np.meshgrid(np.arange(lo[0], hi[0] + 1), np.arange(lo[1], hi[1] + 1))
-    inside = MplPath(polygon, closed=False).contains_points(np.stack([jj.ravel(), ii.ravel()], 1))
-    mask[lo[1]:hi[1] + 1, lo[0]:hi[0] + 1] = inside.reshape(jj.shape)
+    x0, y0 = polygon[:, 0], polygon[:, 1]
+    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+    lo = max(int(np.ceil(y0.min())), 0)
+    hi = min(int(np.floor(y0.max())), rows - 1)
+    if hi < lo:
+        return mask
+    ys = np.arange(lo, hi + 1, dtype=float)[:, None]  # (R, 1) against (E,) edges
+    low, high = np.minimum(y0, y1), np.maximum(y0, y1)
+    crosses = (ys >= low) & (ys < high)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xs = np.where(crosses, x0 + (ys - y0) * (x1 - x0) / (y1 - y0), np.inf)
+    xs.sort(axis=1)
+    counts = crosses.sum(axis=1)
+    cols = np.arange(columns)
+    for r, (row, n) in enumerate(zip(xs, counts)):
+        for a, b in zip(row[:n:2], row[1:n:2]):
+            start, stop = max(int(np.ceil(a)), 0), min(int(np.ceil(b)), columns)
+            if stop > start:
+                mask[lo + r, cols[start:stop]] = True
     return mask
 
 

@@ -70,6 +70,22 @@ def test_fill_polygon_known_areas():
     assert fill_polygon(square + 100, 16, 16).sum() == 0  # outside the image: nothing
 
 
+def test_fill_polygon_agrees_with_matplotlib():
+    """The scanline fill against matplotlib's point-in-polygon on random star polygons."""
+    from matplotlib.path import Path as MplPath
+
+    rng = np.random.default_rng(1)
+    jj, ii = np.meshgrid(np.arange(32), np.arange(32))
+    centres = np.stack([jj.ravel(), ii.ravel()], 1)
+    for _ in range(100):
+        n = rng.integers(3, 40)
+        t = np.sort(rng.uniform(0, 2 * np.pi, n))
+        r = rng.uniform(2, 20, n)
+        poly = np.stack([16 + r * np.cos(t), 16 + r * np.sin(t)], 1) + rng.uniform(-0.5, 1.5, 2)
+        expected = MplPath(poly).contains_points(centres).reshape(32, 32)
+        np.testing.assert_array_equal(fill_polygon(poly, 32, 32), expected)
+
+
 def test_bad_contours(series, tmp_path):
     datasets, geometry = series
     rois = vp.phantom_contours(datasets)
