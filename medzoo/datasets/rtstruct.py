@@ -2,12 +2,11 @@
 
 Each ROI's contours are closed planar polygons in patient coordinates (LPS mm). A contour is
 put on the slice nearest to its plane (it must lie within a quarter of the slice spacing of
-it), its
-points are projected onto that slice's pixel grid (row ``i``, column ``j``) and the polygon is
-filled at pixel centres (an even-odd scanline fill, tested against ``matplotlib.path``). All
-contours of one ROI on one slice are combined
-by the even-odd rule (XOR), so an inner contour is a hole and a contour inside that hole an
-island again, whichever order the file lists them in.
+it), its points are projected onto that slice's pixel grid (row ``i``, column ``j``) and the
+polygon is filled at pixel centres (an even-odd scanline fill, tested against
+``matplotlib.path``). All contours of one ROI on one slice are combined by the even-odd rule
+(XOR), so an inner contour is a hole and a contour inside that hole an island again, whichever
+order the file lists them in.
 """
 
 from __future__ import annotations
