@@ -160,27 +160,37 @@ def _dedupe(points: np.ndarray) -> np.ndarray:
     return points
 
 
-def _self_intersects(polygon: np.ndarray, chunk: int = 256) -> bool:
-    """True when two non-adjacent edges of the closed polygon cross (proper crossings)."""
+def _self_intersects(polygon: np.ndarray, chunk: int = 512) -> bool:
+    """True when two non-adjacent edges of the closed polygon cross (proper crossings).
+
+    Edge pairs are first narrowed to those whose bounding boxes overlap (few, for a contour),
+    then tested with orientation signs.
+    """
     a = polygon
     b = np.roll(polygon, -1, axis=0)
     n = len(a)
     if n < 4:
         return False
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
 
     def cross(o, p, q):
-        return (p[..., 0] - o[..., 0]) * (q[..., 1] - o[..., 1]) - \
-               (p[..., 1] - o[..., 1]) * (q[..., 0] - o[..., 0])
+        return (p[:, 0] - o[:, 0]) * (q[:, 1] - o[:, 1]) - (p[:, 1] - o[:, 1]) * (q[:, 0] - o[:, 0])
 
-    idx = np.arange(n)
     for start in range(0, n, chunk):
-        e = idx[start:start + chunk, None]
-        a1, b1 = a[e], b[e]  # (c, 1, 2)
-        a2, b2 = a[None], b[None]  # (1, n, 2)
-        d1, d2 = cross(a1, b1, a2), cross(a1, b1, b2)
-        d3, d4 = cross(a2, b2, a1), cross(a2, b2, b1)
-        crossing = (d1 * d2 < 0) & (d3 * d4 < 0)
-        adjacent = (np.abs(e - idx[None]) <= 1) | (np.abs(e - idx[None]) == n - 1)
-        if np.any(crossing & ~adjacent):
+        stop = min(start + chunk, n)
+        overlap = ((lo[start:stop, None, 0] <= hi[None, :, 0])
+                   & (lo[None, :, 0] <= hi[start:stop, None, 0])
+                   & (lo[start:stop, None, 1] <= hi[None, :, 1])
+                   & (lo[None, :, 1] <= hi[start:stop, None, 1]))
+        e, f = np.nonzero(overlap)
+        e += start
+        gap = np.abs(e - f)
+        keep = (gap > 1) & (gap != n - 1)  # an edge meets its neighbours at their shared vertex
+        e, f = e[keep], f[keep]
+        if not len(e):
+            continue
+        d1, d2 = cross(a[e], b[e], a[f]), cross(a[e], b[e], b[f])
+        d3, d4 = cross(a[f], b[f], a[e]), cross(a[f], b[f], b[e])
+        if np.any((d1 * d2 < 0) & (d3 * d4 < 0)):
             return True
     return False
