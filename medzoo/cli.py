@@ -71,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
              "a killed ingest resumes when the same command is run again",
              "medzoo data ingest phantoms --labels phantoms/labels.csv --out ds")
     p.add_argument("dicom_dir")
-    p.add_argument("--labels", required=True,
-                   help="labels.csv: path,label[,mask]; more inputs as path_<name> columns")
+    p.add_argument("--labels",
+                   help="labels.csv: path,label[,mask]; more inputs as path_<name> columns "
+                        "(required unless --layout msd)")
     p.add_argument("--out", required=True)
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--window", action="append", metavar="WINDOW",
@@ -93,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--key-file", help="pseudonymisation key (kept by the data owner)")
+    p.add_argument("--layout", choices=["dicom", "msd"], default="dicom",
+                   help="msd: DICOM_DIR is a Decathlon / nnU-Net raw folder (imagesTr, labelsTr, "
+                        "dataset.json) ingested as native volumes; see docs/annotations.md")
+    p.add_argument("--segment-map", type=_segment_map, metavar="NAME=CLASS,...",
+                   help="SEG segment / RTSTRUCT ROI names (or coded properties) → label classes "
+                        "for series masks, e.g. 'Left Lung=lung,Right Lung=lung,Couch=-'")
     p.add_argument("--strict", action="store_true", help="exit 1 when any input is rejected")
     p.add_argument("--records-per-shard", type=int, default=1024, metavar="N",
                    help="records per TFRecord shard (multi-worker training shards by file: "
@@ -119,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, default=4, help="retries per instance (backoff 1, 2, 4 s…)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
     p.add_argument("--key-file", help="name folders by keyed pseudonyms instead of counters")
+    p.add_argument("--annotations", action="store_true",
+                   help="also fetch SEG/RTSTRUCT objects referencing the pulled series, store "
+                        "them beside them and fill series.csv's mask column")
     p = _add(data_sub, "info", "counts per class, fold, modality; rejects by reason",
              "medzoo data info ds")
     p.add_argument("ds")
@@ -206,9 +216,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _add(sub, "evaluate", "score exports (or model.onnx files) on datasets with onnxruntime",
              "medzoo evaluate models/cnn/1 models/unet/1 --data ds --data ds-site2 --out eval")
-    p.add_argument("models", nargs="+", metavar="MODEL", help="export version dir or .onnx file")
-    p.add_argument("--data", required=True, action="append", metavar="DS",
+    p.add_argument("models", nargs="*", metavar="MODEL", help="export version dir or .onnx file")
+    p.add_argument("--data", action="append", metavar="DS",
                    help="dataset dir (repeatable: every model is scored on every dataset)")
+    p.add_argument("--predictions", metavar="DIR",
+                   help="instead of MODEL/--data: predicted SEGs scored against --reference "
+                        "(Dice, HD95 per structure; see docs/annotations.md)")
+    p.add_argument("--reference", metavar="DIR", help="reference SEG / RTSTRUCT / NIfTI files")
+    p.add_argument("--images", metavar="DICOM_DIR", help="the series the predictions segment")
+    p.add_argument("--segment-map", type=_segment_map, metavar="NAME=CLASS,...",
+                   help="segment / ROI names → classes, for predictions and references alike")
+    p.add_argument("--label-classes", metavar="NAMES",
+                   help="reference classes, e.g. background,lung,heart,lesion (NIfTI values "
+                        "0, 1, 2, … are these; SEG/RTSTRUCT segments must map into them)")
     p.add_argument("--out", required=True,
                    help="eval dir; with several models or datasets, one subfolder per pair + table.csv")
     p.add_argument("--split", default="test", help="test (default), fold:I or all")
@@ -279,6 +299,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _segment_map(text: str) -> dict:
+    """argparse type of --segment-map: ``"A=x,B=y"`` → ``{"A": "x", "B": "y"}``."""
+    from medzoo.datasets.annotations import parse_segment_map
+
+    try:
+        return parse_segment_map(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _ingest_msd(args) -> int:
+    from medzoo.datasets.msd import ingest_msd
+
+    if args.records_per_shard < 1:
+        raise MedzooError(f"--records-per-shard must be a positive integer. "
+                          f"Received: {args.records_per_shard}")
+    summary = ingest_msd(args.dicom_dir, args.out, folds=args.folds, seed=args.seed,
+                         key_file=args.key_file, strict=args.strict,
+                         records_per_shard=args.records_per_shard)
+    print(f"ingested {summary['loaded']} of {summary['inputs']} cases ({summary['layout']}, "
+          f"{summary['channels']} channel(s)), rejected {summary['rejected']} → {args.out}")
+    return 1 if summary["strict_failed"] else 0
+
+
 def _cmd_models(args) -> int:
     from medzoo.zoo import describe
 
@@ -306,6 +350,11 @@ def _cmd_data(args) -> int:
         print(f"wrote {summary['files']} DICOM files for {summary['patients']} patients "
               f"to {args.out} (labels: {os.path.join(args.out, 'labels.csv')})")
         return 0
+    if args.data_command == "ingest" and args.layout == "msd":
+        return _ingest_msd(args)
+    if args.data_command == "ingest" and not args.labels:
+        raise MedzooError("medzoo data ingest needs --labels labels.csv (or --layout msd for a "
+                          "Decathlon / nnU-Net raw folder). Received: neither")
     if args.data_command == "ingest":
         from medzoo.datasets.ingest import ingest
 
@@ -346,7 +395,8 @@ def _data_pull(args) -> int:
                           insecure=args.insecure, calling_aet=args.calling_aet,
                           called_aet=args.called_aet, timeout=args.timeout)
     summary = pull(client, args.out, query=query, study_uids=args.study, workers=args.workers,
-                   retries=args.retries, key_file=args.key_file)
+                   retries=args.retries, key_file=args.key_file,
+                   annotations=args.annotations)
     print(describe(summary))
     if summary["failed"]:
         print(f"medzoo data pull: {summary['failed']} instances failed "
@@ -436,6 +486,11 @@ def _cmd_push(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
+    if args.predictions or args.reference:
+        return _evaluate_reference(args)
+    if not args.models or not args.data:
+        raise MedzooError("medzoo evaluate needs MODEL ... --data DS, or --predictions DIR "
+                          "--reference DIR --images DICOM_DIR. Received: neither")
     from medzoo.evaluation.evaluate import evaluate_many
 
     if args.threads is not None and args.threads < 1:
@@ -457,6 +512,25 @@ def _cmd_evaluate(args) -> int:
         print(f"evaluated {many['evaluated']} of {len(many['rows'])} model/dataset pairs, "
               f"failed {many['failed']} → {many['table']}")
     return 1 if args.strict and many["failed"] else 0
+
+
+def _evaluate_reference(args) -> int:
+    from medzoo.evaluation.reference import describe, evaluate_against_reference
+
+    if not (args.predictions and args.reference and args.images) or args.models or args.data:
+        raise MedzooError("--predictions needs --reference and --images, and no MODEL/--data. "
+                          f"Received: predictions={args.predictions}, reference={args.reference}, "
+                          f"images={args.images}, models={args.models}, data={args.data}")
+    segment_map = args.segment_map
+    classes = [c.strip() for c in args.label_classes.split(",")] if args.label_classes else None
+    try:
+        summary = evaluate_against_reference(args.predictions, args.reference, args.images,
+                                             args.out, class_names=classes,
+                                             segment_map=segment_map)
+    except ValueError as e:  # a class list that is not usable
+        raise MedzooError(f"--label-classes: {e}") from None
+    print(json.dumps(summary, indent=2) if args.json else describe(summary) + f" → {args.out}")
+    return 1 if args.strict and summary["rejected"] else 0
 
 
 def _headline(result: dict) -> str:
