@@ -80,6 +80,14 @@ class ExportedModel:
     window: object  # "auto" or (center, width): the training window, as ingest applied it
     threshold: float
     threshold_source: str
+    inputs: tuple = ()  # declared inputs (export/inputs.py); several: a fusion export
+    findings: tuple = ()  # per-finding decision rules of classifiers (export/inputs.py)
+    multi_label: bool = False
+
+    @property
+    def per_finding(self) -> bool:
+        """Multi-class and multi-label classifiers: a score and a decision per finding."""
+        return self.task == "classification" and (self.multi_label or len(self.classes) > 2)
 
     @property
     def finding(self) -> str:
@@ -148,13 +156,39 @@ def load_export(export_dir, threshold: float | None = None) -> ExportedModel:
     if not (0.0 <= threshold <= 1.0):
         raise InputError(f"Threshold must be a number in [0, 1]. Received: threshold={threshold}")
     size = needed["image_size"] or metadata.get("image_size") or [0, 0]
+    extra = _declared(card, task, needed["classes"] or metadata.get("classes") or (),
+                      raw_path, threshold if source == "override" else None)
     return ExportedModel(
         version_dir=version_dir, name=str(model.get("name") or metadata.get("name")),
         version=int(model.get("version") or metadata.get("version") or 0),
         architecture=str(model.get("architecture") or metadata.get("model")), task=task,
         classes=tuple(needed["classes"] or metadata.get("classes") or ()),
         image_size=(int(size[0]), int(size[1])), window=window, threshold=threshold,
-        threshold_source=source)
+        threshold_source=source, **extra)
+
+
+def _declared(card: dict, task: str, classes, raw_path: Path, override: float | None) -> dict:
+    """``inputs``, ``findings`` and ``multi_label`` of an export: the card's, else the ONNX
+    metadata's, else what an export made before they were declared implies (one input; 0.5 per
+    finding)."""
+    from medzoo.export.inputs import declared_findings
+
+    inputs = (card.get("input") or {}).get("inputs")
+    rules = card.get("findings")
+    multi_label = (card.get("training") or {}).get("multi_label")
+    if inputs is None or (rules is None and task == "classification"):
+        metadata = _onnx_metadata(raw_path)
+        inputs = inputs if inputs is not None else metadata.get("inputs")
+        rules = rules if rules is not None else metadata.get("findings")
+        multi_label = multi_label if multi_label is not None else metadata.get("multi_label")
+    if rules is None:
+        rules = declared_findings({"task": task, "classes": list(classes),
+                                   "multi_label": bool(multi_label)}) or []
+    if override is not None:  # --threshold applies to every finding decided by a threshold
+        rules = [{**r, "threshold": override, "threshold_source": "override"}
+                 if r.get("rule") == "threshold" else r for r in rules]
+    return {"inputs": tuple(inputs or ()), "findings": tuple(rules or ()),
+            "multi_label": bool(multi_label)}
 
 
 def _card_threshold(card: dict) -> tuple[float, str]:
@@ -573,6 +607,8 @@ class _Collector:
                       "slice": entry["slice_of"][id(src)]}
             if masks is not None:
                 result["mask"] = self._full_size_mask(masks[i], src.rows, src.columns)
+            if self.model.per_finding:
+                result["probabilities"] = np.asarray(outputs["probabilities"][i], np.float64)
             entry["results"].append(result)
             entry["in_flight"] -= 1
         for key in sorted({item[0] for item in pending}):
@@ -634,6 +670,8 @@ class _Collector:
                      else mask.reshape(len(mask), -1).max(1))
             return score, mask[..., 0]
         probabilities = np.asarray(outputs["probabilities"], np.float32)
+        if self.model.multi_label and self.model.findings:  # the most probable finding
+            return probabilities[:, [int(r["index"]) for r in self.model.findings]].max(1), None
         if probabilities.shape[1] == 2:
             return probabilities[:, 1], None
         return 1.0 - probabilities[:, 0], None  # "anything but the first (negative) class"
@@ -673,6 +711,26 @@ class _Collector:
             self.seg_files.append(f"seg/{name}")
         return written
 
+    # -- one score per finding (multi-class, multi-label)
+
+    def _image_findings(self, results: list[dict]) -> list[dict] | None:
+        if not self.model.per_finding:
+            return None
+        return findings.image_findings(np.stack([r["probabilities"] for r in results]),
+                                       list(self.model.findings), self.model.classes,
+                                       multi_label=self.model.multi_label)
+
+    def _group_findings(self, results: list[dict], rows: list[dict]) -> dict:
+        """``findings`` (each present or absent, with its highest p and image) and ``predicted``
+        of a series or study."""
+        per_finding = findings.summarise_findings(
+            np.stack([r["probabilities"] for r in results]), list(self.model.findings))
+        for f in per_finding:
+            f["max_image"] = rows[f.pop("max_index")]["study_image"]
+        present = [f["finding"] for f in per_finding if f["present"]]
+        return {"findings": per_finding,
+                "predicted": "|".join(present) or self.model.classes[0]}
+
     # -- the whole run
 
     def _pseudonyms(self, src: _Source) -> dict:
@@ -696,7 +754,8 @@ class _Collector:
             for entry in entries:
                 series_rows = []
                 study_results.extend(entry["results"])
-                for r in entry["results"]:
+                per_image = self._image_findings(entry["results"])
+                for i, r in enumerate(entry["results"]):
                     row = {"image": len(rows) + len(study_rows) + 1, "study": study_no,
                            "series": entry["number"], "study_image": len(study_rows) + 1,
                            "slice": r["slice"], "frame": r["frame"], "rows": r["source"].rows,
@@ -705,20 +764,27 @@ class _Collector:
                            **self._pseudonyms(r["source"])}
                     if model.task == "segmentation":
                         row["lesion_pixels"] = r["lesion_pixels"]
+                    if per_image:
+                        row.update({k: v for k, v in per_image[i].items() if k != "positive"})
                     study_rows.append(row)
                     series_rows.append(row)
-                s = findings.summarise([r["score"] for r in entry["results"]], threshold)
+                s = findings.summarise([r["score"] for r in entry["results"]], threshold,
+                                       _positive(per_image))
                 item = {"series": entry["number"], **_without_index(s),
                         "max_image": series_rows[s["max_index"]]["study_image"],
                         "predicted": self.predicted_class(s["max_score"]),
                         "model": model.name, "version": model.version,
                         **{k: v for k, v in series_rows[0].items() if k == "series_pseudonym"}}
+                if per_image:
+                    item.update(self._group_findings(entry["results"], series_rows))
                 if model.task == "segmentation":
                     item["lesion_pixels"] = sum(r["lesion_pixels"] for r in series_rows)
                     segs = entry.get("seg") or []
                     item["seg"] = segs[0] if len(segs) == 1 else (segs or None)
                 series_entries.append(item)
-            s = findings.summarise([r["score"] for e in entries for r in e["results"]], threshold)
+            study_positive = [r["findings"] != "" for r in study_rows] if model.per_finding else None
+            s = findings.summarise([r["score"] for e in entries for r in e["results"]], threshold,
+                                   study_positive)
             study = {"study": study_no, **_without_index(s),
                      "max_image": study_rows[s["max_index"]]["study_image"],
                      "predicted": self.predicted_class(s["max_score"]),
@@ -726,6 +792,9 @@ class _Collector:
                      **{k: v for k, v in study_rows[0].items() if k == "study_pseudonym"}}
             study["finding"] = findings.finding_sentence(
                 s, finding=model.finding, model=label, max_image=study["max_image"])
+            if model.per_finding:
+                study.update(self._group_findings(study_results, study_rows))
+                study["finding"] = findings.findings_sentence(study["findings"], model=label)
             study.update(report=f"findings/study-{study_no:03d}.md", series=series_entries)
             if self.explain_with is not None:
                 study["explanation"] = self._explain(study_no, study["max_image"],
@@ -738,6 +807,8 @@ class _Collector:
 
         columns = (PREDICTION_COLUMNS
                    + (("lesion_pixels",) if model.task == "segmentation" else ())
+                   + (tuple(c for c in rows[0] if c.startswith("score_")) + ("findings",)
+                      if model.per_finding and rows else ())
                    + (("study_pseudonym", "series_pseudonym") if self.key is not None else ()))
         fsio.write_csv(self.out / "predictions.csv", rows, columns)
         fsio.write_csv(self.out / "rejected.csv",
@@ -753,6 +824,8 @@ class _Collector:
             "threshold": threshold, "threshold_source": model.threshold_source,
             "disclaimer": findings.DISCLAIMER, "counts": counts, "studies": studies,
         }
+        if model.per_finding:
+            document["findings"] = list(model.findings)
         fsio.write_json(self.out / "studies.json", document)
         return {**counts, "threshold": threshold, "threshold_source": model.threshold_source,
                 "model": model.name, "version": model.version, "seg_files": list(self.seg_files)}
@@ -771,6 +844,10 @@ def _has_highdicom() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("highdicom") is not None
+
+
+def _positive(per_image: list[dict] | None):
+    return None if per_image is None else [f["positive"] for f in per_image]
 
 
 def _without_index(summary: dict) -> dict:
