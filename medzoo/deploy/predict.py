@@ -275,6 +275,8 @@ class _Source:
     columns: int
     frames: int
     order: int
+    modality: str = ""
+    frame_of_reference: str = ""  # fusion exports pair series within one frame of reference
 
 
 def discover(dicom_dir: Path, skip: Path | None = None) -> tuple[list[Path], int]:
@@ -312,7 +314,9 @@ def _scan(path: Path, rel: str, order: int) -> _Source:
             series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
             sop_uid=str(ds.get("SOPInstanceUID", "") or ""), position=dicom._slice_position(ds),
             instance=instance, rows=int(ds.Rows), columns=int(ds.Columns),
-            frames=int(ds.get("NumberOfFrames", 1) or 1), order=order)
+            frames=int(ds.get("NumberOfFrames", 1) or 1), order=order,
+            modality=str(ds.get("Modality", "") or "").strip().upper(),
+            frame_of_reference=str(ds.get("FrameOfReferenceUID", "") or ""))
 
 
 def _group(sources: list[_Source]) -> list[list[list[_Source]]]:
@@ -508,6 +512,15 @@ def _predict(model: ExportedModel, run, files, dicom_dir: Path, out: Path, batch
 
     studies = _group(sources)
     state = _Collector(model, out, reject, key, explain_with=run if explain else None)
+    if len(model.inputs) > 1:  # a fusion export: each study's series paired by modality
+        from medzoo.deploy.fused import score_fused
+
+        score_fused(model, run, studies, state, batch_size, bar)
+        bar.close()
+        if not state.has_results and not state.not_analysed:
+            raise InputError(f"No readable input: all {len(files)} input files were rejected "
+                             "(see the lines above)")
+        return state.finish(rejected, n_inputs=len(files))
     for study_no, series_list in enumerate(studies, start=1):
         for objects in series_list:
             state.open_series(study_no, objects)
@@ -566,6 +579,7 @@ class _Collector:
         self.seg_files: list[str] = []
         self._order: list[tuple[_Source, int]] = []
         self._next_key = 0
+        self.not_analysed: list[dict] = []  # series (or slices) a fusion export could not pair
         self.write_seg = model.task == "segmentation" and _has_highdicom()
         if model.task == "segmentation" and not self.write_seg:
             print("medzoo predict: no DICOM SEG written: it needs highdicom "
@@ -584,6 +598,7 @@ class _Collector:
                             "slice_of": {id(o): i for i, o in enumerate(objects, start=1)},
                             "results": []}
         self._order.extend((o, key) for o in objects)
+        return key
 
     def objects_in_order(self) -> list[tuple[_Source, int]]:
         return list(self._order)
@@ -711,6 +726,16 @@ class _Collector:
             self.seg_files.append(f"seg/{name}")
         return written
 
+    def _numbered_not_analysed(self, by_study: dict) -> list[dict]:
+        """Not-analysed entries with the study numbers of the outputs: analysed studies keep
+        theirs, studies with nothing analysed are numbered after them."""
+        numbers = {original: n for n, original in enumerate(by_study, start=1)}
+        out = []
+        for item in self.not_analysed:
+            number = numbers.setdefault(item["study"], len(numbers) + 1)
+            out.append({**item, "study": number})
+        return out
+
     # -- one score per finding (multi-class, multi-label)
 
     def _image_findings(self, results: list[dict]) -> list[dict] | None:
@@ -749,6 +774,7 @@ class _Collector:
         for entry in self.closed:
             by_study.setdefault(entry["study"], []).append(entry)
         rows, studies = [], []
+        not_analysed = self._numbered_not_analysed(by_study)
         for study_no, entries in enumerate(by_study.values(), start=1):
             study_rows, series_entries, study_results = [], [], []
             for entry in entries:
@@ -796,6 +822,9 @@ class _Collector:
                 study.update(self._group_findings(study_results, study_rows))
                 study["finding"] = findings.findings_sentence(study["findings"], model=label)
             study.update(report=f"findings/study-{study_no:03d}.md", series=series_entries)
+            if any(item["study"] == study_no for item in not_analysed):
+                study["not_analysed"] = [item for item in not_analysed
+                                         if item["study"] == study_no]
             if self.explain_with is not None:
                 study["explanation"] = self._explain(study_no, study["max_image"],
                                                      study_results[s["max_index"]])
@@ -805,6 +834,12 @@ class _Collector:
             rows.extend(study_rows)
             studies.append(study)
 
+        analysed = {s["study"] for s in studies}
+        for study_no in sorted({item["study"] for item in not_analysed} - analysed):
+            fsio.write_text(self.out / f"findings/study-{study_no:03d}.md",
+                            findings.render_not_analysed_report(
+                                study_no, [i for i in not_analysed if i["study"] == study_no],
+                                model=model.describe(), medzoo_version=__version__))
         columns = (PREDICTION_COLUMNS
                    + (("lesion_pixels",) if model.task == "segmentation" else ())
                    + (tuple(c for c in rows[0] if c.startswith("score_")) + ("findings",)
@@ -826,6 +861,9 @@ class _Collector:
         }
         if model.per_finding:
             document["findings"] = list(model.findings)
+        if not_analysed:
+            document["not_analysed"] = not_analysed
+            counts["not_analysed_studies"] = len({i["study"] for i in not_analysed} - analysed)
         fsio.write_json(self.out / "studies.json", document)
         return {**counts, "threshold": threshold, "threshold_source": model.threshold_source,
                 "model": model.name, "version": model.version, "seg_files": list(self.seg_files)}

@@ -1,0 +1,164 @@
+"""``predict`` for several-input (fusion) exports: each study's series paired, fed together.
+
+A fusion export declares one input per modality (``model_card.json`` ``input.inputs``; e.g. CT
+then MR) and its raw serving signature takes one group of raw inputs per modality
+(``ct_pixels, ct_rescale_slope, …, mr_pixels, …``). Here every study's series are paired by
+:func:`medzoo.deploy.pairing.pair_study` (modality, frame of reference, slice position), the
+paired images go through the model together, one score per pair, reported under the lead
+(first input's) series and slice. Series and slices that cannot be paired are *not analysed*:
+their files are listed in ``rejected.csv`` with ``not analysed: <reason>`` and the series in
+``studies.json`` ``not_analysed``, so every input file is still accounted for.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from medzoo.datasets import dicom
+from medzoo.deploy import pairing
+
+__all__ = ["score_fused", "NOT_ANALYSED"]
+
+NOT_ANALYSED = "not analysed"
+
+
+def score_fused(model, run, studies, state, batch_size: int, bar) -> None:
+    """Pair, read, batch and score every study of ``studies`` for a fusion ``model``.
+
+    Parameters
+    ----------
+    model : medzoo.deploy.predict.ExportedModel
+        With two or more declared ``inputs``.
+    run : callable
+        The runtime: feeds dict → outputs dict.
+    studies : list
+        Studies → series → objects, as :func:`medzoo.deploy.predict._group` returns them.
+    state : medzoo.deploy.predict._Collector
+        Receives the scores (under the lead series) and the not-analysed entries.
+    batch_size : int
+    bar : tqdm progress bar (one step per object).
+    """
+    from medzoo.datasets.ingest import parse_window
+    from medzoo.deploy.predict import raw_feeds
+
+    inputs = list(model.inputs)
+    windows = [parse_window(d.get("window") or "auto") for d in inputs]
+    pending: list[tuple] = []
+    cache: dict = {}  # partner path → feeds, or the reason it was rejected
+
+    def flush():
+        if pending:
+            feeds = {k: np.stack([item[3][k] for item in pending]) for k in pending[0][3]}
+            state.take(pending, run(feeds))
+            pending.clear()
+
+    def read(src, window):
+        if src.path not in cache:
+            try:
+                cache[src.path] = raw_feeds(src.path, window)
+            except dicom.DicomRejected as exc:
+                cache[src.path] = exc.reason
+            except MemoryError:
+                cache[src.path] = "image too large to decode"
+            except Exception:
+                cache[src.path] = "cannot decode"
+        return cache[src.path]
+
+    for study_no, series_list in enumerate(studies, start=1):
+        slices = [_slices(objects) for objects in series_list]
+        plan = pairing.pair_study(
+            [pairing.SeriesInfo(modality=objects[0].modality or None,
+                                frame_of_reference=objects[0].frame_of_reference or None,
+                                positions=tuple(pos for _, _, pos in sl))
+             for objects, sl in zip(series_list, slices)], inputs)
+        skipped: dict[int, str] = {}  # id(object) → why none of its slices is analysed
+        for series_index, slice_index, reason in plan.not_analysed:
+            objects = ([slices[series_index][slice_index][0]] if slice_index is not None
+                       else series_list[series_index])
+            for obj in objects:
+                skipped.setdefault(id(obj), reason)
+            state.not_analysed.append({
+                "study": study_no, "series": series_index + 1,
+                "modality": series_list[series_index][0].modality or None,
+                "slice": None if slice_index is None else slice_index + 1,
+                "images": (sum(o.frames for o in objects)), "reason": reason})
+        scored: set[int] = set()  # partner objects that went into at least one pair
+        for pair in plan.pairings:
+            lead_objects = series_list[pair.series[0]]
+            key = state.open_series(study_no, lead_objects)
+            by_object: dict[int, list] = {}
+            for indices in pair.slices:
+                obj, frame, _ = slices[pair.series[0]][indices[0]]
+                partners = [slices[s][i][:2] for s, i in zip(pair.series[1:], indices[1:])]
+                by_object.setdefault(id(obj), []).append((frame, partners))
+            for obj in lead_objects:
+                entries = by_object.get(id(obj))
+                if not entries:
+                    state.drop(key, obj, f"{NOT_ANALYSED}: {skipped.get(id(obj), 'not paired')}")
+                    bar.update(1)
+                    continue
+                lead_feeds = read(obj, windows[0])
+                why = lead_feeds if isinstance(lead_feeds, str) else None
+                for frame, partners in entries if why is None else ():
+                    for j, (partner, _) in enumerate(partners, start=1):
+                        value = read(partner, windows[j])
+                        if isinstance(value, str) and why is None:
+                            why = f"paired {_label(inputs[j])} image rejected ({value})"
+                if why is not None:
+                    state.drop(key, obj, why)
+                    bar.update(1)
+                    continue
+                for frame, partners in entries:
+                    feeds = _combine(inputs, obj, frame, partners, lead_feeds, cache)
+                    scored.update(id(p) for p, _ in partners)
+                    shapes = [v.shape for k, v in feeds.items() if k.endswith("pixels")]
+                    if pending and [v.shape for k, v in pending[0][3].items()
+                                    if k.endswith("pixels")] != shapes:
+                        flush()
+                    pending.append((key, obj, frame, feeds))
+                    state.queued(key)
+                    if len(pending) >= batch_size:
+                        flush()
+                state.object_done(key)
+                bar.update(1)
+        _close_partners(series_list, plan, scored, skipped, cache, state, bar)
+    flush()
+
+
+def _slices(objects) -> list[tuple]:
+    """``(object, frame index, position or None)`` per frame of a series, in order."""
+    return [(obj, f, obj.position if obj.frames == 1 else None)
+            for obj in objects for f in range(obj.frames)]
+
+
+def _combine(inputs, lead, frame, partners, lead_feeds, cache) -> dict:
+    feeds = {f"{inputs[0]['name']}_{k}": v[frame] for k, v in lead_feeds.items()}
+    for d, (partner, partner_frame) in zip(inputs[1:], partners):
+        feeds.update({f"{d['name']}_{k}": v[partner_frame]
+                      for k, v in cache[partner.path].items()})
+    return feeds
+
+
+def _close_partners(series_list, plan, scored, skipped, cache, state, bar) -> None:
+    """Account for every object of a partner series (and of series no pairing took): rejected
+    with its read error, not analysed with the pairing's reason, or scored."""
+    leads = {p.series[0] for p in plan.pairings}
+    for index, objects in enumerate(series_list):
+        if index in leads:
+            continue
+        for obj in objects:
+            bar.update(1)
+            if id(obj) in scored:
+                continue
+            value = cache.get(obj.path)
+            if isinstance(value, str):  # read for a pair and found unusable
+                state.reject(obj.rel, value)
+                continue
+            if value is not None:  # readable, but the image it pairs with was rejected
+                state.reject(obj.rel, f"{NOT_ANALYSED}: the image it pairs with was rejected")
+                continue
+            state.reject(obj.rel, f"{NOT_ANALYSED}: {skipped.get(id(obj), 'not paired')}")
+
+
+def _label(d: dict) -> str:
+    return str(d.get("modality") or d.get("name"))
