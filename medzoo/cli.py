@@ -492,6 +492,8 @@ def _cmd_predict(args) -> int:
           f"{r['studies']} studies; {r['positive_studies']} positive at p >= {r['threshold']:g} "
           f"({r['threshold_source']}); rejected {r['rejected']}, ignored {r['ignored']}; "
           f"model {r['model']} v{r['version']} → {r['out']}")
+    if r.get("not_analysed_studies"):
+        print(f"  {r['not_analysed_studies']} studies not analysed (reasons in studies.json)")
     for path in r.get("seg_files", []):
         print(f"  DICOM SEG: {path}")
     if client is not None:
