@@ -574,6 +574,10 @@ class _Collector:
         self.model, self.out, self.reject, self.key = model, out, reject, key
         # occlusion maps need a classifier's score; a segmenter's SEG already shows where
         self.explain_with = explain_with if model.task == "classification" else None
+        if self.explain_with is not None and len(model.inputs) > 1:
+            print("medzoo predict: no explanation maps for a several-input (fusion) model; "
+                  "scores and findings are complete", file=sys.stderr)
+            self.explain_with = None
         self.series: dict[int, dict] = {}
         self.closed: list[dict] = []  # series with at least one scored image, in order
         self.seg_files: list[str] = []
@@ -861,6 +865,8 @@ class _Collector:
         }
         if model.per_finding:
             document["findings"] = list(model.findings)
+        if len(model.inputs) > 1:  # one image = one pair, counted on the lead (first) input
+            document["inputs"] = list(model.inputs)
         if not_analysed:
             document["not_analysed"] = not_analysed
             counts["not_analysed_studies"] = len({i["study"] for i in not_analysed} - analysed)

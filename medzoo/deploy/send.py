@@ -59,13 +59,16 @@ def study_sources(out_dir, dicom_dir) -> dict[int, list[Path]]:
             continue
         seen.add(src.sop_uid)
         sources.append(src)
+    document = fsio.read_json(out / "studies.json")
+    # fusion exports: an image is a pair, counted on the lead input's modality
+    lead = (document.get("inputs") or [{}])[0].get("modality")
     numbered, frames = {}, {}
     for series_list in P._group(sources):
         used = [s for objs in series_list for s in objs if s.rel not in rejected]
         if used:
             numbered[len(numbered) + 1] = [s.path for s in used]
-            frames[len(frames) + 1] = sum(s.frames for s in used)
-    document = fsio.read_json(out / "studies.json")
+            frames[len(frames) + 1] = sum(s.frames for s in used if not lead
+                                          or s.modality == lead)
     expected = {s["study"]: s["images"] for s in document["studies"]}
     if expected != frames:
         raise InputError(f"DICOM dir {dicom_dir}: expected the files predict scored into {out} "

@@ -99,6 +99,14 @@ def test_fusion_predicts_paired_studies_as_evaluate_and_ct_only_as_not_analysed(
     report = (tmp_path / "out" / "findings" / "study-013.md").read_text()
     assert "Not analysed" in report and "no MR series to pair with CT series 1" in report
 
+    pytest.importorskip("highdicom")
+    from medzoo.deploy.send import write_reports
+
+    srs = write_reports(tmp_path / "out", dicom_dir)  # one per analysed study, CT + MR as evidence
+    assert len(srs) == 12
+    evidence = pydicom.dcmread(srs[0]).CurrentRequestedProcedureEvidenceSequence[0]
+    assert len(evidence.ReferencedSeriesSequence) == 2
+
 
 def test_fusion_savedmodel_runtime_gives_the_onnx_scores(fusion, tmp_path):
     root, export_dir = fusion
