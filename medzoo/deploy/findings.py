@@ -112,7 +112,9 @@ def render_study_report(study: dict, images: list[dict], *, model: dict, thresho
         "",
         "## Series",
         "",
-        "| series | images | images with p ≥ threshold | max p | mean p | finding |",
+        "| series | images | "
+        + ("images with a finding" if study.get("findings") else "images with p ≥ threshold")
+        + " | max p | mean p | finding |",
         "|---:|---:|---:|---:|---:|---|",
     ]
     for s in study["series"]:
