@@ -20,11 +20,12 @@ SIZE = 32
 pytestmark = pytest.mark.slow  # trains and exports two small models (~1 min together)
 
 
-def _export(root, model, **synth):
+def _export(root, model, threshold=None, **synth):
     write_synthetic(root / "dicom", patients=12, size=SIZE, slices=2, seed=5, **synth)
     ingest(root / "dicom", root / "dicom" / "labels.csv", root / "ds", size=SIZE, folds=3,
            seed=0, key_file=root / "k.key")
-    train(model, root / "ds", root / "run", epochs=1, batch_size=8, seed=0, verbose=0)
+    train(model, root / "ds", root / "run", epochs=1, batch_size=8, seed=0, verbose=0,
+          threshold=threshold)
     return export_run(root / "run", root / "models")
 
 
@@ -46,7 +47,7 @@ def fusion(tmp_path_factory):
 @pytest.fixture(scope="module")
 def multi_label(tmp_path_factory):
     root = tmp_path_factory.mktemp("multi-label")
-    return root, _export(root, "cnn", multi_label=True)
+    return root, _export(root, "cnn", threshold="youden", multi_label=True)
 
 
 def test_fusion_export_declares_one_input_per_modality(fusion):
@@ -145,8 +146,12 @@ def test_multi_label_predictions_hold_one_score_per_finding_equal_to_evaluate(mu
                                                                                tmp_path):
     root, export_dir = multi_label
     card = fsio.read_json(export_dir / "model_card.json")
-    assert [(f["name"], f["threshold"]) for f in card["findings"]] == [
-        ("ground_glass", 0.5), ("nodule", 0.5)]
+    chosen = fsio.read_json(root / "run" / "config.json")["threshold"]["per_class"]
+    assert chosen  # youden on the validation fold, one cut-off per finding
+    thresholds = {f["name"]: f["threshold"] for f in card["findings"]}
+    assert thresholds == {name: chosen.get(name, 0.5) for name in ("ground_glass", "nodule")}
+    assert {f["threshold_source"] for f in card["findings"] if f["name"] in chosen} == {
+        "validation (youden)"}
     summary = predict(export_dir, root / "dicom", tmp_path / "out", key_file=root / "k.key",
                       progress=False)
     expected = _evaluated(export_dir, root / "ds", tmp_path / "eval")
@@ -158,7 +163,8 @@ def test_multi_label_predictions_hold_one_score_per_finding_equal_to_evaluate(mu
         for k, name in enumerate(classes):
             assert float(row[f"score_{name}"]) == pytest.approx(float(want[f"score_{k}"]),
                                                                 abs=1e-5)
-        present = [n for n in ("ground_glass", "nodule") if float(row[f"score_{n}"]) >= 0.5]
+        present = [n for n in ("ground_glass", "nodule")
+                   if float(row[f"score_{n}"]) >= thresholds[n]]
         assert row["findings"] == "|".join(present)
         assert row["predicted"] == ("|".join(present) or "normal")
 
