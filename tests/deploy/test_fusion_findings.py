@@ -2,6 +2,9 @@
 training, export, onnxruntime and TensorFlow; scores checked against ``medzoo evaluate``."""
 
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -114,7 +117,12 @@ def test_fusion_savedmodel_runtime_gives_the_onnx_scores(fusion, tmp_path):
     dicom_dir = tmp_path / "in"
     for folder in sorted(p for p in (root / "dicom").iterdir() if p.is_dir())[:2]:
         shutil.copytree(folder, dicom_dir / folder.name)
-    predict(export_dir, dicom_dir, tmp_path / "onnx", progress=False)
+    code = ("import sys; from medzoo.deploy.predict import predict; "
+            f"s = predict({str(export_dir)!r}, {str(dicom_dir)!r}, {str(tmp_path / 'onnx')!r}, "
+            "progress=False); print(s['images'], 'tensorflow' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, cwd=Path(__file__).resolve().parents[2])
+    assert result.stdout.split()[-2:] == ["4", "False"]  # the onnx runtime stays TF-free
     predict(export_dir, dicom_dir, tmp_path / "tf", runtime="savedmodel", progress=False)
     a = fsio.read_csv(tmp_path / "onnx" / "predictions.csv")
     b = fsio.read_csv(tmp_path / "tf" / "predictions.csv")
