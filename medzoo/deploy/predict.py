@@ -871,6 +871,10 @@ class _Collector:
             document["not_analysed"] = not_analysed
             counts["not_analysed_studies"] = len({i["study"] for i in not_analysed} - analysed)
         fsio.write_json(self.out / "studies.json", document)
+        if model.per_finding:  # e.g. "ground_glass p >= 0.42, nodule p >= 0.5"
+            counts["decision"] = ", ".join(
+                f"{r['name']} p >= {r['threshold']:g}" if r["rule"] == "threshold"
+                else f"{r['name']} most probable" for r in model.findings)
         return {**counts, "threshold": threshold, "threshold_source": model.threshold_source,
                 "model": model.name, "version": model.version, "seg_files": list(self.seg_files)}
 
