@@ -94,6 +94,11 @@ def pair_study(series: list[SeriesInfo], inputs: list[dict], *,
         chosen, reason = [lead], None
         for j in range(1, len(inputs)):
             free = [c for c in candidates[j] if c not in used and c not in chosen]
+            if candidates[j] and not free:
+                reason = (f"no {labels[j]} series left to pair with {labels[0]} series "
+                          f"{lead + 1} (each {labels[j]} series of the study is paired with "
+                          f"another {labels[0]} series)")
+                break
             partner, why = _choose_partner(series, lead, free, labels[j], labels[0], tolerance)
             if partner is None:
                 reason = why

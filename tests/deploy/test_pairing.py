@@ -71,6 +71,16 @@ def test_two_ct_series_each_take_the_mr_of_their_frame_of_reference():
     assert [p.series for p in plan.pairings] == [(0, 3), (1, 2)]
 
 
+def test_a_second_ct_series_with_no_mr_left_says_so():
+    series = [SeriesInfo("CT", "a", (0.0,)), SeriesInfo("CT", "a", (0.0,)),
+              SeriesInfo("MR", "a", (0.0,))]
+    plan = pair_study(series, CT_MR)
+    assert [p.series for p in plan.pairings] == [(0, 2)]
+    assert plan.not_analysed == ((1, None, "no MR series left to pair with CT series 2 (each MR "
+                                           "series of the study is paired with another CT "
+                                           "series)"),)
+
+
 def test_match_slices_uses_half_the_slice_gap_and_each_slice_once():
     assert match_slices((0.0, 5.0), (0.4, 2.6)) == [(0, 0)]  # 2.6 is past 2.5 mm of 5.0
     assert match_slices((0.0, 0.1), (0.0,)) == [(0, 0)]
