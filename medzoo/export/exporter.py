@@ -135,7 +135,8 @@ def export_run(run_dir, base, *, name: str | None = None, version: int | None = 
                 "_window_center, _window_width, _invert")
         model_card["findings"] = metadata["findings"]
         fsio.write_json(staging / "model_card.json", model_card)
-        fsio.write_text(staging / "model_card.md", card.render_markdown(model_card))
+        fsio.write_text(staging / "model_card.md", card.render_markdown(model_card)
+                        + inputs.render_markdown(declared, model_card["findings"]))
         fsio.write_text(staging / ("BLESSED" if blessed else "NOT_BLESSED"),
                         "\n".join(reasons) + "\n")
         _publish(staging, final_dir)

@@ -21,7 +21,8 @@ import re
 
 from medzoo.datasets.manifest import NEGATIVE_NAMES
 
-__all__ = ["declared_inputs", "declared_findings", "raw_input_names", "RAW_FIELDS",
+__all__ = ["declared_inputs", "declared_findings", "raw_input_names", "raw_feeds_per_input",
+           "render_markdown", "RAW_FIELDS",
            "DICOM_MODALITIES", "DEFAULT_THRESHOLD"]
 
 RAW_FIELDS = ("pixels", "rescale_slope", "rescale_intercept", "window_center", "window_width",
@@ -166,3 +167,21 @@ def raw_feeds_per_input(feeds: dict, inputs: list[dict] | None) -> dict:
                 value = value * 2.0
             out[f"{d['name']}_{field}"] = value
     return out
+
+
+def render_markdown(inputs: list[dict], findings: list[dict] | None) -> str:
+    """The model card's "Inputs" and "Findings" sections (appended to ``model_card.md``)."""
+    lines = ["", "## Inputs", ""]
+    for d in inputs:
+        lines.append(f"- `{d['name']}`: modality {d.get('modality') or 'not declared'}, "
+                     f"channels {d['channels']}, window {d.get('window')!r}")
+    if len(inputs) > 1:
+        lines.append("- `medzoo predict` pairs each study's series by modality, frame of "
+                     "reference and slice position; a study without one of them is not analysed.")
+    if findings:
+        lines += ["", "## Findings", ""]
+        for f in findings:
+            rule = (f"present when p ≥ {f['threshold']:g} ({f['threshold_source']})"
+                    if f["rule"] == "threshold" else "present when it is the most probable class")
+            lines.append(f"- {f['name']}: {rule}")
+    return "\n".join(lines) + "\n"

@@ -67,6 +67,7 @@ def test_fusion_export_declares_one_input_per_modality(fusion):
     assert len(names) == 12
     assert '"modality": "MR"' in session.get_modelmeta().custom_metadata_map["medzoo.inputs"]
     assert len(load_export(export_dir).inputs) == 2
+    assert "- `mr`: modality MR, channels [1]" in (export_dir / "model_card.md").read_text()
 
 
 def test_fusion_predicts_paired_studies_as_evaluate_and_ct_only_as_not_analysed(fusion,
