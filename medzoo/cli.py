@@ -494,8 +494,9 @@ def _cmd_predict(args) -> int:
           f"{r['studies']} studies; {r['positive_studies']} {decided}; "
           f"rejected {r['rejected']}, ignored {r['ignored']}; "
           f"model {r['model']} v{r['version']} → {r['out']}")
-    if r.get("not_analysed_studies"):
-        print(f"  {r['not_analysed_studies']} studies not analysed (reasons in studies.json)")
+    if r.get("not_analysed"):
+        print(f"  not analysed: {r['not_analysed']} files, {r['not_analysed_studies']} whole "
+              f"studies (reasons in not_analysed.csv)")
     for path in r.get("seg_files", []):
         print(f"  DICOM SEG: {path}")
     if client is not None:

@@ -6,20 +6,21 @@ then MR) and its raw serving signature takes one group of raw inputs per modalit
 :func:`medzoo.deploy.pairing.pair_study` (modality, frame of reference, slice position), the
 paired images go through the model together, one score per pair, reported under the lead
 (first input's) series and slice. Series and slices that cannot be paired are *not analysed*:
-their files are listed in ``rejected.csv`` with ``not analysed: <reason>`` and the series in
-``studies.json`` ``not_analysed``, so every input file is still accounted for.
+one ``not_analysed.csv`` row each (study, series within the study, files, images, modality,
+reason), also under the study in ``studies.json``, so that every input file is scored, rejected
+(``rejected.csv``: it could not be read) or not analysed, once.
 """
 
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 
 from medzoo.datasets import dicom
 from medzoo.deploy import pairing
 
-__all__ = ["score_fused", "NOT_ANALYSED"]
-
-NOT_ANALYSED = "not analysed"
+__all__ = ["score_fused"]
 
 
 def score_fused(model, run, studies, state, batch_size: int, bar) -> None:
@@ -71,18 +72,7 @@ def score_fused(model, run, studies, state, batch_size: int, bar) -> None:
                                 frame_of_reference=objects[0].frame_of_reference or None,
                                 positions=tuple(pos for _, _, pos in sl))
              for objects, sl in zip(series_list, slices)], inputs)
-        skipped: dict[int, str] = {}  # id(object) → why none of its slices is analysed
-        for series_index, slice_index, reason in plan.not_analysed:
-            objects = ([slices[series_index][slice_index][0]] if slice_index is not None
-                       else series_list[series_index])
-            for obj in objects:
-                skipped.setdefault(id(obj), reason)
-            state.not_analysed.append({
-                "study": study_no, "series": series_index + 1,
-                "modality": series_list[series_index][0].modality or None,
-                "slice": None if slice_index is None else slice_index + 1,
-                "images": (sum(o.frames for o in objects)), "reason": reason})
-        scored: set[int] = set()  # partner objects that went into at least one pair
+        accounted: set[int] = set()  # objects scored (in at least one pair) or rejected
         for pair in plan.pairings:
             lead_objects = series_list[pair.series[0]]
             key = state.open_series(study_no, lead_objects)
@@ -92,10 +82,10 @@ def score_fused(model, run, studies, state, batch_size: int, bar) -> None:
                 partners = [slices[s][i][:2] for s, i in zip(pair.series[1:], indices[1:])]
                 by_object.setdefault(id(obj), []).append((frame, partners))
             for obj in lead_objects:
+                bar.update(1)
                 entries = by_object.get(id(obj))
-                if not entries:
-                    state.drop(key, obj, f"{NOT_ANALYSED}: {skipped.get(id(obj), 'not paired')}")
-                    bar.update(1)
+                if not entries:  # listed as not analysed below, with the pairing's reason
+                    state.object_done(key)
                     continue
                 lead_feeds = read(obj, windows[0])
                 why = lead_feeds if isinstance(lead_feeds, str) else None
@@ -104,13 +94,13 @@ def score_fused(model, run, studies, state, batch_size: int, bar) -> None:
                         value = read(partner, windows[j])
                         if isinstance(value, str) and why is None:
                             why = f"paired {_label(inputs[j])} image rejected ({value})"
+                accounted.add(id(obj))
                 if why is not None:
                     state.drop(key, obj, why)
-                    bar.update(1)
                     continue
                 for frame, partners in entries:
                     feeds = _combine(inputs, obj, frame, partners, lead_feeds, cache)
-                    scored.update(id(p) for p, _ in partners)
+                    accounted.update(id(p) for p, _ in partners)
                     shapes = [v.shape for k, v in feeds.items() if k.endswith("pixels")]
                     if pending and [v.shape for k, v in pending[0][3].items()
                                     if k.endswith("pixels")] != shapes:
@@ -120,9 +110,44 @@ def score_fused(model, run, studies, state, batch_size: int, bar) -> None:
                     if len(pending) >= batch_size:
                         flush()
                 state.object_done(key)
+        leads = {p.series[0] for p in plan.pairings}
+        for index, objects in enumerate(series_list):
+            for obj in objects if index not in leads else ():
                 bar.update(1)
-        _close_partners(series_list, plan, scored, skipped, cache, state, bar)
+                value = cache.get(obj.path)
+                if isinstance(value, str) and id(obj) not in accounted:  # read, unusable
+                    state.reject(obj.rel, value)
+                    accounted.add(id(obj))
+        counted: set[int] = set()
+        for series_index, slice_index, reason in plan.not_analysed:
+            objects = ([slices[series_index][slice_index][0]] if slice_index is not None
+                       else series_list[series_index])
+            _not_analysed(state, study_no, series_index, series_list, objects, reason,
+                          accounted, counted,
+                          images=1 if slice_index is not None else None)
+        for index, objects in enumerate(series_list):  # partners of rejected lead images
+            left = [o for o in objects if id(o) not in accounted and id(o) not in counted]
+            if left:
+                _not_analysed(state, study_no, index, series_list, left,
+                              f"the {_label(inputs[0])} image it pairs with was rejected",
+                              accounted, counted)
     flush()
+
+
+def _not_analysed(state, study_no, series_index, series_list, objects, reason, accounted,
+                  counted, images=None) -> None:
+    """One ``not_analysed.csv`` row; a file counts once, and not when it was scored or
+    rejected (a multi-frame file may be scored in part)."""
+    files = [o for o in objects if id(o) not in accounted and id(o) not in counted]
+    counted.update(id(o) for o in files)
+    if files:  # the user's own relative path, as for rejected files
+        more = (f" and {len(files) - 1} more file{'s' if len(files) > 2 else ''}"
+                if len(files) > 1 else "")
+        print(f"medzoo predict: not analysed: {files[0].rel}{more}: {reason}", file=sys.stderr)
+    state.not_analysed.append({
+        "study": study_no, "series": series_index + 1, "files": len(files),
+        "images": images if images is not None else sum(o.frames for o in objects),
+        "modality": series_list[series_index][0].modality or None, "reason": reason})
 
 
 def _slices(objects) -> list[tuple]:
@@ -137,27 +162,6 @@ def _combine(inputs, lead, frame, partners, lead_feeds, cache) -> dict:
         feeds.update({f"{d['name']}_{k}": v[partner_frame]
                       for k, v in cache[partner.path].items()})
     return feeds
-
-
-def _close_partners(series_list, plan, scored, skipped, cache, state, bar) -> None:
-    """Account for every object of a partner series (and of series no pairing took): rejected
-    with its read error, not analysed with the pairing's reason, or scored."""
-    leads = {p.series[0] for p in plan.pairings}
-    for index, objects in enumerate(series_list):
-        if index in leads:
-            continue
-        for obj in objects:
-            bar.update(1)
-            if id(obj) in scored:
-                continue
-            value = cache.get(obj.path)
-            if isinstance(value, str):  # read for a pair and found unusable
-                state.reject(obj.rel, value)
-                continue
-            if value is not None:  # readable, but the image it pairs with was rejected
-                state.reject(obj.rel, f"{NOT_ANALYSED}: the image it pairs with was rejected")
-                continue
-            state.reject(obj.rel, f"{NOT_ANALYSED}: {skipped.get(id(obj), 'not paired')}")
 
 
 def _label(d: dict) -> str:

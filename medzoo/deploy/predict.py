@@ -57,6 +57,8 @@ NOT_DICOM_SUFFIXES = frozenset({
 })
 """Suffixes of files that live beside DICOM files (labels, masks, notes) and are not inputs."""
 
+NOT_ANALYSED_COLUMNS = ("study", "series", "files", "images", "modality", "reason")
+"""``not_analysed.csv``: one row per series (or slice) that was read but not scored."""
 PREDICTION_COLUMNS = ("image", "study", "series", "study_image", "slice", "frame", "rows",
                       "columns", "score", "predicted")
 _INT32_MAX = np.iinfo(np.int32).max
@@ -730,15 +732,19 @@ class _Collector:
             self.seg_files.append(f"seg/{name}")
         return written
 
-    def _numbered_not_analysed(self, by_study: dict) -> list[dict]:
-        """Not-analysed entries with the study numbers of the outputs: analysed studies keep
-        theirs, studies with nothing analysed are numbered after them."""
-        numbers = {original: n for n, original in enumerate(by_study, start=1)}
-        out = []
-        for item in self.not_analysed:
-            number = numbers.setdefault(item["study"], len(numbers) + 1)
-            out.append({**item, "study": number})
-        return out
+    def _not_analysed_study(self, study_no: int, skipped: list[dict]) -> dict:
+        """The studies.json entry and findings report of a study none of whose images could be
+        analysed (e.g. a fusion export given a study without one of its modalities)."""
+        model = self.model
+        label = findings.model_label(model.name, model.version)
+        study = {"study": study_no, "images": 0, "analysed": False, "positive": False,
+                 "model": model.name, "version": model.version,
+                 "finding": f"Not analysed: {skipped[0]['reason']} — model {label}",
+                 "report": f"findings/study-{study_no:03d}.md", "series": [],
+                 "not_analysed": skipped}
+        fsio.write_text(self.out / study["report"], findings.render_not_analysed_report(
+            study_no, skipped, model=model.describe(), medzoo_version=__version__))
+        return study
 
     # -- one score per finding (multi-class, multi-label)
 
@@ -778,8 +784,16 @@ class _Collector:
         for entry in self.closed:
             by_study.setdefault(entry["study"], []).append(entry)
         rows, studies = [], []
-        not_analysed = self._numbered_not_analysed(by_study)
-        for study_no, entries in enumerate(by_study.values(), start=1):
+        # studies numbered in input order, those with nothing analysed among them
+        order = sorted(set(by_study) | {item["study"] for item in self.not_analysed})
+        number_of = {original: n for n, original in enumerate(order, start=1)}
+        not_analysed = [{**item, "study": number_of[item["study"]]} for item in self.not_analysed]
+        for study_no, original in enumerate(order, start=1):
+            entries = by_study.get(original)
+            skipped = [item for item in not_analysed if item["study"] == study_no]
+            if not entries:  # no series of the study could be analysed
+                studies.append(self._not_analysed_study(study_no, skipped))
+                continue
             study_rows, series_entries, study_results = [], [], []
             for entry in entries:
                 series_rows = []
@@ -812,7 +826,8 @@ class _Collector:
                     segs = entry.get("seg") or []
                     item["seg"] = segs[0] if len(segs) == 1 else (segs or None)
                 series_entries.append(item)
-            study_positive = [r["findings"] != "" for r in study_rows] if model.per_finding else None
+            study_positive = ([r["findings"] != "" for r in study_rows] if model.per_finding
+                              else None)
             s = findings.summarise([r["score"] for e in entries for r in e["results"]], threshold,
                                    study_positive)
             study = {"study": study_no, **_without_index(s),
@@ -826,9 +841,8 @@ class _Collector:
                 study.update(self._group_findings(study_results, study_rows))
                 study["finding"] = findings.findings_sentence(study["findings"], model=label)
             study.update(report=f"findings/study-{study_no:03d}.md", series=series_entries)
-            if any(item["study"] == study_no for item in not_analysed):
-                study["not_analysed"] = [item for item in not_analysed
-                                         if item["study"] == study_no]
+            if skipped:
+                study["not_analysed"] = skipped
             if self.explain_with is not None:
                 study["explanation"] = self._explain(study_no, study["max_image"],
                                                      study_results[s["max_index"]])
@@ -838,23 +852,21 @@ class _Collector:
             rows.extend(study_rows)
             studies.append(study)
 
-        analysed = {s["study"] for s in studies}
-        for study_no in sorted({item["study"] for item in not_analysed} - analysed):
-            fsio.write_text(self.out / f"findings/study-{study_no:03d}.md",
-                            findings.render_not_analysed_report(
-                                study_no, [i for i in not_analysed if i["study"] == study_no],
-                                model=model.describe(), medzoo_version=__version__))
         columns = (PREDICTION_COLUMNS
                    + (("lesion_pixels",) if model.task == "segmentation" else ())
                    + (tuple(c for c in rows[0] if c.startswith("score_")) + ("findings",)
                       if model.per_finding and rows else ())
                    + (("study_pseudonym", "series_pseudonym") if self.key is not None else ()))
         fsio.write_csv(self.out / "predictions.csv", rows, columns)
+        fsio.write_csv(self.out / "not_analysed.csv", not_analysed, NOT_ANALYSED_COLUMNS)
         fsio.write_csv(self.out / "rejected.csv",
                        [{"path": p, "reason": r} for p, r in sorted(rejected)], ("path", "reason"))
         by_reason = dict(sorted(collections.Counter(r for _, r in rejected).items()))
-        counts = {"inputs": n_inputs, "predicted": n_inputs - len(rejected),
-                  "rejected": len(rejected), "images": len(rows), "studies": len(studies),
+        skipped_files = sum(item["files"] for item in not_analysed)
+        counts = {"inputs": n_inputs, "predicted": n_inputs - len(rejected) - skipped_files,
+                  "rejected": len(rejected), "not_analysed": skipped_files,
+                  "not_analysed_series": len(not_analysed),
+                  "images": len(rows), "studies": len(studies),
                   "series": sum(len(s["series"]) for s in studies),
                   "positive_studies": sum(1 for s in studies if s["positive"]),
                   "rejected_by_reason": by_reason}
@@ -867,9 +879,7 @@ class _Collector:
             document["findings"] = list(model.findings)
         if len(model.inputs) > 1:  # one image = one pair, counted on the lead (first) input
             document["inputs"] = list(model.inputs)
-        if not_analysed:
-            document["not_analysed"] = not_analysed
-            counts["not_analysed_studies"] = len({i["study"] for i in not_analysed} - analysed)
+        counts["not_analysed_studies"] = sum(1 for s in studies if s.get("analysed") is False)
         fsio.write_json(self.out / "studies.json", document)
         if model.per_finding:  # e.g. "ground_glass p >= 0.42, nodule p >= 0.5"
             counts["decision"] = ", ".join(

@@ -60,16 +60,17 @@ def study_sources(out_dir, dicom_dir) -> dict[int, list[Path]]:
         seen.add(src.sop_uid)
         sources.append(src)
     document = fsio.read_json(out / "studies.json")
-    # fusion exports: an image is a pair, counted on the lead input's modality
-    lead = (document.get("inputs") or [{}])[0].get("modality")
     numbered, frames = {}, {}
     for series_list in P._group(sources):
         used = [s for objs in series_list for s in objs if s.rel not in rejected]
         if used:
             numbered[len(numbered) + 1] = [s.path for s in used]
-            frames[len(frames) + 1] = sum(s.frames for s in used if not lead
-                                          or s.modality == lead)
-    expected = {s["study"]: s["images"] for s in document["studies"]}
+            frames[len(frames) + 1] = sum(s.frames for s in used)
+    # an image of a fusion export is one frame of each input; frames read but not analysed count
+    per_image = len(document.get("inputs") or ()) or 1
+    expected = {s["study"]: s["images"] * per_image
+                + sum(n["images"] for n in s.get("not_analysed") or ())
+                for s in document["studies"]}
     if expected != frames:
         raise InputError(f"DICOM dir {dicom_dir}: expected the files predict scored into {out} "
                          "(same folder, unchanged). Received: different studies or image counts")
@@ -153,6 +154,8 @@ def write_reports(out_dir, dicom_dir) -> list[Path]:
     sources = study_sources(out, dicom_dir)
     written = []
     for study in document["studies"]:
+        if study.get("analysed") is False:  # nothing scored: no finding to report
+            continue
         path = out / "sr" / f"study-{study['study']:03d}.dcm"
         try:
             pydicom.dcmread(str(path), stop_before_pixels=True)

@@ -87,21 +87,23 @@ def test_fusion_predicts_paired_studies_as_evaluate_and_ct_only_as_not_analysed(
     expected = _evaluated(export_dir, root / "ds", tmp_path / "eval")
     rows = fsio.read_csv(tmp_path / "out" / "predictions.csv")
     assert summary["images"] == len(rows) == len(expected) == 24  # one row per CT + MR pair
-    assert summary["inputs"] == 50 and summary["predicted"] == 48 and summary["rejected"] == 2
+    assert (summary["inputs"], summary["predicted"], summary["rejected"],
+            summary["not_analysed"]) == (50, 48, 0, 2)
     for row in rows:
         want = expected[(row["series_pseudonym"], int(row["slice"]))]
         assert float(row["score"]) == pytest.approx(float(want["score"]), abs=1e-5)
 
     document = fsio.read_json(tmp_path / "out" / "studies.json")
-    assert document["counts"]["studies"] == 12
-    assert document["not_analysed"] == [{"study": 13, "series": 1, "modality": "CT",
-                                         "slice": None, "images": 2,
-                                         "reason": "no MR series to pair with CT series 1"}]
-    rejected = fsio.read_csv(tmp_path / "out" / "rejected.csv")
-    assert {(r["path"], r["reason"]) for r in rejected} == {
-        (f"ct-only/IM000{k}.dcm", "not analysed: no MR series to pair with CT series 1")
-        for k in (1, 2)}
-    report = (tmp_path / "out" / "findings" / "study-013.md").read_text()
+    assert document["counts"]["studies"] == 13 and document["counts"]["not_analysed_studies"] == 1
+    ct_only = [s for s in document["studies"] if s.get("analysed") is False]
+    assert len(ct_only) == 1 and ct_only[0]["images"] == 0 and not ct_only[0]["positive"]
+    row = {"study": ct_only[0]["study"], "series": 1, "files": 2, "images": 2,
+           "modality": "CT", "reason": "no MR series to pair with CT series 1"}
+    assert ct_only[0]["not_analysed"] == [row]
+    assert fsio.read_csv(tmp_path / "out" / "not_analysed.csv") == [
+        {k: str(v) for k, v in row.items()}]
+    assert fsio.read_csv(tmp_path / "out" / "rejected.csv") == []
+    report = (tmp_path / "out" / ct_only[0]["report"]).read_text()
     assert "Not analysed" in report and "no MR series to pair with CT series 1" in report
 
     pytest.importorskip("highdicom")
@@ -142,13 +144,16 @@ def test_fusion_mr_slice_moved_off_the_ct_grid_is_not_analysed(fusion, tmp_path)
     ds.SliceLocation = 40.0
     ds.save_as(moved)
     summary = predict(export_dir, dicom_dir, tmp_path / "out", progress=False)
-    assert summary["images"] == 1
-    reasons = {r["path"]: r["reason"] for r in fsio.read_csv(tmp_path / "out" / "rejected.csv")}
-    assert reasons == {
-        f"{folder.name}/CT/IM0002.dcm": "not analysed: no MR slice at the position of CT series 1 "
-                                     "slice 2",
-        f"{folder.name}/MR/IM0002.dcm": "not analysed: no CT slice at the position of MR series "
-                                        "2 slice 2"}
+    assert (summary["images"], summary["predicted"], summary["not_analysed"]) == (1, 2, 2)
+    assert fsio.read_csv(tmp_path / "out" / "not_analysed.csv") == [
+        {"study": "1", "series": "1", "files": "1", "images": "1", "modality": "CT",
+         "reason": "no MR slice at the position of CT series 1 slice 2"},
+        {"study": "1", "series": "2", "files": "1", "images": "1", "modality": "MR",
+         "reason": "no CT slice at the position of MR series 2 slice 2"}]
+    study = fsio.read_json(tmp_path / "out" / "studies.json")["studies"][0]
+    assert study["images"] == 1 and len(study["not_analysed"]) == 2
+    report = (tmp_path / "out" / study["report"]).read_text()
+    assert "no MR slice at the position of CT series 1 slice 2" in report
 
 
 def test_multi_label_predictions_hold_one_score_per_finding_equal_to_evaluate(multi_label,
