@@ -45,7 +45,7 @@ def score_fused(model, run, studies, state, batch_size: int, bar) -> None:
     inputs = list(model.inputs)
     windows = [parse_window(d.get("window") or "auto") for d in inputs]
     pending: list[tuple] = []
-    cache: dict = {}  # partner path → feeds, or the reason it was rejected
+    cache: dict = {}  # path → raw feeds, or the reason it could not be read
 
     def flush():
         if pending:
@@ -66,6 +66,7 @@ def score_fused(model, run, studies, state, batch_size: int, bar) -> None:
         return cache[src.path]
 
     for study_no, series_list in enumerate(studies, start=1):
+        cache.clear()  # pairs never cross studies; keep one study's pixels in memory at most
         slices = [_slices(objects) for objects in series_list]
         plan = pairing.pair_study(
             [pairing.SeriesInfo(modality=objects[0].modality or None,
