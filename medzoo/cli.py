@@ -562,10 +562,15 @@ def _cmd_predict(args) -> int:
     r = predict(args.export, args.dicom_dir, args.out, runtime=args.runtime,
                 batch_size=args.batch_size, threshold=args.threshold, key_file=args.key_file,
                 explain=args.explain)
+    decided = (f"with a finding (each finding's own rule: {r['decision']})" if r.get("decision")
+               else f"positive at p >= {r['threshold']:g} ({r['threshold_source']})")
     print(f"predicted {r['predicted']} of {r['inputs']} files ({r['images']} images) in "
-          f"{r['studies']} studies; {r['positive_studies']} positive at p >= {r['threshold']:g} "
-          f"({r['threshold_source']}); rejected {r['rejected']}, ignored {r['ignored']}; "
+          f"{r['studies']} studies; {r['positive_studies']} {decided}; "
+          f"rejected {r['rejected']}, ignored {r['ignored']}; "
           f"model {r['model']} v{r['version']} → {r['out']}")
+    if r.get("not_analysed"):
+        print(f"  not analysed: {r['not_analysed']} files, {r['not_analysed_studies']} whole "
+              f"studies (reasons in not_analysed.csv)")
     for path in r.get("seg_files", []):
         print(f"  DICOM SEG: {path}")
     if client is not None:

@@ -68,7 +68,7 @@ def export_run(run_dir, base, *, name: str | None = None, version: int | None = 
     medzoo.export.quantize.QuantizationError
         When a quantised model loses more validation AUC than ``max_drop`` (nothing is exported).
     """
-    from medzoo.export import blessing, card, onnx, parity, saved_model
+    from medzoo.export import blessing, card, inputs, onnx, parity, saved_model
     from medzoo.training.fit import read_config
     from medzoo.zoo import saving
 
@@ -87,9 +87,10 @@ def export_run(run_dir, base, *, name: str | None = None, version: int | None = 
     staging = Path(tempfile.mkdtemp(prefix=f".{version}.partial-", dir=model_dir))
     try:
         preprocessing = config["data"].get("preprocessing") or []
+        declared = inputs.declared_inputs(_dataset_info(data_dir), int(input_shape[-1]))
         signatures = saved_model.write_saved_model(model, staging, task=config["task"],
                                                    input_shape=input_shape,
-                                                   preprocessing=preprocessing)
+                                                   preprocessing=preprocessing, inputs=declared)
         metadata = {"model": config["model"], "name": name, "version": version,
                     "task": config["task"], "classes": config["classes"],
                     "image_size": list(input_shape[:2]), "channels": input_shape[-1],
@@ -98,10 +99,13 @@ def export_run(run_dir, base, *, name: str | None = None, version: int | None = 
                     "window": config["data"].get("window")}
         if config.get("multi_label"):
             metadata["multi_label"] = True
+        metadata["inputs"] = declared
+        metadata["findings"] = inputs.declared_findings(config)
         onnx_paths = onnx.write_onnx(model, staging, task=config["task"], input_shape=input_shape,
                                      metadata=metadata, preprocessing=preprocessing,
-                                     **({"opset": opset} if opset else {}))
+                                     inputs=declared, **({"opset": opset} if opset else {}))
         float_feeds, raw_feeds = parity_inputs(data_dir, config)
+        raw_feeds = inputs.raw_feeds_per_input(raw_feeds, declared)
         keras_outputs = _keras_outputs(model, float_feeds["image"], config["task"])
         report = parity.check_parity(
             keras_outputs=keras_outputs, signatures=saved_model.load_signatures(staging),
@@ -123,8 +127,16 @@ def export_run(run_dir, base, *, name: str | None = None, version: int | None = 
             config=config, name=name, version=version, parameters=int(model.count_params()),
             signatures=signatures, metrics=metrics, parity=report, blessed=blessed,
             reasons=reasons, artefacts=card.artefact_hashes(staging), versions=_versions())
+        model_card["input"]["inputs"] = declared
+        if len(declared) > 1:
+            model_card["input"]["serving_default"] = (
+                "per input " + ", ".join(d["name"] for d in declared) + ": raw stored pixels "
+                "<name>_pixels (int32 B×rows×cols) + <name>_rescale_slope, _rescale_intercept, "
+                "_window_center, _window_width, _invert")
+        model_card["findings"] = metadata["findings"]
         fsio.write_json(staging / "model_card.json", model_card)
-        fsio.write_text(staging / "model_card.md", card.render_markdown(model_card))
+        fsio.write_text(staging / "model_card.md", card.render_markdown(model_card)
+                        + inputs.render_markdown(declared, model_card["findings"]))
         fsio.write_text(staging / ("BLESSED" if blessed else "NOT_BLESSED"),
                         "\n".join(reasons) + "\n")
         _publish(staging, final_dir)
@@ -132,6 +144,14 @@ def export_run(run_dir, base, *, name: str | None = None, version: int | None = 
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return final_dir
+
+
+def _dataset_info(data_dir: Path) -> dict | None:
+    """``dataset.json`` of the training dataset, or None when it is not there any more."""
+    try:
+        return fsio.read_json(data_dir / "dataset.json")
+    except (OSError, ValueError):
+        return None
 
 
 def _new_version_dir(base: Path, name: str, version: int | None) -> Path:

@@ -220,7 +220,7 @@ def train(model: str, ds_dir, run_dir, *, epochs: int | None = None, batch_size:
     config["train_seconds"] = round(time.monotonic() - started, 2)
     if threshold:
         config["threshold"] = validation_threshold(run_dir / "checkpoints" / "best.keras",
-                                                   val_ds, threshold)
+                                                   val_ds, threshold, classes=classes)
     _finish(run_dir, config)
     dist.cleanup()
     return config
@@ -311,10 +311,10 @@ def _check_imbalance_options(task, classes, multi_label, balance, loss, threshol
                          "training mix); use --balance weights")
     if threshold is not None:
         parse_threshold_rule(threshold)
-        if multi_label or len(classes) != 2:
+        if not multi_label and len(classes) != 2:  # multi-label: one cut-off per finding
             raise InputError("--threshold chooses one cut-off on the positive-class score: it "
-                             f"needs two single-label classes. Received: {len(classes)} classes"
-                             f"{', multi-label' if multi_label else ''}")
+                             "needs two classes, or a multi-label dataset (one per finding). "
+                             f"Received: {len(classes)} single-label classes")
 
 
 def parse_threshold_rule(rule: str) -> tuple[str, float | None]:
@@ -358,16 +358,31 @@ def choose_threshold(rule: str, y_true, scores) -> float:
     return float(np.nextafter(negatives[k - 1], np.inf)) if k else float(negatives[0])
 
 
-def validation_threshold(model_path: Path, val_ds, rule: str) -> dict:
-    """Choose ``rule``'s threshold with the saved model on the validation pipeline."""
+def validation_threshold(model_path: Path, val_ds, rule: str, classes=None) -> dict:
+    """Choose ``rule``'s threshold with the saved model on the validation pipeline.
+
+    Multi-label runs (multi-hot labels) get one threshold per finding, ``per_class``
+    {class: value}; a class with one outcome only in the validation fold gets none (deployment
+    then uses 0.5 for it).
+    """
+    from medzoo.datasets.manifest import NEGATIVE_NAMES
     from medzoo.zoo import saving
 
     best = saving.load_model(model_path)
-    labels, scores = [], []
+    labels, outputs = [], []
     for images, y, *_ in val_ds:  # a balanced run's batches also carry class weights
-        scores.append(np.asarray(best(images, training=False))[:, 1])
+        outputs.append(np.asarray(best(images, training=False)))
         labels.append(np.asarray(y))
-    y, s = np.concatenate(labels), np.concatenate(scores)
+    y, p = np.concatenate(labels), np.concatenate(outputs)
+    if y.ndim == 2:  # multi-label: each finding's own cut-off on its own probability
+        names = list(classes or range(y.shape[1]))
+        per_class = {}
+        for k, name in enumerate(names):
+            if str(name).lower() in NEGATIVE_NAMES or not 0 < int(y[:, k].sum()) < len(y):
+                continue
+            per_class[str(name)] = choose_threshold(rule, y[:, k], p[:, k])
+        return {"rule": rule, "per_class": per_class, "split": "validation", "n": int(len(y))}
+    s = p[:, 1]
     value = choose_threshold(rule, y, s)
     return {"rule": rule, "value": value, "split": "validation", "n": int(y.size),
             "n_pos": int(y.sum())}
