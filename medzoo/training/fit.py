@@ -202,8 +202,9 @@ def train(model: str, ds_dir, run_dir, *, epochs: int | None = None, batch_size:
     try:  # build before writing anything: a shape the model cannot take leaves no run dir behind
         with dist.scope():
             net = registry.build(model, input_shape, len(classes), **(model_options or {}))
-    except ValueError as exc:
-        raise InputError(f"{ds_dir}: model {model!r} cannot take this dataset's images "
+    except ValueError as exc:  # a size the model cannot take, or an option value it refuses
+        chosen = f" with options {json.dumps(model_options)}" if model_options else ""
+        raise InputError(f"{ds_dir}: model {model!r}{chosen} cannot take this dataset's images "
                          f"({exc})") from exc
     except TypeError as exc:
         if not multi_label:
