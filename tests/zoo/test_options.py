@@ -47,12 +47,6 @@ def test_models_name_prints_options_defaults_types_and_presets(capsys):
     assert info["presets"]["small"] == {"widths": [8, 16, 32], "dense": 32}
 
 
-def test_models_lists_the_gan_augmenter_with_its_own_task(capsys):
-    assert cli.main(["models", "--size", "32"]) == 0
-    lines = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()}
-    assert lines["gan"][1] == "augmentation" and int(lines["gan"][2].replace(",", "")) > 0
-
-
 @pytest.mark.parametrize("given, expected", [
     ({"widths": "8,16", "dense": "16", "norm": "none", "dropout": "0"},
      {"widths": [8, 16], "dense": 16, "norm": None, "dropout": 0.0}),
@@ -108,8 +102,7 @@ def test_cv_options_are_checked_per_model_before_any_fold(tmp_path, capsys):
     assert not (tmp_path / "cv").exists()
 
 
-def test_options_round_trip_through_config_card_and_rebuild(phantom_ds, tmp_path, capsys):
-    from medzoo.export.exporter import export_run
+def test_options_round_trip_through_config_and_rebuild(phantom_ds, tmp_path):
     from medzoo.zoo import saving
 
     run = tmp_path / "run"
@@ -126,9 +119,13 @@ def test_options_round_trip_through_config_card_and_rebuild(phantom_ds, tmp_path
     assert rebuilt.count_params() == trained.count_params() != registry.build(
         "cnn", config["input_shape"], 2).count_params()
     assert any(layer.__class__.__name__ == "BatchNormalization" for layer in trained.layers)
-    version = export_run(run, tmp_path / "models")
-    card = json.loads((version / "model_card.json").read_text())
-    assert card["model"]["options"] == chosen
     images = np.random.default_rng(0).random((2, *config["input_shape"]), dtype=np.float32)
     rebuilt.set_weights(trained.get_weights())
     np.testing.assert_allclose(np.asarray(rebuilt(images)), np.asarray(trained(images)), atol=1e-6)
+
+
+def test_options_reach_the_model_card(unet_run, unet_export):
+    """The session's U-Net is trained with ``base_width=8`` (tests/conftest.py)."""
+    config = json.loads((unet_run / "config.json").read_text())
+    card = json.loads((unet_export / "model_card.json").read_text())
+    assert config["model_options"] == card["model"]["options"] == {"base_width": 8}
