@@ -886,7 +886,12 @@ def _corner_index(rows: int, cols: int, out_h: int, out_w: int):
     return index, ylerp, xlerp
 
 
-def _decoded_frames(ds, arr: np.ndarray) -> np.ndarray:
+def decoded_frames(ds, arr: np.ndarray) -> np.ndarray:
+    """Pixels from :func:`decode_pixels` with a leading frame axis, checked against the header.
+
+    Returns ``(frames, rows, cols)`` or ``(frames, rows, cols, 3)``; raises ``DicomRejected``
+    when the pixel data holds another number of frames than ``NumberOfFrames`` declares.
+    """
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if frames == 1 and arr.ndim == (3 if samples == 3 else 2):
@@ -946,7 +951,7 @@ def _read_dicom(path: Path, window, color, size) -> DicomImage:
     check_header(ds)
     if size is not None:
         _check_output(ds, size, color)
-    raw = _decoded_frames(ds, decode_pixels(ds))
+    raw = decoded_frames(ds, decode_pixels(ds))
     chain = _Chain(ds, raw, window, color)
     if size is not None:
         frames = _resize_through(chain, raw, size)
