@@ -42,8 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"medzoo {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = _add(sub, "models", "list the zoo: name, task, inputs, outputs, parameters",
-             "medzoo models --json")
+    p = _add(sub, "models", "list the zoo: name, task, inputs, outputs, parameters; "
+             "with NAME: its options, their defaults and types, and presets",
+             "medzoo models unet")
+    p.add_argument("name", nargs="?", metavar="NAME", help="one model: its options and presets")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--size", type=int, default=64, help="input size for parameter counts")
 
@@ -153,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="class imbalance: loss weights from the training part, or balanced sampling")
     p.add_argument("--loss", default="ce", choices=["ce", "focal"],
                    help="cross-entropy (default) or focal loss")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="builder option (repeatable; `medzoo models MODEL` lists them), e.g. "
+                        "widths=16,32,64 or preset=large")
     p.add_argument("--threshold", metavar="RULE",
                    help="decision threshold chosen on validation: youden, sens:0.95 or spec:0.95 "
                         "(stored in config.json and the model card)")
@@ -255,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0, help="weight initialisation and shuffling")
+    p.add_argument("--option", action="append", default=[], metavar="[MODEL.]KEY=VALUE",
+                   help="builder option for every model, or for MODEL only (repeatable)")
 
     p = _add(sub, "predict", "run an export on new, unlabelled DICOM studies: findings, SEG",
              "medzoo predict models/cnn/1 new_studies --out predictions")
@@ -324,8 +331,15 @@ def _ingest_msd(args) -> int:
 
 
 def _cmd_models(args) -> int:
-    from medzoo.zoo import describe
+    from medzoo.zoo import describe, options
 
+    if args.name:
+        try:
+            info = options.describe_options(args.name)
+        except KeyError as exc:
+            raise MedzooError(str(exc.args[0])) from None
+        print(json.dumps(info, indent=2) if args.json else options.render_options(info))
+        return 0
     rows = describe.describe_all(size=args.size)
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -429,8 +443,10 @@ def _threshold_rule(args) -> str | None:
 
 def _cmd_train(args) -> int:
     from medzoo.training.fit import train
+    from medzoo.zoo.options import parse_pairs
 
     config = train(args.model, args.data, args.out, epochs=args.epochs,
+                   model_options=parse_pairs(args.option, [args.model])[args.model],
                    batch_size=args.batch_size, test_fold=args.test_fold, seed=args.seed,
                    augment=args.augment, learning_rate=args.learning_rate,
                    init_from=args.init_from, freeze=args.freeze_encoder, gan=args.gan,
@@ -467,12 +483,13 @@ def _cmd_gan(args) -> int:
 
 
 def _cmd_export(args) -> int:
+    from medzoo.evaluation.evaluate import evaluate
     from medzoo.export.exporter import export_run
 
     version_dir = export_run(args.run, args.out, name=args.name, version=args.version,
                              bless_if=args.bless_if, baseline=args.baseline, margin=args.margin,
                              tolerance=args.tolerance, data_dir=args.data, opset=args.onnx_opset,
-                             quantize=args.quantize, max_drop=args.max_drop)
+                             quantize=args.quantize, max_drop=args.max_drop, evaluator=evaluate)
     status = "BLESSED" if (version_dir / "BLESSED").exists() else "NOT_BLESSED"
     print(f"exported {version_dir} ({status})")
     return 0
@@ -542,9 +559,11 @@ def _headline(result: dict) -> str:
 
 def _cmd_cv(args) -> int:
     from medzoo.evaluation.crossval import run_cv
+    from medzoo.zoo.options import parse_pairs
 
     summary = run_cv(args.models, args.data, args.out, folds=args.folds, epochs=args.epochs,
-                     seed=args.seed, repeats=args.repeats, batch_size=args.batch_size, verbose=0)
+                     seed=args.seed, repeats=args.repeats, batch_size=args.batch_size, verbose=0,
+                     model_options=parse_pairs(args.option, args.models))
     for line in summary["lines"]:
         print(line)
     return 0

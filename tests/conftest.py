@@ -58,18 +58,20 @@ def unet_run(phantom_ds, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def cnn_export(cnn_run, tmp_path_factory):
+    from medzoo.evaluation.evaluate import evaluate
     from medzoo.export.exporter import export_run
 
     base = tmp_path_factory.mktemp("models")
-    return export_run(cnn_run, base)
+    return export_run(cnn_run, base, evaluator=evaluate)
 
 
 @pytest.fixture(scope="session")
 def unet_export(unet_run, tmp_path_factory):
+    from medzoo.evaluation.evaluate import evaluate
     from medzoo.export.exporter import export_run
 
     base = tmp_path_factory.mktemp("models")
-    return export_run(unet_run, base)
+    return export_run(unet_run, base, evaluator=evaluate)
 
 
 @pytest.fixture(scope="session")

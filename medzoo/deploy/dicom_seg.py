@@ -103,9 +103,9 @@ def read_source_headers(paths) -> list:
     """Source datasets without pixel data (what highdicom needs to reference them)."""
     import pydicom
 
-    from medzoo.datasets.dicom import _quiet
+    from medzoo.datasets.dicom import pydicom_quiet
 
-    with _quiet():
+    with pydicom_quiet():
         return [pydicom.dcmread(str(p), stop_before_pixels=True) for p in paths]
 
 

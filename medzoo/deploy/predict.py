@@ -304,8 +304,8 @@ def discover(dicom_dir: Path, skip: Path | None = None) -> tuple[list[Path], int
 
 
 def _scan(path: Path, rel: str, order: int) -> _Source:
-    with dicom._quiet():
-        ds = dicom._read_dataset(path)
+    with dicom.pydicom_quiet():
+        ds = dicom.read_dataset(path)
         dicom.check_header(ds)
         instance = ds.get("InstanceNumber")
         try:
@@ -315,7 +315,7 @@ def _scan(path: Path, rel: str, order: int) -> _Source:
         return _Source(
             path=path, rel=rel, study_uid=str(ds.get("StudyInstanceUID", "") or ""),
             series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
-            sop_uid=str(ds.get("SOPInstanceUID", "") or ""), position=dicom._slice_position(ds),
+            sop_uid=str(ds.get("SOPInstanceUID", "") or ""), position=dicom.slice_position(ds),
             instance=instance, rows=int(ds.Rows), columns=int(ds.Columns),
             frames=int(ds.get("NumberOfFrames", 1) or 1), order=order,
             modality=str(ds.get("Modality", "") or "").strip().upper(),
@@ -350,8 +350,8 @@ def raw_feeds(path: Path, window) -> dict:
         Unreadable or undecodable files (as ingest), and what the raw signature cannot take:
         colour images, float pixel data, a non-linear Modality LUT, values beyond int32.
     """
-    with dicom._quiet():
-        ds = dicom._read_dataset(path)
+    with dicom.pydicom_quiet():
+        ds = dicom.read_dataset(path)
         dicom.check_header(ds)
         if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
             raise dicom.DicomRejected("colour image (the raw serving signature takes monochrome "
@@ -359,8 +359,8 @@ def raw_feeds(path: Path, window) -> dict:
         if "PixelData" not in ds:
             raise dicom.DicomRejected("float pixel data (the raw serving signature takes integer "
                                       "stored pixels)")
-        arr = dicom._decode(ds)
-        source = dicom._rescale_source(ds)
+        arr = dicom.decode_pixels(ds)
+        source = dicom.rescale_source(ds)
         if "ModalityLUTSequence" in source:
             raise dicom.DicomRejected("non-linear Modality LUT (the raw serving signature takes "
                                       "rescale slope and intercept)")

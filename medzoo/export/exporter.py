@@ -12,6 +12,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -31,7 +32,8 @@ def existing_versions(model_dir: Path) -> list[int]:
 def export_run(run_dir, base, *, name: str | None = None, version: int | None = None,
                bless_if: list[str] | None = None, baseline=None, margin: float = 0.0,
                tolerance: float | None = None, data_dir=None, opset: int | None = None,
-               quantize: list[str] | tuple = (), max_drop: float | None = None) -> Path:
+               quantize: list[str] | tuple = (), max_drop: float | None = None,
+               evaluator: Callable | None = None) -> Path:
     """Export a finished run; return the version dir.
 
     Parameters
@@ -58,6 +60,14 @@ def export_run(run_dir, base, *, name: str | None = None, version: int | None = 
         against ``model.onnx`` go into ``parity.json`` under ``quantized``.
     max_drop : float
         Largest allowed validation AUC drop of a quantised model (default 0.01).
+    evaluator : callable, optional
+        What measures the exported ``model.onnx`` on the validation fold for the card and the
+        blessing: ``evaluator(model_path, ds_dir, out_dir, *, split, charts, threshold,
+        threshold_source) -> dict``, i.e. :func:`medzoo.evaluation.evaluate.evaluate`, which the
+        command line, the demo and cross-validation pass. Export stands before evaluation in
+        the chain, so it never imports it; without one the card records no validation metrics
+        (a note says why), the validation threshold is not copied into ``metrics.threshold``
+        and a ``--bless-if`` rule finds nothing to judge.
 
     Raises
     ------
@@ -118,7 +128,7 @@ def export_run(run_dir, base, *, name: str | None = None, version: int | None = 
                 staging, data_dir, config, list(quantize),
                 max_drop=quantizer.DEFAULT_MAX_DROP if max_drop is None else max_drop)
         fsio.write_json(staging / "parity.json", report)
-        metrics = validation_metrics(staging / "model.onnx", data_dir, config)
+        metrics = validation_metrics(staging / "model.onnx", data_dir, config, evaluator)
         baseline_metrics = _blessed_metrics(Path(baseline)) if baseline else None
         blessed, reasons = blessing.decide(metrics.get("metrics", {}), list(bless_if or []),
                                            parity_passed=report["passed"],
@@ -287,19 +297,24 @@ def _keras_outputs(model, images: np.ndarray, task: str) -> dict:
     return {"probabilities": predictions}
 
 
-def validation_metrics(onnx_path: Path, data_dir: Path, config: dict) -> dict:
-    """Metrics of the exported ONNX model on the validation fold (onnxruntime), or a note why not."""
+def validation_metrics(onnx_path: Path, data_dir: Path, config: dict,
+                       evaluator: Callable | None = None) -> dict:
+    """Metrics of the exported ONNX model on the validation fold, or a note why there are none.
+
+    ``evaluator`` is :func:`medzoo.evaluation.evaluate.evaluate` or a function with its signature
+    (see :func:`export_run`); it gets the run's validation threshold, if one was chosen.
+    """
+    if evaluator is None:
+        return {"split": None, "note": "no evaluator given to the export; no validation metrics"}
     if not (data_dir / "dataset.json").exists():
         return {"split": None, "note": f"dataset not found; no validation metrics"}
-    from medzoo.evaluation.evaluate import evaluate
-
     chosen = config.get("threshold") or {}
     threshold = chosen.get("value") if isinstance(chosen.get("value"), (int, float)) else None
     with tempfile.TemporaryDirectory() as scratch:
-        result = evaluate(onnx_path, data_dir, scratch, split=f"fold:{config['val_fold']}",
-                          charts=False, threshold=threshold,
-                          threshold_source=f"validation ({chosen.get('rule')})" if threshold is not None
-                          else None)
+        result = evaluator(onnx_path, data_dir, scratch, split=f"fold:{config['val_fold']}",
+                           charts=False, threshold=threshold,
+                           threshold_source=f"validation ({chosen.get('rule')})"
+                           if threshold is not None else None)
     return {"split": f"validation fold {config['val_fold']}", **result}
 
 

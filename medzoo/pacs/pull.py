@@ -113,7 +113,7 @@ class _Layout:
     def scan(self) -> None:
         import pydicom
 
-        from medzoo.datasets.dicom import _quiet
+        from medzoo.datasets.dicom import pydicom_quiet
 
         for study_dir in sorted(p for p in self.out.iterdir() if p.is_dir()
                                 and p.name.startswith("study-")):
@@ -136,7 +136,7 @@ class _Layout:
                     if not match:
                         continue
                     try:
-                        with _quiet():
+                        with pydicom_quiet():
                             ds = pydicom.dcmread(str(path))
                             complete = _is_complete(ds)
                         uids = (str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID),

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medzoo import __version__, fsio
+from medzoo import __version__, fsio, roc
 from medzoo.datasets import manifest, splits
 from medzoo.errors import InputError
 from medzoo.training.distribute import make_distribution
@@ -100,7 +100,11 @@ def train(model: str, ds_dir, run_dir, *, epochs: int | None = None, batch_size:
     test_fold, folds : the held-out fold and the fold count (default: the dataset's).
     seed : weight initialisation and shuffling.
     augment : random flips/shifts in the input pipeline (image and mask alike).
-    model_options : keyword options passed to the zoo builder.
+    model_options : dict
+        Options of the zoo builder (``medzoo models NAME`` lists them), as values or as text
+        (``{"widths": "16,32"}``); ``"preset"`` names one of the model's presets. Checked by
+        :func:`medzoo.zoo.options.resolve`; ``config.json`` stores the resolved ones (preset
+        expanded, tuples as lists), which rebuild the same model.
     init_from : path-like, optional
         An earlier run dir; layers with matching names and shapes start from its weights.
     freeze : bool
@@ -133,17 +137,23 @@ def train(model: str, ds_dir, run_dir, *, epochs: int | None = None, batch_size:
     Raises
     ------
     InputError
-        Unknown model, a dataset dir that is not one, a task the dataset cannot feed (segmentation
-        without masks), or a run dir that already holds a finished, different run.
+        Unknown model or option (or an option value of the wrong type), a dataset dir that is
+        not one, a task the dataset cannot feed (segmentation without masks), or a run dir that
+        already holds a finished, different run.
     """
     import keras
 
-    from medzoo.zoo import registry
+    from medzoo.zoo import options, registry
 
     try:
         entry = registry.get(model)
     except KeyError as exc:
         raise InputError(str(exc.args[0])) from exc
+    if entry.task not in registry.PREDICTOR_TASKS:
+        raise InputError(f"Argument `model` must be one of: "
+                         f"{', '.join(registry.names(registry.PREDICTOR_TASKS))}. Received: "
+                         f"model={model!r} (the {entry.task} model trains with `medzoo gan train`)")
+    model_options = options.resolve(model, model_options)  # refused before anything is written
     ds_dir, run_dir = Path(ds_dir), Path(run_dir)
     info = manifest.read_dataset_info(ds_dir)
     if entry.task == "segmentation" and not info.get("has_mask"):
@@ -192,8 +202,9 @@ def train(model: str, ds_dir, run_dir, *, epochs: int | None = None, batch_size:
     try:  # build before writing anything: a shape the model cannot take leaves no run dir behind
         with dist.scope():
             net = registry.build(model, input_shape, len(classes), **(model_options or {}))
-    except ValueError as exc:
-        raise InputError(f"{ds_dir}: model {model!r} cannot take this dataset's images "
+    except ValueError as exc:  # a size the model cannot take, or an option value it refuses
+        chosen = f" with options {json.dumps(model_options)}" if model_options else ""
+        raise InputError(f"{ds_dir}: model {model!r}{chosen} cannot take this dataset's images "
                          f"({exc})") from exc
     except TypeError as exc:
         if not multi_label:
@@ -340,8 +351,6 @@ def choose_threshold(rule: str, y_true, scores) -> float:
     sensitivity is at least X. ``spec:X``: the lowest threshold whose specificity is at least X.
     Raises ``InputError`` when the scores hold one class only.
     """
-    from medzoo.evaluation import metrics
-
     kind, target = parse_threshold_rule(rule)
     y = np.asarray(y_true, dtype=np.int64)
     s = np.asarray(scores, dtype=np.float64)
@@ -349,7 +358,7 @@ def choose_threshold(rule: str, y_true, scores) -> float:
         raise InputError("--threshold: the validation fold holds one class only; no threshold "
                          "can be chosen on it")
     if kind == "youden":
-        return float(metrics.youden_threshold(y, s))
+        return float(roc.youden_threshold(y, s))
     if kind == "sens":
         positives = np.sort(s[y == 1])[::-1]
         return float(positives[int(np.ceil(target * positives.size - 1e-9)) - 1])
