@@ -218,14 +218,24 @@ def decode_example(data: bytes) -> dict:
 # --------------------------------------------------------------------------- dataset records
 
 
+GEOMETRY_FEATURES = {"origin": 3, "direction": 9, "original_shape": 3, "original_spacing": 3,
+                     "original_origin": 3}
+"""Features of a native-spacing volume record beside ``spacing`` (docs/internals.md): the stored
+grid's voxel (0, 0, 0) in LPS mm, its 3×3 direction (rows: LPS unit vectors of the z, y, x array
+axes), and the source DICOM grid (same direction) a prediction maps back to."""
+
+
 def record_features(record_id: str, image: np.ndarray, label: int, mask=None,
-                    spacing=None, labels=None) -> dict:
+                    spacing=None, labels=None, geometry=None) -> dict:
     """Feature dict of one dataset record (docs/internals.md schema).
 
     ``image`` is ``(H, W[, C])`` or, for a volume, ``(D, H, W, C)``: a volume record adds
     ``depth`` (int64) and ``spacing`` (3 floats, mm between voxel centres along D, H, W); its
     mask, when given, is ``(D, H, W)``. ``labels`` (multi-label datasets): the multi-hot int
-    vector over the dataset's classes, stored as feature ``labels``.
+    vector over the dataset's classes, stored as feature ``labels``. ``geometry`` (native-spacing
+    volumes): ``{"origin": 3, "direction": 9, "original_shape": 3, "original_spacing": 3,
+    "original_origin": 3}`` (LPS mm; see :data:`GEOMETRY_FEATURES`), stored as features of
+    those names.
     """
     image = np.asarray(image, dtype="<f4")
     if image.ndim == 2:
@@ -242,6 +252,13 @@ def record_features(record_id: str, image: np.ndarray, label: int, mask=None,
         features["spacing"] = [float(v) for v in (spacing if spacing is not None else (1, 1, 1))]
     if labels is not None:
         features["labels"] = [int(v) for v in labels]
+    for name, size in GEOMETRY_FEATURES.items() if geometry is not None else ():
+        values = np.asarray(geometry[name], dtype=np.float64).ravel()
+        if values.size != size or not np.all(np.isfinite(values)):
+            raise ValueError(f"Argument `geometry[{name!r}]` must be {size} finite numbers. "
+                             f"Received: {values.tolist()}")
+        features[name] = ([int(v) for v in values] if name == "original_shape"
+                          else [float(v) for v in values])
     if mask is not None:
         shape = (h, w) if d is None else (d, h, w)
         features["mask"] = np.asarray(mask, dtype=np.uint8).reshape(shape).tobytes()
@@ -384,6 +401,12 @@ def parse_record(features: dict) -> dict:
         out["spacing"] = tuple(float(v) for v in features["spacing"])
     if "labels" in features:
         out["labels"] = np.array([int(v) for v in features["labels"]], dtype=np.int64)
+    for name in GEOMETRY_FEATURES:
+        if name in features:
+            kind = np.int64 if name == "original_shape" else np.float64
+            out[name] = np.array(features[name], dtype=kind)
+    if "direction" in out:
+        out["direction"] = out["direction"].reshape(3, 3)
     return out
 
 
