@@ -4,8 +4,9 @@ Each patient is one axial CT series (one DICOM file per slice, CT Image Storage,
 = HU + 1024 with RescaleIntercept −1024) at its own in-plane spacing (0.6–1.0 mm) and slice
 spacing (1–5 mm), and a label map ``labels.npy`` in the series' array order (slice k ascending
 along the slice normal, then row, column — docs/internals.md): 0 background, 1 lung, 2 heart,
-3 lesion. The anatomy is defined in millimetres, so the same structure covers more voxels at a
-finer spacing: body (soft tissue, fat rim), two lungs, heart (contrast-enhanced, 130 HU), spine, and for
+3 lesion. The anatomy is defined in millimetres (in-plane sized to fit the field of view at the
+finest spacing, so about 100 mm wide at 192 px and 270 mm at 512 px; along z the chest spans the
+series), so the same structure covers more voxels at a finer spacing: body (soft tissue, fat rim), two lungs, heart (contrast-enhanced, 130 HU), spine, and for
 "lesion" patients 1–3 spherical nodules of 3–20 mm diameter inside the lungs. Noise is Gaussian
 (sigma 20 HU). Half the patients are written head first (file IM0001 is the top slice) to show
 that file order is not array order.
@@ -47,17 +48,21 @@ def patient_geometry(rng, size: int, slices: int) -> dict:
 
 
 def _anatomy(rng, size: int, slices: int, geometry: dict, lesions: int) -> dict:
-    """Anatomy in mm (patient LPS, centre of the body at x = y = 0, z = 0), per patient."""
+    """Anatomy in mm (patient LPS, body centred at x = y = 0 and on the series along z)."""
     # sized so the whole body fits the field of view at the finest in-plane spacing
     half = 0.5 * size * IN_PLANE_MM[0]
     body = np.array([0.88, 0.66]) * half * rng.uniform(0.93, 1.0)
-    lung_axes = np.array([0.30 * body[0], 0.62 * body[1],
-                          0.55 * slices * SLICE_MM[1] * rng.uniform(0.9, 1.1)])
-    lungs = [np.array([side * 0.5 * body[0], -0.05 * body[1], 0.0]) for side in (-1.0, 1.0)]
-    heart_axes = np.array([0.26 * body[0], 0.40 * body[1], 0.45 * lung_axes[2]])
-    heart = np.array([0.05 * body[0], -0.15 * body[1], -0.10 * lung_axes[2]])
-    spine = np.array([0.0, 0.75 * body[1]]), 0.10 * body[1]
+    # along z the chest spans the series (with a margin), centred on it: every structure is
+    # in view whatever the slice spacing
     step, z0 = geometry["step"], geometry["origin"][2]
+    extent = step * (slices - 1)
+    zc = z0 + extent / 2.0 + rng.uniform(-0.05, 0.05) * extent
+    lung_axes = np.array([0.30 * body[0], 0.62 * body[1],
+                          0.6 * extent * rng.uniform(0.95, 1.1)])
+    lungs = [np.array([side * 0.5 * body[0], -0.05 * body[1], zc]) for side in (-1.0, 1.0)]
+    heart_axes = np.array([0.26 * body[0], 0.40 * body[1], 0.45 * lung_axes[2]])
+    heart = np.array([0.05 * body[0], -0.15 * body[1], zc - 0.10 * lung_axes[2]])
+    spine = np.array([0.0, 0.75 * body[1]]), 0.10 * body[1]
     nodules = []
     for i in range(lesions):
         centre_lung = lungs[int(rng.integers(0, 2))]
