@@ -27,6 +27,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def _peak_kib() -> float:
+    """This process' peak RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork and exec,
+    so a child would report its parent's peak (here: the synth's) when that is higher."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
 def _child(mode: str, dicom_dir: str, out: str) -> None:
     from medzoo.datasets import volumes  # noqa: F401 - the same imports as the ingest
     from medzoo.datasets import dicom
@@ -41,8 +53,7 @@ def _child(mode: str, dicom_dir: str, out: str) -> None:
         first = sorted(Path(dicom_dir).rglob("*.dcm"))[0]
         dicom.read_modality_values(first)
         extra = {}
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"peak_mib": peak_kib / 1024.0, "seconds": time.perf_counter() - start,
+    print(json.dumps({"peak_mib": _peak_kib() / 1024.0, "seconds": time.perf_counter() - start,
                       **extra}))
 
 

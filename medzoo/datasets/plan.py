@@ -300,7 +300,7 @@ def make_plan(fingerprint: dict, *, memory_gb: float = DEFAULT_MEMORY_GB, target
     }
 
 
-def normalize(volume, normalization: dict) -> np.ndarray:
+def normalize(volume, normalization: dict, *, copy: bool = True) -> np.ndarray:
     """Apply a plan's intensity normalisation to one volume of modality values.
 
     Parameters
@@ -309,13 +309,15 @@ def normalize(volume, normalization: dict) -> np.ndarray:
         Modality values (HU for CT), any shape.
     normalization : dict
         ``plan["normalization"]``.
+    copy : bool
+        False: a float32 ``volume`` is normalised in place (and returned).
 
     Returns
     -------
     numpy.ndarray
         float32.
     """
-    out = np.asarray(volume, dtype=np.float32).copy()
+    out = np.array(volume, dtype=np.float32, copy=copy or None)
     scheme = normalization.get("scheme")
     if scheme == "ct":
         lo, hi = normalization["clip"]

@@ -8,8 +8,8 @@ source's last voxel centre, repeat the edge. Mapping back (:func:`resample_to_sh
 source's shape and spacing) samples the same physical points, so an image survives the round
 trip up to interpolation error.
 
-Images are interpolated with a smooth kernel (cubic B-spline by default, the coefficients kept
-in float32 to bound memory); label maps label-wise — each class's indicator linearly
+Images are interpolated with a smooth kernel (Keys' cubic convolution by default, separably, one
+axis at a time, in float32); label maps label-wise — each class's indicator linearly
 interpolated, the voxel taking the class of the largest value — so a label is never averaged
 into a fractional or a foreign value, and small structures survive better than with nearest.
 """
@@ -43,17 +43,56 @@ def _same_grid(shape, spacing, out_shape, out_spacing) -> bool:
     return tuple(shape) == tuple(out_shape) and np.allclose(spacing, out_spacing, rtol=1e-6)
 
 
-def _resample_3d(volume: np.ndarray, spacing, shape, out_spacing, order: int) -> np.ndarray:
-    from scipy import ndimage
+def _keys_cubic(d: np.ndarray, a: float = -0.5) -> np.ndarray:
+    """Keys' cubic convolution kernel (interpolating; reproduces quadratics exactly)."""
+    d = np.abs(d)
+    near = ((a + 2) * d - (a + 3)) * d * d + 1
+    far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+    return np.where(d <= 1, near, np.where(d < 2, far, 0.0))
 
-    # output voxel n sits at source index n * out_spacing / spacing (a diagonal affine map)
+
+def _axis_weights(n_in: int, n_out: int, scale: float, order: int):
+    """Source indices and weights ``(taps, n_out)`` of output voxels at ``n * scale``."""
+    pos = np.arange(n_out, dtype=np.float64) * scale
+    if order == 0:
+        idx = np.clip(np.floor(pos + 0.5), 0, n_in - 1).astype(np.intp)[None]
+        return idx, np.ones((1, n_out), np.float32)
+    base = np.floor(pos)
+    offsets = np.arange(-1, 3) if order >= 2 else np.arange(0, 2)
+    taps = base[None] + offsets[:, None]
+    dist = pos[None] - taps
+    weights = _keys_cubic(dist) if order >= 2 else np.maximum(0.0, 1.0 - np.abs(dist))
+    # edge voxels repeat beyond the border (clamped indices)
+    return np.clip(taps, 0, n_in - 1).astype(np.intp), weights.astype(np.float32)
+
+
+def _resample_axis(volume: np.ndarray, axis: int, n_out: int, scale: float, order: int):
+    idx, weights = _axis_weights(volume.shape[axis], n_out, scale, order)
+    shape = [1] * volume.ndim
+    shape[axis] = n_out
+    out = None
+    for t in range(idx.shape[0]):
+        part = np.take(volume, idx[t], axis=axis)
+        part *= weights[t].reshape(shape)
+        if out is None:
+            out = part
+        else:
+            out += part
+    return out
+
+
+def _resample_3d(volume: np.ndarray, spacing, shape, out_spacing, order: int) -> np.ndarray:
+    """Separable resampling, one axis at a time (a few whole-array gathers per axis: vectorised,
+    about an order of magnitude faster than a 3D spline transform of scipy.ndimage)."""
+    # output voxel n sits at source index n * out_spacing / spacing on each axis
     scale = np.asarray(out_spacing, np.float64) / np.asarray(spacing, np.float64)
     data = np.asarray(volume, dtype=np.float32)
-    if order > 1:  # float32 coefficients: scipy's own prefilter would make a float64 copy
-        data = ndimage.spline_filter(data, order=order, output=np.float32, mode="nearest")
-    return ndimage.affine_transform(data, scale, offset=0.0, output_shape=tuple(shape),
-                                    order=order, mode="nearest", prefilter=False,
-                                    output=np.float32)
+    # the most shrinking axis first keeps the intermediate arrays small
+    for axis in sorted(range(3), key=lambda a: shape[a] / data.shape[a]):
+        if shape[axis] == data.shape[axis] and scale[axis] == 1.0:
+            continue
+        data = _resample_axis(data, axis, int(shape[axis]), float(scale[axis]), order)
+    return data if data is not volume else data.copy()
 
 
 def resample_to_shape(volume, spacing, shape, target_spacing, *, order: int = 3) -> np.ndarray:
@@ -71,7 +110,8 @@ def resample_to_shape(volume, spacing, shape, target_spacing, *, order: int = 3)
     shape : sequence of 3 ints
         Output ``(D, H, W)``.
     order : int
-        Spline order: 3 cubic (default), 1 linear, 0 nearest.
+        Interpolation: 3 cubic (default; Keys' cubic convolution, a = −0.5), 1 linear,
+        0 nearest.
 
     Returns
     -------

@@ -12,8 +12,9 @@
    plan, resampled to the target spacing (cubic; label maps label-wise), padded at the far end
    when a little smaller than one patch, and written as one record with its geometry.
 
-Peak memory is about five copies of one series (float32 volume, spline coefficients, resampled
-output, label maps), whatever the number of series. Everything is written into a hidden
+Peak memory is a few copies of one series (the float32 volume, the resampled output and one
+intermediate per axis pass, the label map and its per-class interpolation), whatever the number
+of series (bench/volumes_ingest.py measures it). Everything is written into a hidden
 sibling folder renamed to DS at the end (no resume: a killed ingest leaves no DS and is simply
 run again). Every input file ends in index.csv (through its series' record) or rejected.csv.
 """
@@ -353,10 +354,10 @@ def prepare_series(item: dict, plan: dict, label_classes, segment_map=None):
     spacing = geometry.spacing
     target = plan["target_spacing"]
     volume = _decode_series(item["files"], geometry)
-    volume = planning.normalize(volume, plan["normalization"])
+    volume = planning.normalize(volume, plan["normalization"], copy=False)
     shape = resample.target_shape(volume.shape, spacing, target)
-    image = resample.resample_to_shape(volume, spacing, shape, target, order=3)
     pad_value = float(volume.min())
+    image = resample.resample_to_shape(volume, spacing, shape, target, order=3)
     del volume
     if item["row"].mask is not None:
         labels, classes = load_label_map(item["row"].mask, geometry, label_classes, segment_map)
