@@ -95,7 +95,7 @@ def _bad_inputs(src, dst):
         ds.save_as(path)
 
     extra = []
-    for name in ("gap", "shape", "value", "orient", "zero", "dup"):
+    for name in ("gap", "shape", "value", "orient", "zero", "dup", "small"):
         folder = clone(name)
         files = sorted((folder / "CT").iterdir())
         if name != "dup":
@@ -114,6 +114,11 @@ def _bad_inputs(src, dst):
         elif name == "zero":
             for f in files:
                 edit(f, PixelSpacing=[0, 0])
+        elif name == "small":  # 2 slices: far thinner than one patch
+            ordered = sorted(files, key=lambda f: float(pydicom.dcmread(f).SliceLocation))
+            for f in ordered[2:]:
+                f.unlink()
+            np.save(folder / "labels.npy", np.load(folder / "labels.npy")[:2])
         extra.append([f"{name}/CT", "normal", f"{name}/labels.npy"])
     (dst / "seg").mkdir()
     (dst / "seg" / "labels.nii.gz").write_bytes(b"not really")
@@ -147,6 +152,7 @@ def test_ingest_native_volumes_records_geometry_and_rejects_bad_input(phantom_vo
     assert "mixed orientations" in reasons["orient"]
     assert "PixelSpacing must be 2 positive numbers" in reasons["zero"]
     assert "duplicate series" in reasons["dup"]
+    assert "volume too small for one patch" in reasons["small"]
     try:
         import medzoo.datasets.annotations  # noqa: F401 - its own tests cover NIfTI reading
     except ImportError:
@@ -160,8 +166,12 @@ def test_ingest_native_volumes_records_geometry_and_rejects_bad_input(phantom_vo
     assert info["label_classes"] == LABEL_CLASSES == plan["label_classes"]
     assert info["plan"] == plan and info["image_size"] == plan["median_shape"]
     assert plan["normalization"]["scheme"] == "ct"
-    spacings = np.array([g["spacing"] for g in summary["geometry"]])
-    assert plan["median_spacing"] == pytest.approx(np.median(spacings, axis=0).tolist(), abs=1e-4)
+    fingerprint = json.loads((ds / "fingerprint.json").read_text())
+    assert len(fingerprint["spacings"]) == 5  # the 4 phantoms + "small" (rejected in pass 2)
+    for geo in summary["geometry"]:
+        assert any(s == pytest.approx(geo["spacing"], abs=1e-4) for s in fingerprint["spacings"])
+    assert plan["median_spacing"] == pytest.approx(
+        np.median(fingerprint["spacings"], axis=0).tolist(), abs=1e-4)
     index = list(csv.DictReader(open(ds / "index.csv")))
     rows = {r["record_id"]: r for r in index}
     labels_rows = list(csv.DictReader(open(dicom_dir / "labels.csv")))
@@ -204,6 +214,13 @@ def test_cli_synth_volumes_ingest_and_plan(tmp_path):
     plan = json.loads((ds / "plan.json").read_text())
     assert plan["target_spacing"] == [2.0, 1.0, 1.0] and plan["patch_size"] == [8, 16, 16]
     assert set(plan["overrides"]) == {"target_spacing", "patch_size"}
+    done = subprocess.run([*run, "plan", str(dicom_dir), "--labels", str(dicom_dir / "labels.csv"),
+                           "--spacing", "2,1,1", "--patch-size", "8,16,16", "--json"],
+                          capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    preview = json.loads(done.stdout)
+    assert preview["target_spacing"] == plan["target_spacing"]
+    assert preview["normalization"] == plan["normalization"]
     done = subprocess.run([*run, "plan", str(ds), "--batch-size", "5", "--json"],
                           capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
