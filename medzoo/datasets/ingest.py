@@ -914,6 +914,9 @@ def ingest(dicom_dir, labels_csv, out, size=64, window="auto", workers=1, folds=
                              f"both. Received: --spacing {spacing} --volumes {volumes}")
         from medzoo.datasets.volumes import ingest_volumes
 
+        if int(workers) > 1:
+            print("medzoo ingest: note: --spacing ingests one series at a time in this process "
+                  f"(--workers {workers} does not apply)", file=sys.stderr)
         return ingest_volumes(dicom_dir, labels_csv, out, spacing=spacing, folds=folds,
                               seed=seed, key_file=key_file, strict=strict,
                               records_per_shard=records_per_shard, progress=progress,
