@@ -325,8 +325,12 @@ def normalize(volume, normalization: dict, *, copy: bool = True) -> np.ndarray:
         out -= np.float32(normalization["mean"])
         out /= np.float32(max(float(normalization["std"]), 1e-6))
         return out
-    if scheme == "zscore":
-        mean, std = float(out.mean(dtype=np.float64)), float(out.std(dtype=np.float64))
+    if scheme == "zscore":  # statistics slice by slice: no float64 copy of the volume
+        blocks = out.reshape(out.shape[0], -1) if out.ndim > 1 else out.reshape(1, -1)
+        total = sum(float(b.sum(dtype=np.float64)) for b in blocks)
+        mean = total / max(1, out.size)
+        sq = sum(float(np.square(b - mean, dtype=np.float64).sum()) for b in blocks)
+        std = math.sqrt(sq / max(1, out.size))
         out -= np.float32(mean)
         out /= np.float32(max(std, 1e-6))
         return out

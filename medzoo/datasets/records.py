@@ -128,17 +128,32 @@ def encode_example(features: dict) -> bytes:
         name → bytes/str (BytesList), int or list of ints (Int64List), float or list of floats
         (FloatList). Keys are written sorted, so the bytes are deterministic.
     """
-    entries = []
+    # built as pieces joined once: a large image or volume is copied once, not once per level
+    # of protobuf nesting
+    entries, size = [], 0
     for name in sorted(features):
         value = features[name]
         if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-            feature = _field(3, _field(1, _varint(int(value))))  # Int64List of one value
+            feature = [_field(3, _field(1, _varint(int(value))))]  # Int64List of one value
+        elif isinstance(value, bytes):
+            inner = _prefix(1, len(value))
+            feature = [_prefix(1, len(inner) + len(value)), inner, value]
         else:
             if isinstance(value, (float, np.floating)):
                 value = [float(value)]
-            feature = _feature(value)
-        entries.append(_field(1, _key(name) + _field(2, feature)))
-    return _field(1, b"".join(entries))
+            feature = [_feature(value)]
+        feature_size = sum(len(p) for p in feature)
+        key, head = _key(name), _prefix(2, feature_size)
+        entry_size = len(key) + len(head) + feature_size
+        entry = [_prefix(1, entry_size), key, head, *feature]
+        entries.extend(entry)
+        size += len(entry[0]) + entry_size
+    return b"".join([_prefix(1, size), *entries])
+
+
+def _prefix(number: int, length: int) -> bytes:
+    """Tag and length of a length-delimited field (what :func:`_field` puts before a payload)."""
+    return _varint(number << 3 | 2) + _varint(length)
 
 
 @functools.lru_cache(maxsize=256)
@@ -293,7 +308,11 @@ class ShardWriter:
             self.paths.append(path)
             self._fh = open(_partial(path), "wb")
             self._count = 0
-        self._fh.write(frame_record(encode_example(features)))
+        data = encode_example(features)  # framed piece by piece: no second copy of a volume
+        length = struct.pack("<Q", len(data))
+        self._fh.write(length + struct.pack("<I", masked_crc32c(length)))
+        self._fh.write(data)
+        self._fh.write(struct.pack("<I", masked_crc32c(data)))
         self._count += 1
 
     @property

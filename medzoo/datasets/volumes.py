@@ -542,8 +542,9 @@ def ingest_volumes(dicom_dir, labels_csv, out, *, spacing="auto", label_classes=
                 writer.write(records.record_features(
                     record_id, image, label, mask, spacing=plan["target_spacing"],
                     geometry=grid))
-                stats[0] += float(image.sum(dtype=np.float64))
-                stats[1] += float(np.square(image, dtype=np.float64).sum())
+                for slab in image:  # slice by slice: no float64 copy of the volume
+                    stats[0] += float(slab.sum(dtype=np.float64))
+                    stats[1] += float(np.square(slab, dtype=np.float64).sum())
                 stats[2] += image.size
                 center, width = _window_of(plan)
                 index.append({
