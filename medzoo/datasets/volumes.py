@@ -442,7 +442,10 @@ def preview_plan(dicom_dir, labels_csv, *, spacing="auto", label_classes=None, m
                                       segment_map=segment_map, echo=False)
     if not items:
         raise InputError("No usable series: every row was rejected (run ingest to see why)")
-    return _plan_from(items, classes or items[0]["classes"],
+    if classes is None:
+        names = [c for it in items for c in (it["classes"] or [])[1:]]
+        classes = ["background", *dict.fromkeys(names)] if names else None
+    return _plan_from(items, classes,
                       target_spacing=parse_spacing(spacing), memory_gb=memory_gb,
                       patch_size=patch_size, batch_size=batch_size, normalization=normalization)[1]
 
@@ -515,8 +518,9 @@ def ingest_volumes(dicom_dir, labels_csv, out, *, spacing="auto", label_classes=
     if not items:
         raise InputError(f"No readable input: all {n_inputs} input files were rejected "
                          "(see the lines above)")
-    if label_classes is None:
-        label_classes = next((it["classes"] for it in items if it["classes"]), None)
+    if label_classes is None:  # names from the readers (SEG segments, …): their union
+        names = [c for it in items for c in (it["classes"] or [])[1:]]
+        label_classes = ["background", *dict.fromkeys(names)] if names else None
     fingerprint, plan = _plan_from(items, label_classes, target_spacing=target,
                                    memory_gb=memory_gb, patch_size=patch_size,
                                    batch_size=batch_size, normalization=normalization)
