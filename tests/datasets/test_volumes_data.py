@@ -159,6 +159,9 @@ def test_ingest_native_volumes_records_geometry_and_rejects_bad_input(phantom_vo
         assert reasons["seg-row"] == "annotations reader not available"
     assert sum(1 for r in rejected if r["path"].startswith("gap/")) == SLICES - 1
 
+    written = b"".join(f.read_bytes() for f in ds.rglob("*") if f.is_file())
+    leaked = [phi for phi in summary["phi"] if phi.encode() in written]
+    assert not leaked  # no name, ID, date, UID or institution of the phantoms in DS
     info = json.loads((ds / "dataset.json").read_text())
     plan = json.loads((ds / "plan.json").read_text())
     assert info["kind"] == "volume" and info["spacing_mode"] == "native"
