@@ -6,9 +6,10 @@ spacing (1–5 mm), and a label map ``labels.npy`` in the series' array order (s
 along the slice normal, then row, column — docs/internals.md): 0 background, 1 lung, 2 heart,
 3 lesion. The anatomy is defined in millimetres (in-plane sized to fit the field of view at the
 finest spacing, so about 100 mm wide at 192 px and 270 mm at 512 px; along z the chest spans the
-series), so the same structure covers more voxels at a finer spacing: body (soft tissue, fat rim), two lungs, heart (contrast-enhanced, 130 HU), spine, and for
-"lesion" patients 1–3 spherical nodules of 3–20 mm diameter inside the lungs. Noise is Gaussian
-(sigma 20 HU). Half the patients are written head first (file IM0001 is the top slice) to show
+series), so the same structure covers more voxels at a finer spacing: body (soft tissue, fat
+rim), two lungs, heart (contrast-enhanced, 130 HU), spine, and for "lesion" patients 1–3
+spherical nodules of 3–20 mm diameter inside the lungs (capped to fit a lung on small matrices).
+Noise is Gaussian (sigma 20 HU). Half the patients are written head first (file IM0001 is the top slice) to show
 that file order is not array order.
 
 Layout: ``OUT/<PatientID>/CT/IM0001.dcm…``, ``OUT/<PatientID>/labels.npy``, ``OUT/labels.csv``
