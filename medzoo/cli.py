@@ -389,6 +389,10 @@ def _data_plan(args) -> int:
         plan = volumes.preview_plan(args.ds, args.labels, spacing=args.spacing,
                                     label_classes=args.label_classes,
                                     segment_map=getattr(args, "segment_map", None), **options)
+    elif not os.path.isfile(os.path.join(args.ds, "dataset.json")):
+        raise MedzooError(f"{args.ds}: expected a dataset dir made by `medzoo data ingest "
+                          "--spacing`, or a DICOM dir with --labels labels.csv. Received: no "
+                          "dataset.json and no --labels")
     else:
         plan = volumes.replan_dataset(args.ds, write=args.write, **options)
     print(json.dumps(plan, indent=2) if args.json else planning.describe(plan))
