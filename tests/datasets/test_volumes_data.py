@@ -13,6 +13,7 @@ import pytest
 
 from medzoo.datasets import records
 from medzoo.datasets.geometry import series_geometry
+from medzoo.datasets.resample import labels_to_shape
 from medzoo.datasets.synth_volumes import LABEL_CLASSES, write_synthetic_volumes
 from medzoo.datasets.volumes import ingest_volumes
 
@@ -196,6 +197,13 @@ def test_ingest_native_volumes_records_geometry_and_rejects_bad_input(phantom_vo
         assert kept == set(np.unique(source).tolist())  # integer classes, none lost
         image = rec["image"][..., 0]
         assert image[rec["mask"] == 1].mean() < image[rec["mask"] == 2].mean() - 1.0
+        # back on the DICOM grid (as a prediction would go): the source label map again
+        back = labels_to_shape(rec["mask"], rec["spacing"], rec["original_shape"],
+                               rec["original_spacing"], n_classes=4)
+        assert back.shape == source.shape and np.mean(back == source) > 0.99
+        lung_dice = 2 * np.sum((back == 1) & (source == 1)) / (np.sum(back == 1)
+                                                               + np.sum(source == 1))
+        assert lung_dice > 0.95
 
 
 def test_cli_synth_volumes_ingest_and_plan(tmp_path):
