@@ -572,6 +572,8 @@ def replan_dataset(ds_dir, *, memory_gb=None, patch_size=None, batch_size=None,
     plan["overrides"] = {**kept, **{k: v for k, v in plan["overrides"].items()
                                     if k not in ("target_spacing", "normalization")}}
     if write:
-        fsio.write_json(ds_dir / "plan.json", plan)
-        fsio.write_json(ds_dir / "dataset.json", dict(info, plan=plan))
+        for name, data in (("plan.json", plan), ("dataset.json", dict(info, plan=plan))):
+            mode = (ds_dir / name).stat().st_mode & 0o777
+            fsio.write_json(ds_dir / name, data)
+            os.chmod(ds_dir / name, mode)  # the atomic write's temp file is private
     return plan

@@ -206,6 +206,18 @@ def test_ingest_native_volumes_records_geometry_and_rejects_bad_input(phantom_vo
         assert lung_dice > 0.95
 
 
+def test_zscore_normalisation_scales_each_volume_alone(phantom_volumes, tmp_path):
+    src, _ = phantom_volumes
+    summary = ingest_volumes(src, src / "labels.csv", tmp_path / "ds", spacing="auto", folds=2,
+                             normalization="zscore", patch_size="4,16,16",
+                             key_file=tmp_path / "key")
+    assert summary["plan"]["normalization"] == {"scheme": "zscore"}
+    assert set(summary["plan"]["overrides"]) == {"normalization", "patch_size"}
+    for rec in records.read_records(tmp_path / "ds"):  # resampling moves them a little
+        assert abs(float(rec["image"].mean())) < 0.05
+        assert abs(float(rec["image"].std()) - 1.0) < 0.05
+
+
 def test_cli_synth_volumes_ingest_and_plan(tmp_path):
     env = dict(os.environ)
     run = [sys.executable, "-m", "medzoo", "data"]
