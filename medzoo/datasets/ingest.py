@@ -914,6 +914,15 @@ def ingest(dicom_dir, labels_csv, out, size=64, window="auto", workers=1, folds=
                              f"both. Received: --spacing {spacing} --volumes {volumes}")
         from medzoo.datasets.volumes import ingest_volumes
 
+        unused = [name for name, value in (("--denoise", denoise), ("--enhance", enhance),
+                                           ("--standardize", standardize)) if value]
+        unused += ["--color rgb"] if color != "grey" else []
+        unused += ["--window"] if any(parse_window(w) != "auto" for w in (
+            window if isinstance(window, (list, tuple)) and window
+            and isinstance(window[0], (str, list, tuple)) else [window])) else []
+        if unused:
+            raise InputError(f"--spacing stores modality values normalised by the plan; it "
+                             f"takes no {', '.join(unused)}. Received: {', '.join(unused)}")
         if int(workers) > 1:
             print("medzoo ingest: note: --spacing ingests one series at a time in this process "
                   f"(--workers {workers} does not apply)", file=sys.stderr)
