@@ -254,3 +254,22 @@ def test_cli_synth_volumes_ingest_and_plan(tmp_path):
     assert done.returncode == 2
     assert "--spacing must be auto or three positive numbers" in done.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_spacing_refuses_fixed_grid_and_2d_options(phantom_volumes, tmp_path):
+    from medzoo.datasets.ingest import ingest
+    from medzoo.errors import InputError
+
+    src, _ = phantom_volumes
+    with pytest.raises(InputError, match="not both"):
+        ingest(src, src / "labels.csv", tmp_path / "a", spacing="auto", volumes="4,16,16")
+    with pytest.raises(InputError, match="takes no --denoise, --window"):
+        ingest(src, src / "labels.csv", tmp_path / "b", spacing="auto", window="lung",
+               denoise="median")
+    with pytest.raises(InputError, match="need class names"):
+        (tmp_path / "d").mkdir()
+        shutil.copytree(src, tmp_path / "d" / "dicom")
+        (tmp_path / "d" / "dicom" / "label_classes.json").unlink()
+        ingest_volumes(tmp_path / "d" / "dicom", tmp_path / "d" / "dicom" / "labels.csv",
+                       tmp_path / "e", key_file=tmp_path / "key")
+    assert not any((tmp_path / n).exists() for n in ("a", "b", "e"))
