@@ -923,13 +923,10 @@ def ingest(dicom_dir, labels_csv, out, size=64, window="auto", workers=1, folds=
         if unused:
             raise InputError(f"--spacing stores modality values normalised by the plan; it "
                              f"takes no {', '.join(unused)}. Received: {', '.join(unused)}")
-        if int(workers) > 1:
-            print("medzoo ingest: note: --spacing ingests one series at a time in this process "
-                  f"(--workers {workers} does not apply)", file=sys.stderr)
         return ingest_volumes(dicom_dir, labels_csv, out, spacing=spacing, folds=folds,
                               seed=seed, key_file=key_file, strict=strict,
                               records_per_shard=records_per_shard, progress=progress,
-                              **(volume_options or {}))
+                              workers=workers, **(volume_options or {}))
     dicom_dir = Path(dicom_dir)
     out = Path(out)
     size = int(size)

@@ -12,7 +12,8 @@
    plan, resampled to the target spacing (cubic; label maps label-wise), padded at the far end
    when a little smaller than one patch, and written as one record with its geometry.
 
-Peak memory is a few copies of one series (the float32 volume, the resampled output and one
+Pass 2 runs in ``workers`` processes when asked (records written here, in order). Peak memory
+per process is a few copies of one series (the float32 volume, the resampled output and one
 intermediate per axis pass, the label map and its per-class interpolation), whatever the number
 of series (bench/volumes_ingest.py measures it). Everything is written into a hidden
 sibling folder renamed to DS at the end (no resume: a killed ingest leaves no DS and is simply
@@ -339,7 +340,8 @@ def ingest_volumes(dicom_dir, labels_csv, out, *, spacing="auto", label_classes=
                    memory_gb: float = planning.DEFAULT_MEMORY_GB, patch_size=None,
                    batch_size=None, normalization=None, segment_map=None, folds: int = 5,
                    seed: int = 0, key_file=None, strict: bool = False,
-                   records_per_shard: int = records.RECORDS_PER_SHARD, progress=None) -> dict:
+                   records_per_shard: int = records.RECORDS_PER_SHARD, progress=None,
+                   workers: int = 1) -> dict:
     """Ingest DICOM series at native resolution into a dataset dir of volumes (see module doc).
 
     Parameters
@@ -362,6 +364,10 @@ def ingest_volumes(dicom_dir, labels_csv, out, *, spacing="auto", label_classes=
         Passed to the annotations reader (segment / ROI name → class name).
     folds, seed, key_file, strict, records_per_shard, progress
         As :func:`medzoo.datasets.ingest.ingest`.
+    workers : int
+        Series prepared (decoded, normalised, resampled) in parallel by this many worker
+        processes (1: in this process). Memory: about one series per worker, plus up to
+        ``workers`` prepared series waiting to be written in order.
 
     Returns
     -------
@@ -376,6 +382,9 @@ def ingest_volumes(dicom_dir, labels_csv, out, *, spacing="auto", label_classes=
         classes for the folds.
     """
     from tqdm import tqdm
+
+    class Bar(tqdm):
+        monitor_interval = 0  # no monitor thread: workers may then be forked (one thread)
 
     dicom_dir, out = Path(dicom_dir), Path(out)
     target = parse_spacing(spacing)
@@ -416,16 +425,16 @@ def ingest_volumes(dicom_dir, labels_csv, out, *, spacing="auto", label_classes=
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.volumes-", dir=out.parent))
     try:
         index, stats = [], [0.0, 0.0, 0]
-        bar = tqdm(items, unit="series", file=sys.stderr, desc="ingest",
-                   disable=None if progress is None else not progress)
+        bar = Bar(total=len(items), unit="series", file=sys.stderr, desc="ingest",
+                  disable=None if progress is None else not progress)
         with records.ShardWriter(tmp / "shards", records_per_shard) as writer:
-            for item in bar:
+            for item, result in _prepared(items, plan, label_classes, segment_map, workers):
+                bar.update(1)
                 row = item["row"]
-                try:
-                    image, mask, grid = prepare_series(item, plan, label_classes, segment_map)
-                except SeriesRejected as exc:
-                    reject(row, item["all_files"], exc)
+                if isinstance(result, SeriesRejected):
+                    reject(row, item["all_files"], result)
                     continue
+                image, mask, grid = result
                 record_id = f"r{len(index) + 1:06d}"
                 label = class_index[manifest.split_label(row.label)[0]]
                 writer.write(records.record_features(
@@ -468,6 +477,48 @@ def ingest_volumes(dicom_dir, labels_csv, out, *, spacing="auto", label_classes=
         raise
     summary.update(strict_failed=bool(strict and summary["rejected"]), out=str(out))
     return summary
+
+
+def _prepare_task(item, plan, label_classes, segment_map):
+    try:
+        return prepare_series(item, plan, label_classes, segment_map)
+    except SeriesRejected as exc:  # an exception's extra fields do not survive pickling
+        return ("rejected", exc.reason, exc.file_reasons)
+
+
+def _prepared(items, plan, label_classes, segment_map, workers: int):
+    """``(item, (image, mask, grid) or SeriesRejected)`` for every item, in item order; with
+    ``workers`` > 1 prepared by that many processes, at most ``workers`` series in flight."""
+    def unpack(result):
+        if isinstance(result[0], str):  # ("rejected", reason, file reasons)
+            return SeriesRejected(result[1], result[2])
+        return result
+
+    if int(workers) <= 1 or len(items) < 2:
+        for item in items:
+            yield item, unpack(_prepare_task(item, plan, label_classes, segment_map))
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from medzoo.datasets.ingest import worker_start_method
+
+    context = multiprocessing.get_context(worker_start_method())
+    queue, upcoming = collections.deque(), iter(items)
+    with ProcessPoolExecutor(max_workers=int(workers), mp_context=context) as pool:
+        def submit():
+            item = next(upcoming, None)
+            if item is not None:
+                queue.append((item, pool.submit(_prepare_task, item, plan, label_classes,
+                                                segment_map)))
+
+        for _ in range(int(workers)):
+            submit()
+        while queue:
+            item, future = queue.popleft()
+            result = future.result()
+            submit()
+            yield item, unpack(result)
 
 
 def _window_of(plan) -> tuple[float, float]:

@@ -273,3 +273,15 @@ def test_spacing_refuses_fixed_grid_and_2d_options(phantom_volumes, tmp_path):
         ingest_volumes(tmp_path / "d" / "dicom", tmp_path / "d" / "dicom" / "labels.csv",
                        tmp_path / "e", key_file=tmp_path / "key")
     assert not any((tmp_path / n).exists() for n in ("a", "b", "e"))
+
+
+def test_workers_write_the_same_records(phantom_volumes, tmp_path):
+    src, _ = phantom_volumes
+    shards = []
+    for workers in (1, 2):
+        out = tmp_path / f"ds{workers}"
+        ingest_volumes(src, src / "labels.csv", out, folds=2, key_file=tmp_path / "key",
+                       workers=workers)
+        shards.append(b"".join(p.read_bytes() for p in records.shard_paths(out)))
+        assert (out / "index.csv").read_text() == (tmp_path / "ds1" / "index.csv").read_text()
+    assert shards[0] == shards[1] and len(shards[0]) > 4 * SIZE * SIZE * 4
