@@ -9,8 +9,8 @@ finest spacing, so about 100 mm wide at 192 px and 270 mm at 512 px; along z the
 series), so the same structure covers more voxels at a finer spacing: body (soft tissue, fat
 rim), two lungs, heart (contrast-enhanced, 130 HU), spine, and for "lesion" patients 1–3
 spherical nodules of 3–20 mm diameter inside the lungs (capped to fit a lung on small matrices).
-Noise is Gaussian (sigma 20 HU). Half the patients are written head first (file IM0001 is the top slice) to show
-that file order is not array order.
+Noise is Gaussian (sigma 20 HU). Half the patients are written head first (file IM0001 is the
+top slice) to show that file order is not array order.
 
 Layout: ``OUT/<PatientID>/CT/IM0001.dcm…``, ``OUT/<PatientID>/labels.npy``, ``OUT/labels.csv``
 (``path,label,mask``: the series folder, ``lesion``/``normal``, the label map) and

@@ -47,6 +47,16 @@ MIN_PATCH_SHARE = 0.5
 axis; smaller ones are rejected ("volume too small for one patch")."""
 
 
+def _bar(iterable, desc: str, progress, **kw):
+    from tqdm import tqdm
+
+    class Bar(tqdm):
+        monitor_interval = 0  # no monitor thread: workers may then be forked (one thread)
+
+    return Bar(iterable, unit="series", file=sys.stderr, desc=desc,
+               disable=None if progress is None else not progress, **kw)
+
+
 def parse_spacing(spacing):
     """``"auto"`` → None; ``"Z,Y,X"`` or a 3-sequence → three positive floats (mm).
 
@@ -286,7 +296,7 @@ def _plan_from(items, label_classes, *, target_spacing, memory_gb, patch_size, b
 
 
 def fingerprint_rows(dicom_dir, labels_csv, *, label_classes=None, key=b"", segment_map=None,
-                     seed=0, echo=True):
+                     seed=0, echo=True, progress=None):
     """Pass 1 over labels.csv → (accepted series, rejected [(row, path, reason)], inputs)."""
     rows = _rows(labels_csv)
     dicom_dir = Path(dicom_dir)
@@ -302,7 +312,7 @@ def fingerprint_rows(dicom_dir, labels_csv, *, label_classes=None, key=b"", segm
             if echo:
                 print(f"medzoo ingest: rejected {rel}: {reason}", file=sys.stderr)
 
-    for row in rows:
+    for row in _bar(rows, "fingerprint", progress):
         files, _ = _series_files(row)
         inputs += len(files)
         try:
@@ -381,11 +391,6 @@ def ingest_volumes(dicom_dir, labels_csv, out, *, spacing="auto", label_classes=
         Bad options or labels file, OUT not empty, no usable series, too few patients or
         classes for the folds.
     """
-    from tqdm import tqdm
-
-    class Bar(tqdm):
-        monitor_interval = 0  # no monitor thread: workers may then be forked (one thread)
-
     dicom_dir, out = Path(dicom_dir), Path(out)
     target = parse_spacing(spacing)
     patch_size = parse_triple(patch_size, "--patch-size")
@@ -408,7 +413,7 @@ def ingest_volumes(dicom_dir, labels_csv, out, *, spacing="auto", label_classes=
     key = deid.load_or_create_key(key_file)
     items, rejected, n_inputs, reject = fingerprint_rows(
         dicom_dir, labels_csv, label_classes=label_classes, key=key, segment_map=segment_map,
-        seed=seed)
+        seed=seed, progress=progress)
     if not items:
         raise InputError(f"No readable input: all {n_inputs} input files were rejected "
                          "(see the lines above)")
@@ -425,8 +430,7 @@ def ingest_volumes(dicom_dir, labels_csv, out, *, spacing="auto", label_classes=
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.volumes-", dir=out.parent))
     try:
         index, stats = [], [0.0, 0.0, 0]
-        bar = Bar(total=len(items), unit="series", file=sys.stderr, desc="ingest",
-                  disable=None if progress is None else not progress)
+        bar = _bar(None, "ingest", progress, total=len(items))
         with records.ShardWriter(tmp / "shards", records_per_shard) as writer:
             for item, result in _prepared(items, plan, label_classes, segment_map, workers):
                 bar.update(1)

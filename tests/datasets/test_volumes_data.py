@@ -1,4 +1,4 @@
-"""Phantom volumes (synth --volumes) and native-spacing ingest (--spacing): real DICOM, real files."""
+"""Phantom volumes (synth --volumes) and native-spacing ingest (--spacing): real DICOM files."""
 
 import csv
 import json
