@@ -17,7 +17,7 @@ per process is a few copies of one series (the float32 volume, the resampled out
 intermediate per axis pass, the label map and its per-class interpolation), whatever the number
 of series (bench/volumes_ingest.py measures it). Everything is written into a hidden
 sibling folder renamed to DS at the end (no resume: a killed ingest leaves no DS and is simply
-run again). Every input file ends in index.csv (through its series' record) or rejected.csv.
+run again; the next run removes the killed one's folder). Every input file ends in index.csv (through its series' record) or rejected.csv.
 """
 
 from __future__ import annotations
@@ -427,7 +427,7 @@ def ingest_volumes(dicom_dir, labels_csv, out, *, spacing="auto", label_classes=
     class_index = {c: i for i, c in enumerate(classes)}
     has_mask = any(r.mask is not None for r in rows)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.volumes-", dir=out.parent))
+    tmp, lock = _work_dir(out)
     try:
         index, stats = [], [0.0, 0.0, 0]
         bar = _bar(None, "ingest", progress, total=len(items))
@@ -473,14 +473,44 @@ def ingest_volumes(dicom_dir, labels_csv, out, *, spacing="auto", label_classes=
         os.umask(umask)
         for path in [tmp, *tmp.rglob("*")]:  # mkdtemp/mkstemp make them private: as any file
             os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+        (tmp / ".lock").unlink()
         if out.exists():
             out.rmdir()
         os.rename(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        os.close(lock)
     summary.update(strict_failed=bool(strict and summary["rejected"]), out=str(out))
     return summary
+
+
+def _work_dir(out: Path):
+    """A new hidden work folder beside OUT, flock'ed while this ingest runs, and its lock.
+
+    Work folders of OUT left by an ingest that was killed (their lock is free) are removed
+    first: a killed native ingest is not resumed, and its partial shards may be large.
+    """
+    import fcntl
+
+    for stale in out.parent.glob(f".{out.name}.volumes-*"):
+        try:
+            fd = os.open(stale / ".lock", os.O_RDWR)
+        except OSError:
+            continue  # no lock yet: being created right now
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # another ingest of OUT is running
+        else:
+            shutil.rmtree(stale, ignore_errors=True)
+        finally:
+            os.close(fd)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.volumes-", dir=out.parent))
+    lock = os.open(tmp / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    return tmp, lock
 
 
 def _prepare_task(item, plan, label_classes, segment_map):

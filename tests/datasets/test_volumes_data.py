@@ -275,8 +275,11 @@ def test_spacing_refuses_fixed_grid_and_2d_options(phantom_volumes, tmp_path):
     assert not any((tmp_path / n).exists() for n in ("a", "b", "e"))
 
 
-def test_workers_write_the_same_records(phantom_volumes, tmp_path):
+def test_workers_write_the_same_records_and_killed_work_is_cleared(phantom_volumes, tmp_path):
     src, _ = phantom_volumes
+    killed = tmp_path / ".ds1.volumes-killed"  # what a killed ingest leaves: removed
+    (killed / "shards").mkdir(parents=True)
+    (killed / ".lock").touch()
     shards = []
     for workers in (1, 2):
         out = tmp_path / f"ds{workers}"
@@ -285,3 +288,5 @@ def test_workers_write_the_same_records(phantom_volumes, tmp_path):
         shards.append(b"".join(p.read_bytes() for p in records.shard_paths(out)))
         assert (out / "index.csv").read_text() == (tmp_path / "ds1" / "index.csv").read_text()
     assert shards[0] == shards[1] and len(shards[0]) > 4 * SIZE * SIZE * 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds1", "ds2", "key"]
+    assert not (tmp_path / "ds1" / ".lock").exists()
