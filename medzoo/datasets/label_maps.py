@@ -71,7 +71,7 @@ def _npy_label_map(path: Path, shape, n_classes: int) -> np.ndarray:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError):
         raise SeriesRejected("label map unreadable (expected a .npy array)")
-    if arr.dtype.kind not in "biu":
+    if arr.dtype.kind not in "biuf":
         raise SeriesRejected(f"label map must hold integer class indices (received dtype "
                              f"{arr.dtype})")
     if tuple(arr.shape) != tuple(shape):
@@ -81,6 +81,9 @@ def _npy_label_map(path: Path, shape, n_classes: int) -> np.ndarray:
     lo, hi = 0, 0
     for k in range(0, shape[0], 16):  # in blocks: an int64 map may be 8x the uint8 one
         block = np.asarray(arr[k:k + 16])
+        if block.dtype.kind == "f" and not np.all(np.isfinite(block) & (block == np.round(block))):
+            raise SeriesRejected("label map must hold integer class indices (received "
+                                 "fractional or non-finite values)")
         lo, hi = min(lo, int(block.min())), max(hi, int(block.max()))
     if lo < 0 or hi >= n_classes:
         bad = lo if lo < 0 else hi

@@ -81,6 +81,8 @@ def _bad_inputs(src, dst):
     shutil.copytree(src, dst)
     rows = list(csv.DictReader(open(dst / "labels.csv")))
     good = rows[0]
+    whole = dst / rows[2]["mask"]  # a float label map of whole numbers is accepted
+    np.save(whole, np.load(whole).astype(np.float32))
 
     def clone(name):
         folder = dst / name
@@ -96,7 +98,7 @@ def _bad_inputs(src, dst):
         ds.save_as(path)
 
     extra = []
-    for name in ("gap", "shape", "value", "orient", "zero", "dup", "small"):
+    for name in ("gap", "shape", "value", "frac", "orient", "zero", "dup", "small"):
         folder = clone(name)
         files = sorted((folder / "CT").iterdir())
         if name != "dup":
@@ -109,6 +111,10 @@ def _bad_inputs(src, dst):
         elif name == "value":
             labels = np.load(folder / "labels.npy")
             labels[0, 0, 0] = 7
+            np.save(folder / "labels.npy", labels)
+        elif name == "frac":  # float maps are fine when they hold whole numbers, not else
+            labels = np.load(folder / "labels.npy").astype(np.float32)
+            labels[1, 2, 3] = 0.5
             np.save(folder / "labels.npy", labels)
         elif name == "orient":
             edit(files[3], ImageOrientationPatient=[1, 0, 0, 0, 0.8, 0.6])
@@ -150,6 +156,7 @@ def test_ingest_native_volumes_records_geometry_and_rejects_bad_input(phantom_vo
     assert "uneven slices" in reasons["gap"]
     assert "label map shape 11x48x48 does not match its series" in reasons["shape"]
     assert "label value 7 not in the class list" in reasons["value"]
+    assert "fractional or non-finite values" in reasons["frac"]
     assert "mixed orientations" in reasons["orient"]
     assert "PixelSpacing must be 2 positive numbers" in reasons["zero"]
     assert "duplicate series" in reasons["dup"]
