@@ -296,6 +296,10 @@ def make_plan(fingerprint: dict, *, memory_gb: float = DEFAULT_MEMORY_GB, target
                                           / 1024**3, 3)},
         "label_classes": list(label_classes) if label_classes else ["background"],
         "foreground_oversample": float(foreground_oversample),
+        # how ingest put the records on the target grid (medzoo.datasets.resample): map
+        # predictions back the same way
+        "resampling": {"image": "cubic", "labels": "label-wise linear",
+                       "grid": "origin kept, voxel n at n * spacing"},
         "overrides": overrides,
     }
 
