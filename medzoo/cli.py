@@ -302,16 +302,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _plan_options(p) -> None:
-    p.add_argument("--memory-gb", type=float, default=8.0,
-                   help="volumes: training memory budget the patch and batch size fit (GiB)")
-    p.add_argument("--patch-size", metavar="D,H,W", help="volumes: override the planned patch")
-    p.add_argument("--batch-size", dest="plan_batch_size", type=int, metavar="B",
-                   help="volumes: override the planned batch size")
-    p.add_argument("--normalization", choices=["ct", "zscore"],
-                   help="volumes: override the modality's normalisation")
-
-
 def _cmd_models(args) -> int:
     from medzoo.zoo import describe
 
@@ -376,6 +366,16 @@ def _cmd_data(args) -> int:
 
     print(describe(args.ds))
     return 0
+
+
+def _plan_options(p) -> None:
+    p.add_argument("--memory-gb", type=float, default=8.0,
+                   help="volumes: training memory budget the patch and batch size fit (GiB)")
+    p.add_argument("--patch-size", metavar="D,H,W", help="volumes: override the planned patch")
+    p.add_argument("--batch-size", dest="plan_batch_size", type=int, metavar="B",
+                   help="volumes: override the planned batch size")
+    p.add_argument("--normalization", choices=["ct", "zscore"],
+                   help="volumes: override the modality's normalisation")
 
 
 def _data_plan(args) -> int:
