@@ -120,18 +120,24 @@ def _series_files(row) -> tuple[list[Path], str | None]:
 
 def _read_headers(files):
     """Headers of the files (no pixels) → (headers, {file: reason})."""
+    import warnings
+
     import pydicom
+    from pydicom.errors import InvalidDicomError
 
     headers, bad = [], {}
     for path in files:
         try:
             dicom._check_file(path)
-            with dicom._quiet():
-                ds = pydicom.dcmread(path, stop_before_pixels=True)
         except dicom.DicomRejected as exc:
             bad[str(path)] = exc.reason
             continue
-        except Exception:
+        try:
+            with warnings.catch_warnings():  # pydicom's warnings quote values (PHI)
+                warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError,
+                IndexError, AttributeError):
             bad[str(path)] = "not DICOM"
             continue
         kind = dicom.non_image_kind(str(ds.get("SOPClassUID", "") or ""))

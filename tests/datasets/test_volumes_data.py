@@ -98,7 +98,7 @@ def _bad_inputs(src, dst):
         ds.save_as(path)
 
     extra = []
-    for name in ("gap", "shape", "value", "frac", "orient", "zero", "dup", "small"):
+    for name in ("gap", "shape", "value", "frac", "orient", "zero", "dup", "small", "junk"):
         folder = clone(name)
         files = sorted((folder / "CT").iterdir())
         if name != "dup":
@@ -121,6 +121,8 @@ def _bad_inputs(src, dst):
         elif name == "zero":
             for f in files:
                 edit(f, PixelSpacing=[0, 0])
+        elif name == "junk":
+            (folder / "CT" / "notes.dcm").write_text("not an image")
         elif name == "small":  # 2 slices: far thinner than one patch
             ordered = sorted(files, key=lambda f: float(pydicom.dcmread(f).SliceLocation))
             for f in ordered[2:]:
@@ -161,6 +163,9 @@ def test_ingest_native_volumes_records_geometry_and_rejects_bad_input(phantom_vo
     assert "PixelSpacing must be 2 positive numbers" in reasons["zero"]
     assert "duplicate series" in reasons["dup"]
     assert "volume too small for one patch" in reasons["small"]
+    junk = {r["path"]: r["reason"] for r in rejected if r["path"].startswith("junk/")}
+    assert junk.pop("junk/CT/notes.dcm") == "not DICOM" and len(junk) == SLICES
+    assert set(junk.values()) == {"series has unreadable files (1 of 13: not DICOM)"}
     try:
         import medzoo.datasets.annotations  # noqa: F401 - its own tests cover NIfTI reading
     except ImportError:
