@@ -56,9 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out")
     p.add_argument("--patients", type=int, default=60)
     p.add_argument("--modality", default="ct", choices=["ct", "mr", "cr", "us", "mixed"])
-    p.add_argument("--size", type=int, default=64, help="rows and columns of each image")
-    p.add_argument("--slices", type=int, default=4, help="slices per patient")
+    p.add_argument("--size", type=int, help="rows and columns of each image (default 64; "
+                                            "192 with --volumes)")
+    p.add_argument("--slices", type=int, help="slices per patient (default 4; 40 with --volumes)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--volumes", action="store_true",
+                   help="chest-CT volumes at per-patient spacing with label maps "
+                        "(lung, heart, lesion); see docs/volumes-data.md")
     p.add_argument("--compress", choices=["rle", "jpeg-ls", "j2k"],
                    help="lossless compressed transfer syntax (default: uncompressed)")
     p.add_argument("--paired", action="store_true",
@@ -85,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="colour images as luma (default) or 3 channels")
     p.add_argument("--volumes", metavar="D,H,W",
                    help="write one resampled D x H x W volume per series instead of slices")
+    p.add_argument("--spacing", metavar="auto|Z,Y,X",
+                   help="native-spacing volumes: one record per series resampled to the plan's "
+                        "target spacing (auto) or Z,Y,X mm; label maps as masks")
+    p.add_argument("--label-classes", metavar="NAMES",
+                   help="voxel classes of .npy label maps, e.g. background,lung,heart,lesion "
+                        "(default: label_classes.json beside labels.csv)")
+    _plan_options(p)
     p.add_argument("--series-issues", default="warn", choices=["warn", "reject"],
                    help="2D: keep series with gaps/duplicates/mixed geometry (warnings.csv) "
                         "or reject their files")
@@ -106,6 +117,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--records-per-shard", type=int, default=1024, metavar="N",
                    help="records per TFRecord shard (multi-worker training shards by file: "
                         "keep at least one shard per worker)")
+    p = _add(data_sub, "plan", "print a volume dataset's plan: target spacing, normalisation, "
+             "patch and batch size (from DS, or from DICOM_DIR --labels before ingesting)",
+             "medzoo data plan ds --memory-gb 16")
+    p.add_argument("ds", help="a dataset dir made with --spacing, or a DICOM dir with --labels")
+    p.add_argument("--labels", help="labels.csv: plan a DICOM dir without ingesting it")
+    p.add_argument("--spacing", default="auto", metavar="auto|Z,Y,X",
+                   help="target spacing (DICOM dir only; a dataset's is fixed by its ingest)")
+    p.add_argument("--label-classes", metavar="NAMES")
+    _plan_options(p)
+    p.add_argument("--write", action="store_true",
+                   help="store the re-planned patch/batch size in DS/plan.json and dataset.json")
+    p.add_argument("--json", action="store_true", help="print plan.json")
     p = _add(data_sub, "pull", "copy studies from a PACS (DICOMweb or DIMSE) into a DICOM folder",
              "medzoo data pull --dicomweb https://pacs/dicom-web --auth-file ~/.pacs.json "
              "--query ModalitiesInStudy=CT --out studies")
@@ -350,12 +373,15 @@ def _cmd_models(args) -> int:
 
 
 def _cmd_data(args) -> int:
+    if args.data_command == "synth" and args.volumes:
+        return _synth_volumes(args)
     if args.data_command == "synth":
         from medzoo.datasets.synth import write_synthetic
 
         try:
             summary = write_synthetic(args.out, patients=args.patients, modality=args.modality,
-                                      size=args.size, slices=args.slices, seed=args.seed,
+                                      size=args.size or 64, slices=args.slices or 4,
+                                      seed=args.seed,
                                       compress=args.compress, paired=args.paired,
                                       classes=args.classes, multi_label=args.multi_label,
                                       positive_fraction=args.positive_fraction)
@@ -372,6 +398,12 @@ def _cmd_data(args) -> int:
     if args.data_command == "ingest":
         from medzoo.datasets.ingest import ingest
 
+        volume_options = None
+        if args.spacing is not None:
+            volume_options = dict(label_classes=args.label_classes, memory_gb=args.memory_gb,
+                                  patch_size=args.patch_size, batch_size=args.plan_batch_size,
+                                  normalization=args.normalization,
+                                  segment_map=getattr(args, "segment_map", None))
         windows = [_window(w) for w in (args.window or ["auto"])]
         if args.records_per_shard < 1:
             raise MedzooError(f"--records-per-shard must be a positive integer. "
@@ -382,17 +414,70 @@ def _cmd_data(args) -> int:
                          key_file=args.key_file, strict=args.strict, color=args.color,
                          volumes=args.volumes, denoise=args.denoise, enhance=args.enhance,
                          standardize=args.standardize, series_issues=args.series_issues,
-                         records_per_shard=args.records_per_shard)
-        what = "volumes" if args.volumes else "images"
+                         records_per_shard=args.records_per_shard, spacing=args.spacing,
+                         volume_options=volume_options)
+        what = "volumes" if args.volumes or args.spacing else "images"
         warned = f", {summary['warnings']} series warnings" if summary.get("warnings") else ""
         print(f"ingested {summary['loaded']} of {summary['inputs']} inputs "
               f"({summary['records']} {what}), rejected {summary['rejected']}{warned} → {args.out}")
         return 1 if args.strict and summary["rejected"] else 0
     if args.data_command == "pull":
         return _data_pull(args)
+    if args.data_command == "plan":
+        return _data_plan(args)
     from medzoo.datasets.info import describe
 
     print(describe(args.ds))
+    return 0
+
+
+def _plan_options(p) -> None:
+    p.add_argument("--memory-gb", type=float, default=8.0,
+                   help="volumes: training memory budget the patch and batch size fit (GiB)")
+    p.add_argument("--patch-size", metavar="D,H,W", help="volumes: override the planned patch")
+    p.add_argument("--batch-size", dest="plan_batch_size", type=int, metavar="B",
+                   help="volumes: override the planned batch size")
+    p.add_argument("--normalization", choices=["ct", "zscore"],
+                   help="volumes: override the modality's normalisation")
+
+
+def _data_plan(args) -> int:
+    from medzoo.datasets import plan as planning
+    from medzoo.datasets import volumes
+
+    options = dict(memory_gb=args.memory_gb,
+                   patch_size=volumes.parse_triple(args.patch_size, "--patch-size"),
+                   batch_size=args.plan_batch_size, normalization=args.normalization)
+    if args.labels:
+        plan = volumes.preview_plan(args.ds, args.labels, spacing=args.spacing,
+                                    label_classes=args.label_classes,
+                                    segment_map=getattr(args, "segment_map", None), **options)
+    elif not os.path.isfile(os.path.join(args.ds, "dataset.json")):
+        raise MedzooError(f"{args.ds}: expected a dataset dir made by `medzoo data ingest "
+                          "--spacing`, or a DICOM dir with --labels labels.csv. Received: no "
+                          "dataset.json and no --labels")
+    else:
+        plan = volumes.replan_dataset(args.ds, write=args.write, **options)
+    print(json.dumps(plan, indent=2) if args.json else planning.describe(plan))
+    return 0
+
+
+def _synth_volumes(args) -> int:
+    from medzoo.datasets.synth_volumes import write_synthetic_volumes
+
+    if args.modality != "ct" or args.paired or args.compress or args.classes != 2 \
+            or args.multi_label:
+        raise MedzooError("--volumes writes CT series only (no --modality other than ct, "
+                          "--paired, --compress, --classes or --multi-label)")
+    try:
+        summary = write_synthetic_volumes(
+            args.out, patients=args.patients, size=args.size or 192, slices=args.slices or 40,
+            seed=args.seed, lesion_fraction=args.positive_fraction or 0.5)
+    except ValueError as exc:
+        raise MedzooError(str(exc)) from None
+    print(f"wrote {summary['files']} DICOM files in {summary['patients']} CT series with label "
+          f"maps ({', '.join(summary['label_classes'])}) to {args.out} "
+          f"(labels: {os.path.join(args.out, 'labels.csv')})")
     return 0
 
 

@@ -165,6 +165,11 @@ def train(model: str, ds_dir, run_dir, *, epochs: int | None = None, batch_size:
     split_seed = int(info["seed"])
     fold_of = splits.fold_assignment(ds_dir, folds, split_seed)
     parts = split_record_ids(fold_of, test_fold, folds)
+    if len(info["image_size"]) != 2:  # volumes: 3D patch training is volumes-model's (issue 16)
+        raise InputError(
+            f"{ds_dir}: a volume dataset (image_size {info['image_size']}, D x H x W); model "
+            f"{model!r} trains on 2D images (H x W). Ingest without --volumes/--spacing for 2D "
+            "slices, or train a 3D segmenter on it")
     height, width = info["image_size"]
     input_shape = (height, width, int(info["channels"]))
     classes = list(info["classes"])
