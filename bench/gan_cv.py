@@ -49,7 +49,7 @@ def main() -> None:
             run = out / f"fold-{fold}" / arm
             train("cnn", ds, run, test_fold=fold, seed=args.seed, gan=gan,
                   gan_ratio=args.gan_ratio, verbose=0)
-            version = export_run(run, out / f"fold-{fold}" / "models", name=arm)
+            version = export_run(run, out / f"fold-{fold}" / "models", name=arm, evaluator=evaluate)
             metrics = evaluate(version, ds, out / f"fold-{fold}" / f"eval-{arm}",
                                charts=False)["metrics"]
             row.update({f"{arm}_accuracy": metrics["accuracy"], f"{arm}_auc": metrics["auc"]})

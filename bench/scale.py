@@ -89,7 +89,7 @@ def inference_rates(ds: Path, workdir: Path, repeats: int) -> dict[str, float]:
     from medzoo.training.fit import train
 
     train("cnn", ds, workdir / "infer-run", epochs=1, batch_size=16, seed=0, verbose=0)
-    export = export_run(workdir / "infer-run", workdir / "models")
+    export = export_run(workdir / "infer-run", workdir / "models", evaluator=evaluate)
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     rates: dict[str, float] = {}
     try:

@@ -42,8 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"medzoo {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = _add(sub, "models", "list the zoo: name, task, inputs, outputs, parameters",
-             "medzoo models --json")
+    p = _add(sub, "models", "list the zoo: name, task, inputs, outputs, parameters; "
+             "with NAME: its options, their defaults and types, and presets",
+             "medzoo models unet")
+    p.add_argument("name", nargs="?", metavar="NAME", help="one model: its options and presets")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--size", type=int, default=64, help="input size for parameter counts")
 
@@ -54,9 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out")
     p.add_argument("--patients", type=int, default=60)
     p.add_argument("--modality", default="ct", choices=["ct", "mr", "cr", "us", "mixed"])
-    p.add_argument("--size", type=int, default=64, help="rows and columns of each image")
-    p.add_argument("--slices", type=int, default=4, help="slices per patient")
+    p.add_argument("--size", type=int, help="rows and columns of each image (default 64; "
+                                            "192 with --volumes)")
+    p.add_argument("--slices", type=int, help="slices per patient (default 4; 40 with --volumes)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--volumes", action="store_true",
+                   help="chest-CT volumes at per-patient spacing with label maps "
+                        "(lung, heart, lesion); see docs/volumes-data.md")
     p.add_argument("--compress", choices=["rle", "jpeg-ls", "j2k"],
                    help="lossless compressed transfer syntax (default: uncompressed)")
     p.add_argument("--paired", action="store_true",
@@ -71,8 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
              "a killed ingest resumes when the same command is run again",
              "medzoo data ingest phantoms --labels phantoms/labels.csv --out ds")
     p.add_argument("dicom_dir")
-    p.add_argument("--labels", required=True,
-                   help="labels.csv: path,label[,mask]; more inputs as path_<name> columns")
+    p.add_argument("--labels",
+                   help="labels.csv: path,label[,mask]; more inputs as path_<name> columns "
+                        "(required unless --layout msd)")
     p.add_argument("--out", required=True)
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--window", action="append", metavar="WINDOW",
@@ -82,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="colour images as luma (default) or 3 channels")
     p.add_argument("--volumes", metavar="D,H,W",
                    help="write one resampled D x H x W volume per series instead of slices")
+    p.add_argument("--spacing", metavar="auto|Z,Y,X",
+                   help="native-spacing volumes: one record per series resampled to the plan's "
+                        "target spacing (auto) or Z,Y,X mm; label maps as masks")
+    p.add_argument("--label-classes", metavar="NAMES",
+                   help="voxel classes of .npy label maps, e.g. background,lung,heart,lesion "
+                        "(default: label_classes.json beside labels.csv)")
+    _plan_options(p)
     p.add_argument("--series-issues", default="warn", choices=["warn", "reject"],
                    help="2D: keep series with gaps/duplicates/mixed geometry (warnings.csv) "
                         "or reject their files")
@@ -93,10 +107,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--key-file", help="pseudonymisation key (kept by the data owner)")
+    p.add_argument("--layout", choices=["dicom", "msd"], default="dicom",
+                   help="msd: DICOM_DIR is a Decathlon / nnU-Net raw folder (imagesTr, labelsTr, "
+                        "dataset.json) ingested as native volumes; see docs/annotations.md")
+    p.add_argument("--segment-map", type=_segment_map, metavar="NAME=CLASS,...",
+                   help="SEG segment / RTSTRUCT ROI names (or coded properties) → label classes "
+                        "for series masks, e.g. 'Left Lung=lung,Right Lung=lung,Couch=-'")
     p.add_argument("--strict", action="store_true", help="exit 1 when any input is rejected")
     p.add_argument("--records-per-shard", type=int, default=1024, metavar="N",
                    help="records per TFRecord shard (multi-worker training shards by file: "
                         "keep at least one shard per worker)")
+    p = _add(data_sub, "plan", "print a volume dataset's plan: target spacing, normalisation, "
+             "patch and batch size (from DS, or from DICOM_DIR --labels before ingesting)",
+             "medzoo data plan ds --memory-gb 16")
+    p.add_argument("ds", help="a dataset dir made with --spacing, or a DICOM dir with --labels")
+    p.add_argument("--labels", help="labels.csv: plan a DICOM dir without ingesting it")
+    p.add_argument("--spacing", default="auto", metavar="auto|Z,Y,X",
+                   help="target spacing (DICOM dir only; a dataset's is fixed by its ingest)")
+    p.add_argument("--label-classes", metavar="NAMES")
+    _plan_options(p)
+    p.add_argument("--write", action="store_true",
+                   help="store the re-planned patch/batch size in DS/plan.json and dataset.json")
+    p.add_argument("--json", action="store_true", help="print plan.json")
     p = _add(data_sub, "pull", "copy studies from a PACS (DICOMweb or DIMSE) into a DICOM folder",
              "medzoo data pull --dicomweb https://pacs/dicom-web --auth-file ~/.pacs.json "
              "--query ModalitiesInStudy=CT --out studies")
@@ -119,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, default=4, help="retries per instance (backoff 1, 2, 4 s…)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
     p.add_argument("--key-file", help="name folders by keyed pseudonyms instead of counters")
+    p.add_argument("--annotations", action="store_true",
+                   help="also fetch SEG/RTSTRUCT objects referencing the pulled series, store "
+                        "them beside them and fill series.csv's mask column")
     p = _add(data_sub, "info", "counts per class, fold, modality; rejects by reason",
              "medzoo data info ds")
     p.add_argument("ds")
@@ -143,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="class imbalance: loss weights from the training part, or balanced sampling")
     p.add_argument("--loss", default="ce", choices=["ce", "focal"],
                    help="cross-entropy (default) or focal loss")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="builder option (repeatable; `medzoo models MODEL` lists them), e.g. "
+                        "widths=16,32,64 or preset=large")
     p.add_argument("--threshold", metavar="RULE",
                    help="decision threshold chosen on validation: youden, sens:0.95 or spec:0.95 "
                         "(stored in config.json and the model card)")
@@ -206,9 +244,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _add(sub, "evaluate", "score exports (or model.onnx files) on datasets with onnxruntime",
              "medzoo evaluate models/cnn/1 models/unet/1 --data ds --data ds-site2 --out eval")
-    p.add_argument("models", nargs="+", metavar="MODEL", help="export version dir or .onnx file")
-    p.add_argument("--data", required=True, action="append", metavar="DS",
+    p.add_argument("models", nargs="*", metavar="MODEL", help="export version dir or .onnx file")
+    p.add_argument("--data", action="append", metavar="DS",
                    help="dataset dir (repeatable: every model is scored on every dataset)")
+    p.add_argument("--predictions", metavar="DIR",
+                   help="instead of MODEL/--data: predicted SEGs scored against --reference "
+                        "(Dice, HD95 per structure; see docs/annotations.md)")
+    p.add_argument("--reference", metavar="DIR", help="reference SEG / RTSTRUCT / NIfTI files")
+    p.add_argument("--images", metavar="DICOM_DIR", help="the series the predictions segment")
+    p.add_argument("--segment-map", type=_segment_map, metavar="NAME=CLASS,...",
+                   help="segment / ROI names → classes, for predictions and references alike")
+    p.add_argument("--label-classes", metavar="NAMES",
+                   help="reference classes, e.g. background,lung,heart,lesion (NIfTI values "
+                        "0, 1, 2, … are these; SEG/RTSTRUCT segments must map into them)")
     p.add_argument("--out", required=True,
                    help="eval dir; with several models or datasets, one subfolder per pair + table.csv")
     p.add_argument("--split", default="test", help="test (default), fold:I or all")
@@ -235,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0, help="weight initialisation and shuffling")
+    p.add_argument("--option", action="append", default=[], metavar="[MODEL.]KEY=VALUE",
+                   help="builder option for every model, or for MODEL only (repeatable)")
 
     p = _add(sub, "predict", "run an export on new, unlabelled DICOM studies: findings, SEG",
              "medzoo predict models/cnn/1 new_studies --out predictions")
@@ -283,9 +333,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _cmd_models(args) -> int:
-    from medzoo.zoo import describe
+def _segment_map(text: str) -> dict:
+    """argparse type of --segment-map: ``"A=x,B=y"`` → ``{"A": "x", "B": "y"}``."""
+    from medzoo.datasets.annotations import parse_segment_map
 
+    try:
+        return parse_segment_map(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _ingest_msd(args) -> int:
+    from medzoo.datasets.msd import ingest_msd
+
+    if args.records_per_shard < 1:
+        raise MedzooError(f"--records-per-shard must be a positive integer. "
+                          f"Received: {args.records_per_shard}")
+    summary = ingest_msd(args.dicom_dir, args.out, folds=args.folds, seed=args.seed,
+                         key_file=args.key_file, strict=args.strict,
+                         records_per_shard=args.records_per_shard)
+    print(f"ingested {summary['loaded']} of {summary['inputs']} cases ({summary['layout']}, "
+          f"{summary['channels']} channel(s)), rejected {summary['rejected']} → {args.out}")
+    return 1 if summary["strict_failed"] else 0
+
+
+def _cmd_models(args) -> int:
+    from medzoo.zoo import describe, options
+
+    if args.name:
+        try:
+            info = options.describe_options(args.name)
+        except KeyError as exc:
+            raise MedzooError(str(exc.args[0])) from None
+        print(json.dumps(info, indent=2) if args.json else options.render_options(info))
+        return 0
     rows = describe.describe_all(size=args.size)
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -296,12 +377,15 @@ def _cmd_models(args) -> int:
 
 
 def _cmd_data(args) -> int:
+    if args.data_command == "synth" and args.volumes:
+        return _synth_volumes(args)
     if args.data_command == "synth":
         from medzoo.datasets.synth import write_synthetic
 
         try:
             summary = write_synthetic(args.out, patients=args.patients, modality=args.modality,
-                                      size=args.size, slices=args.slices, seed=args.seed,
+                                      size=args.size or 64, slices=args.slices or 4,
+                                      seed=args.seed,
                                       compress=args.compress, paired=args.paired,
                                       classes=args.classes, multi_label=args.multi_label,
                                       positive_fraction=args.positive_fraction)
@@ -310,9 +394,20 @@ def _cmd_data(args) -> int:
         print(f"wrote {summary['files']} DICOM files for {summary['patients']} patients "
               f"to {args.out} (labels: {os.path.join(args.out, 'labels.csv')})")
         return 0
+    if args.data_command == "ingest" and args.layout == "msd":
+        return _ingest_msd(args)
+    if args.data_command == "ingest" and not args.labels:
+        raise MedzooError("medzoo data ingest needs --labels labels.csv (or --layout msd for a "
+                          "Decathlon / nnU-Net raw folder). Received: neither")
     if args.data_command == "ingest":
         from medzoo.datasets.ingest import ingest
 
+        volume_options = None
+        if args.spacing is not None:
+            volume_options = dict(label_classes=args.label_classes, memory_gb=args.memory_gb,
+                                  patch_size=args.patch_size, batch_size=args.plan_batch_size,
+                                  normalization=args.normalization,
+                                  segment_map=getattr(args, "segment_map", None))
         windows = [_window(w) for w in (args.window or ["auto"])]
         if args.records_per_shard < 1:
             raise MedzooError(f"--records-per-shard must be a positive integer. "
@@ -323,17 +418,70 @@ def _cmd_data(args) -> int:
                          key_file=args.key_file, strict=args.strict, color=args.color,
                          volumes=args.volumes, denoise=args.denoise, enhance=args.enhance,
                          standardize=args.standardize, series_issues=args.series_issues,
-                         records_per_shard=args.records_per_shard)
-        what = "volumes" if args.volumes else "images"
+                         records_per_shard=args.records_per_shard, spacing=args.spacing,
+                         volume_options=volume_options)
+        what = "volumes" if args.volumes or args.spacing else "images"
         warned = f", {summary['warnings']} series warnings" if summary.get("warnings") else ""
         print(f"ingested {summary['loaded']} of {summary['inputs']} inputs "
               f"({summary['records']} {what}), rejected {summary['rejected']}{warned} → {args.out}")
         return 1 if args.strict and summary["rejected"] else 0
     if args.data_command == "pull":
         return _data_pull(args)
+    if args.data_command == "plan":
+        return _data_plan(args)
     from medzoo.datasets.info import describe
 
     print(describe(args.ds))
+    return 0
+
+
+def _plan_options(p) -> None:
+    p.add_argument("--memory-gb", type=float, default=8.0,
+                   help="volumes: training memory budget the patch and batch size fit (GiB)")
+    p.add_argument("--patch-size", metavar="D,H,W", help="volumes: override the planned patch")
+    p.add_argument("--batch-size", dest="plan_batch_size", type=int, metavar="B",
+                   help="volumes: override the planned batch size")
+    p.add_argument("--normalization", choices=["ct", "zscore"],
+                   help="volumes: override the modality's normalisation")
+
+
+def _data_plan(args) -> int:
+    from medzoo.datasets import plan as planning
+    from medzoo.datasets import volumes
+
+    options = dict(memory_gb=args.memory_gb,
+                   patch_size=volumes.parse_triple(args.patch_size, "--patch-size"),
+                   batch_size=args.plan_batch_size, normalization=args.normalization)
+    if args.labels:
+        plan = volumes.preview_plan(args.ds, args.labels, spacing=args.spacing,
+                                    label_classes=args.label_classes,
+                                    segment_map=getattr(args, "segment_map", None), **options)
+    elif not os.path.isfile(os.path.join(args.ds, "dataset.json")):
+        raise MedzooError(f"{args.ds}: expected a dataset dir made by `medzoo data ingest "
+                          "--spacing`, or a DICOM dir with --labels labels.csv. Received: no "
+                          "dataset.json and no --labels")
+    else:
+        plan = volumes.replan_dataset(args.ds, write=args.write, **options)
+    print(json.dumps(plan, indent=2) if args.json else planning.describe(plan))
+    return 0
+
+
+def _synth_volumes(args) -> int:
+    from medzoo.datasets.synth_volumes import write_synthetic_volumes
+
+    if args.modality != "ct" or args.paired or args.compress or args.classes != 2 \
+            or args.multi_label:
+        raise MedzooError("--volumes writes CT series only (no --modality other than ct, "
+                          "--paired, --compress, --classes or --multi-label)")
+    try:
+        summary = write_synthetic_volumes(
+            args.out, patients=args.patients, size=args.size or 192, slices=args.slices or 40,
+            seed=args.seed, lesion_fraction=args.positive_fraction or 0.5)
+    except ValueError as exc:
+        raise MedzooError(str(exc)) from None
+    print(f"wrote {summary['files']} DICOM files in {summary['patients']} CT series with label "
+          f"maps ({', '.join(summary['label_classes'])}) to {args.out} "
+          f"(labels: {os.path.join(args.out, 'labels.csv')})")
     return 0
 
 
@@ -350,7 +498,8 @@ def _data_pull(args) -> int:
                           insecure=args.insecure, calling_aet=args.calling_aet,
                           called_aet=args.called_aet, timeout=args.timeout)
     summary = pull(client, args.out, query=query, study_uids=args.study, workers=args.workers,
-                   retries=args.retries, key_file=args.key_file)
+                   retries=args.retries, key_file=args.key_file,
+                   annotations=args.annotations)
     print(describe(summary))
     if summary["failed"]:
         print(f"medzoo data pull: {summary['failed']} instances failed "
@@ -383,8 +532,10 @@ def _threshold_rule(args) -> str | None:
 
 def _cmd_train(args) -> int:
     from medzoo.training.fit import train
+    from medzoo.zoo.options import parse_pairs
 
     config = train(args.model, args.data, args.out, epochs=args.epochs,
+                   model_options=parse_pairs(args.option, [args.model])[args.model],
                    batch_size=args.batch_size, test_fold=args.test_fold, seed=args.seed,
                    augment=args.augment, learning_rate=args.learning_rate,
                    init_from=args.init_from, freeze=args.freeze_encoder, gan=args.gan,
@@ -421,12 +572,13 @@ def _cmd_gan(args) -> int:
 
 
 def _cmd_export(args) -> int:
+    from medzoo.evaluation.evaluate import evaluate
     from medzoo.export.exporter import export_run
 
     version_dir = export_run(args.run, args.out, name=args.name, version=args.version,
                              bless_if=args.bless_if, baseline=args.baseline, margin=args.margin,
                              tolerance=args.tolerance, data_dir=args.data, opset=args.onnx_opset,
-                             quantize=args.quantize, max_drop=args.max_drop)
+                             quantize=args.quantize, max_drop=args.max_drop, evaluator=evaluate)
     status = "BLESSED" if (version_dir / "BLESSED").exists() else "NOT_BLESSED"
     print(f"exported {version_dir} ({status})")
     return 0
@@ -440,6 +592,11 @@ def _cmd_push(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
+    if args.predictions or args.reference:
+        return _evaluate_reference(args)
+    if not args.models or not args.data:
+        raise MedzooError("medzoo evaluate needs MODEL ... --data DS, or --predictions DIR "
+                          "--reference DIR --images DICOM_DIR. Received: neither")
     from medzoo.evaluation.evaluate import evaluate_many
 
     if args.threads is not None and args.threads < 1:
@@ -463,6 +620,25 @@ def _cmd_evaluate(args) -> int:
     return 1 if args.strict and many["failed"] else 0
 
 
+def _evaluate_reference(args) -> int:
+    from medzoo.evaluation.reference import describe, evaluate_against_reference
+
+    if not (args.predictions and args.reference and args.images) or args.models or args.data:
+        raise MedzooError("--predictions needs --reference and --images, and no MODEL/--data. "
+                          f"Received: predictions={args.predictions}, reference={args.reference}, "
+                          f"images={args.images}, models={args.models}, data={args.data}")
+    segment_map = args.segment_map
+    classes = [c.strip() for c in args.label_classes.split(",")] if args.label_classes else None
+    try:
+        summary = evaluate_against_reference(args.predictions, args.reference, args.images,
+                                             args.out, class_names=classes,
+                                             segment_map=segment_map)
+    except ValueError as e:  # a class list that is not usable
+        raise MedzooError(f"--label-classes: {e}") from None
+    print(json.dumps(summary, indent=2) if args.json else describe(summary) + f" → {args.out}")
+    return 1 if args.strict and summary["rejected"] else 0
+
+
 def _headline(result: dict) -> str:
     metrics = result.get("metrics", {})
     keys = ("accuracy", "sensitivity", "specificity", "auc", "dice")
@@ -472,9 +648,11 @@ def _headline(result: dict) -> str:
 
 def _cmd_cv(args) -> int:
     from medzoo.evaluation.crossval import run_cv
+    from medzoo.zoo.options import parse_pairs
 
     summary = run_cv(args.models, args.data, args.out, folds=args.folds, epochs=args.epochs,
-                     seed=args.seed, repeats=args.repeats, batch_size=args.batch_size, verbose=0)
+                     seed=args.seed, repeats=args.repeats, batch_size=args.batch_size, verbose=0,
+                     model_options=parse_pairs(args.option, args.models))
     for line in summary["lines"]:
         print(line)
     return 0
@@ -492,9 +670,11 @@ def _cmd_predict(args) -> int:
     r = predict(args.export, args.dicom_dir, args.out, runtime=args.runtime,
                 batch_size=args.batch_size, threshold=args.threshold, key_file=args.key_file,
                 explain=args.explain, allow_out_of_domain=args.allow_out_of_domain)
+    decided = (f"with a finding (each finding's own rule: {r['decision']})" if r.get("decision")
+               else f"positive at p >= {r['threshold']:g} ({r['threshold_source']})")
     print(f"predicted {r['predicted']} of {r['inputs']} files ({r['images']} images) in "
-          f"{r['studies']} studies; {r['positive_studies']} positive at p >= {r['threshold']:g} "
-          f"({r['threshold_source']}); rejected {r['rejected']}, ignored {r['ignored']}; "
+          f"{r['studies']} studies; {r['positive_studies']} {decided}; "
+          f"rejected {r['rejected']}, ignored {r['ignored']}; "
           f"model {r['model']} v{r['version']} → {r['out']}")
     if r.get("not_analysed"):
         print(f"  not analysed: {r['not_analysed']} files, {r['not_analysed_studies']} whole "

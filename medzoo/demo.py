@@ -40,7 +40,8 @@ def run_demo(out, *, patients: int = 60, seed: int = 0, cv_folds: int = 3,
     step(f"      {config['epochs_run']} epochs in {config['train_seconds']:.0f}s → "
          f"{out / 'runs' / 'cnn'} (curves.png)")
     step("4/6 exporting: SavedModel + ONNX, parity check, model card, blessing")
-    version_dir = export_run(out / "runs" / "cnn", out / "models", bless_if=["auc>=0.85"])
+    version_dir = export_run(out / "runs" / "cnn", out / "models", bless_if=["auc>=0.85"],
+                             evaluator=evaluate)
     parity = (version_dir / "parity.json").read_text()
     step(f"      {version_dir} ({'BLESSED' if (version_dir / 'BLESSED').exists() else 'NOT_BLESSED'})")
     step("5/6 evaluating the export with onnxruntime on the held-out patients")

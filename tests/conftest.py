@@ -58,18 +58,20 @@ def unet_run(phantom_ds, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def cnn_export(cnn_run, tmp_path_factory):
+    from medzoo.evaluation.evaluate import evaluate
     from medzoo.export.exporter import export_run
 
     base = tmp_path_factory.mktemp("models")
-    return export_run(cnn_run, base)
+    return export_run(cnn_run, base, evaluator=evaluate)
 
 
 @pytest.fixture(scope="session")
 def unet_export(unet_run, tmp_path_factory):
+    from medzoo.evaluation.evaluate import evaluate
     from medzoo.export.exporter import export_run
 
     base = tmp_path_factory.mktemp("models")
-    return export_run(unet_run, base)
+    return export_run(unet_run, base, evaluator=evaluate)
 
 
 @pytest.fixture(scope="session")
@@ -87,3 +89,35 @@ def well_trained_cnn(tmp_path_factory):
            key_file=root / "k.key")
     train("cnn", root / "ds", root / "run", epochs=10, batch_size=8, seed=0, verbose=0)
     return root
+
+
+@pytest.fixture(scope="session")
+def dciodvfy():
+    """dicom3tools' IOD validator as a function: ``check(path) -> (iod, errors, warnings)``.
+
+    ``iod`` is the IOD dciodvfy recognised (e.g. "CTImage", "Segmentation"; None if it
+    recognised none), ``errors`` and ``warnings`` its "Error -" / "Warning -" lines (an "Abort"
+    counts as an error). Its exit status does not say whether it found errors, so its output is
+    parsed. Skips where dicom3tools is not installed; with MEDZOO_REQUIRE_DCIODVFY=1 (CI, which
+    installs it in .ci/run) fails instead.
+    """
+    import re
+    import shutil
+    import subprocess
+
+    binary = shutil.which("dciodvfy")
+    if binary is None:
+        reason = "dciodvfy (apt-get install dicom3tools) is not installed"
+        if os.environ.get("MEDZOO_REQUIRE_DCIODVFY") == "1":
+            pytest.fail(f"MEDZOO_REQUIRE_DCIODVFY=1 but {reason}", pytrace=False)
+        pytest.skip(reason)
+
+    def check(path):
+        done = subprocess.run([binary, str(path)], capture_output=True, text=True, timeout=60)
+        lines = (done.stdout + "\n" + done.stderr).splitlines()
+        errors = [line for line in lines if re.search(r"(^|\s)(Error|Abort)\s+-", line)]
+        warnings = [line for line in lines if re.search(r"(^|\s)Warning\s+-", line)]
+        names = [line.strip() for line in lines if re.fullmatch(r"[A-Za-z0-9]+", line.strip())]
+        return (names[0] if names else None), errors, warnings
+
+    return check

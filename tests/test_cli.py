@@ -55,6 +55,7 @@ def test_models_json_lists_every_registered_model(capsys):
     rows = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in rows] == registry.names()
     assert all(r["parameters"] > 0 and r["task"] in registry.TASKS for r in rows)
+    assert [r["task"] for r in rows if r["name"] == "gan"] == ["augmentation"]  # listed, own task
 
 
 def test_chain_end_to_end_through_the_cli(cnn_export, phantom_ds, tmp_path, capsys):

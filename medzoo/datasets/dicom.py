@@ -171,7 +171,7 @@ def resize_bilinear(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _quiet():
+def pydicom_quiet():
     """Silence pydicom's warnings: they quote element values, which may be PHI (UIDs, names)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -180,7 +180,7 @@ def _quiet():
 
 def _without_value_validation():
     """pydicom's value checks switched off while reading, in the main thread only (the setting
-    is global to the process). In pydicom's default mode they only warn, and :func:`_quiet`
+    is global to the process). In pydicom's default mode they only warn, and :func:`pydicom_quiet`
     drops those warnings: the values read are the same, and reading is a few percent faster."""
     if threading.current_thread() is not threading.main_thread():
         return contextlib.nullcontext()
@@ -277,7 +277,17 @@ def _deflated_start(head: bytes):
     return pos if deflated and pos <= len(head) else None
 
 
-def _read_dataset(path):
+def read_dataset(path):
+    """Parse one DICOM file with pydicom after checking it is a readable file.
+
+    Large values (the pixel data) are deferred until needed. A file without the DICOM preamble
+    is accepted only when it parses as an image or a SOP instance.
+
+    Raises
+    ------
+    DicomRejected
+        ``"not DICOM"``, ``"truncated or unreadable"`` or what :func:`_check_file` refuses.
+    """
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -495,7 +505,15 @@ def _native_pixels(ds):
     return arr.reshape((frames, rows, cols) if frames > 1 else (rows, cols))
 
 
-def _decode(ds) -> np.ndarray:
+def decode_pixels(ds) -> np.ndarray:
+    """Stored pixel values of ``ds`` (all frames), before any LUT.
+
+    Raises
+    ------
+    DicomRejected
+        ``"unsupported transfer syntax …"``, ``"truncated pixel data"`` or ``"cannot decode
+        pixel data …"`` (never quoting element values, which may be PHI).
+    """
     native = _native_pixels(ds)
     if native is not None:
         return native
@@ -524,7 +542,7 @@ def _decode(ds) -> np.ndarray:
         raise DicomRejected(f"cannot decode pixel data {ts}".strip()) from None
 
 
-def _rescale_source(ds):
+def rescale_source(ds):
     """Dataset holding rescale values: the top level, else the shared functional groups."""
     if "RescaleSlope" in ds or "ModalityLUTSequence" in ds:
         return ds
@@ -548,7 +566,7 @@ def modality_values(ds, arr: np.ndarray) -> np.ndarray:
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if samples == 1:
-        arr = apply_modality_lut(arr, _rescale_source(ds))
+        arr = apply_modality_lut(arr, rescale_source(ds))
         if frames == 1 and arr.ndim == 2:
             arr = arr[None]
     elif frames == 1 and arr.ndim == 3:
@@ -558,10 +576,10 @@ def modality_values(ds, arr: np.ndarray) -> np.ndarray:
 
 def read_modality_values(path) -> np.ndarray:
     """Decoded pixels after the Modality LUT, ``(frames, rows, cols[, 3])`` float32 (no VOI)."""
-    with _quiet():
-        ds = _read_dataset(path)
+    with pydicom_quiet():
+        ds = read_dataset(path)
         check_header(ds)
-        return modality_values(ds, _decode(ds))
+        return modality_values(ds, decode_pixels(ds))
 
 
 def choose_window(ds, values: np.ndarray, window="auto") -> tuple[float, float]:
@@ -590,7 +608,8 @@ def choose_window(ds, values: np.ndarray, window="auto") -> tuple[float, float]:
     return window_min_max(values)
 
 
-def _slice_position(ds) -> float | None:
+def slice_position(ds) -> float | None:
+    """Position of the slice along its normal (mm), from orientation and position; None if absent."""
     try:
         iop = [float(v) for v in ds.ImageOrientationPatient]
         ipp = [float(v) for v in ds.ImagePositionPatient]
@@ -637,7 +656,7 @@ def _frame_positions(ds, n_frames: int):
     except (AttributeError, IndexError, KeyError, TypeError):
         pass
     offsets = ds.get("GridFrameOffsetVector")  # RT Dose: offsets along the normal
-    base = _slice_position(ds)
+    base = slice_position(ds)
     if offsets is not None and base is not None:
         try:
             offsets = [float(v) for v in offsets]
@@ -653,14 +672,14 @@ def read_header(path):
     import pydicom
 
     _check_file(path)
-    with _quiet():
+    with pydicom_quiet():
         ds = pydicom.dcmread(path, stop_before_pixels=True, force=True, defer_size=DEFER_BYTES)
         inst = ds.get("InstanceNumber")
         try:
             inst = int(inst)
         except (TypeError, ValueError):
             inst = None
-        return str(ds.get("SeriesInstanceUID", "")), _slice_position(ds), inst
+        return str(ds.get("SeriesInstanceUID", "")), slice_position(ds), inst
 
 
 # --------------------------------------------------------------------------- the pixel chain
@@ -722,7 +741,7 @@ class _Chain:
         self.samples = int(ds.get("SamplesPerPixel", 1) or 1)
         self.palette = _is_palette(ds) and self.samples == 1
         self.color = color
-        self.source = _rescale_source(ds)
+        self.source = rescale_source(ds)
         self.rescale = _linear_rescale(self.source)
         self.lut_item = None
         self.lut_scale = None
@@ -868,7 +887,12 @@ def _corner_index(rows: int, cols: int, out_h: int, out_w: int):
     return index, ylerp, xlerp
 
 
-def _decoded_frames(ds, arr: np.ndarray) -> np.ndarray:
+def decoded_frames(ds, arr: np.ndarray) -> np.ndarray:
+    """Pixels from :func:`decode_pixels` with a leading frame axis, checked against the header.
+
+    Returns ``(frames, rows, cols)`` or ``(frames, rows, cols, 3)``; raises ``DicomRejected``
+    when the pixel data holds another number of frames than ``NumberOfFrames`` declares.
+    """
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if frames == 1 and arr.ndim == (3 if samples == 3 else 2):
@@ -909,7 +933,7 @@ def read_dicom(path, window="auto", *, color="grey", size=None) -> DicomImage:
     """
     if color not in COLOR_MODES:
         raise ValueError(f"Argument `color` must be one of {COLOR_MODES}. Received: color={color!r}")
-    with _quiet(), _without_value_validation():
+    with pydicom_quiet(), _without_value_validation():
         return _read_dicom(Path(path), window, color, size)
 
 
@@ -924,11 +948,11 @@ def _check_output(ds, size, color) -> None:
 
 
 def _read_dicom(path: Path, window, color, size) -> DicomImage:
-    ds = _Header(_read_dataset(path))
+    ds = _Header(read_dataset(path))
     check_header(ds)
     if size is not None:
         _check_output(ds, size, color)
-    raw = _decoded_frames(ds, _decode(ds))
+    raw = decoded_frames(ds, decode_pixels(ds))
     chain = _Chain(ds, raw, window, color)
     if size is not None:
         frames = _resize_through(chain, raw, size)
@@ -957,7 +981,7 @@ def _read_dicom(path: Path, window, color, size) -> DicomImage:
         study_uid=str(ds.get("StudyInstanceUID", "") or ""),
         series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
         sop_uid=str(ds.get("SOPInstanceUID", "") or ""),
-        slice_position=_slice_position(ds),
+        slice_position=slice_position(ds),
         instance_number=inst,
         geometry=_geometry(ds, int(raw.shape[0])),
         voi=chain.voi,

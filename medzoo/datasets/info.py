@@ -22,15 +22,20 @@ def describe(ds_dir) -> str:
     index = read_index(ds_dir)
     classes = info["classes"]
     counts = info.get("counts", {})
-    h, w = info["image_size"]
+    size = "x".join(str(v) for v in info["image_size"])  # H, W or, for volumes, D, H, W
     lines = [
         f"dataset {ds_dir}",
-        f"  images {h}x{w}x{info.get('channels', 1)}, window {info.get('window')}, "
+        f"  images {size}x{info.get('channels', 1)}, window {info.get('window')}, "
         f"masks {'yes' if info.get('has_mask') else 'no'}, key {info.get('key_fingerprint')}",
         f"  inputs {counts.get('inputs')}: loaded {counts.get('loaded')}, "
         f"rejected {counts.get('rejected')}; records {len(index)}, "
         f"patients {len({r['patient'] for r in index})}",
     ]
+    if info.get("spacing_mode") == "native":
+        plan = info.get("plan", {})
+        lines.append(f"  volumes at {' x '.join(f'{v:g}' for v in plan.get('target_spacing', []))}"
+                     f" mm (median shape above), voxel classes "
+                     f"{', '.join(info.get('label_classes', []))}")
     per_class = collections.Counter(classes[r["label"]] for r in index)
     lines.append("  per class: " + ", ".join(f"{c} {per_class.get(c, 0)}" for c in classes))
     per_fold = collections.Counter(r["fold"] for r in index)

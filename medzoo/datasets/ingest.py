@@ -850,7 +850,7 @@ def ingest(dicom_dir, labels_csv, out, size=64, window="auto", workers=1, folds=
            key_file=None, strict=False, records_per_shard=records.RECORDS_PER_SHARD,
            progress=None, *, color="grey", volumes=None, denoise=None, enhance=None,
            standardize=None, series_issues="warn", parallel="auto",
-           file_timeout=FILE_TIMEOUT_SECONDS) -> dict:
+           file_timeout=FILE_TIMEOUT_SECONDS, spacing=None, volume_options=None) -> dict:
     """Ingest DICOM files listed in labels.csv into a dataset dir.
 
     Parameters
@@ -893,6 +893,11 @@ def ingest(dicom_dir, labels_csv, out, size=64, window="auto", workers=1, folds=
     file_timeout : float
         Seconds one file may take to decode before it is rejected ("decoding timed out");
         0 disables the limit.
+    spacing : "auto" or "Z,Y,X", optional
+        Native-spacing volumes instead (one record per series at the plan's target spacing):
+        :func:`medzoo.datasets.volumes.ingest_volumes`, given ``volume_options`` (its keyword
+        arguments: label_classes, memory_gb, patch_size, batch_size, normalization,
+        segment_map).
 
     Returns
     -------
@@ -907,6 +912,25 @@ def ingest(dicom_dir, labels_csv, out, size=64, window="auto", workers=1, folds=
         Bad labels file, bad options, OUT already holds something, no readable input, fewer
         patients than folds or a single class.
     """
+    if spacing is not None:
+        if volumes is not None:
+            raise InputError(f"Give --spacing (native volumes) or --volumes (a fixed grid), not "
+                             f"both. Received: --spacing {spacing} --volumes {volumes}")
+        from medzoo.datasets.volumes import ingest_volumes
+
+        unused = [name for name, value in (("--denoise", denoise), ("--enhance", enhance),
+                                           ("--standardize", standardize)) if value]
+        unused += ["--color rgb"] if color != "grey" else []
+        unused += ["--window"] if any(parse_window(w) != "auto" for w in (
+            window if isinstance(window, (list, tuple)) and window
+            and isinstance(window[0], (str, list, tuple)) else [window])) else []
+        if unused:
+            raise InputError(f"--spacing stores modality values normalised by the plan; it "
+                             f"takes no {', '.join(unused)}. Received: {', '.join(unused)}")
+        return ingest_volumes(dicom_dir, labels_csv, out, spacing=spacing, folds=folds,
+                              seed=seed, key_file=key_file, strict=strict,
+                              records_per_shard=records_per_shard, progress=progress,
+                              workers=workers, **(volume_options or {}))
     dicom_dir = Path(dicom_dir)
     out = Path(out)
     size = int(size)

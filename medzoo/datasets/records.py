@@ -128,17 +128,32 @@ def encode_example(features: dict) -> bytes:
         name → bytes/str (BytesList), int or list of ints (Int64List), float or list of floats
         (FloatList). Keys are written sorted, so the bytes are deterministic.
     """
-    entries = []
+    # built as pieces joined once: a large image or volume is copied once, not once per level
+    # of protobuf nesting
+    entries, size = [], 0
     for name in sorted(features):
         value = features[name]
         if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-            feature = _field(3, _field(1, _varint(int(value))))  # Int64List of one value
+            feature = [_field(3, _field(1, _varint(int(value))))]  # Int64List of one value
+        elif isinstance(value, bytes):
+            inner = _prefix(1, len(value))
+            feature = [_prefix(1, len(inner) + len(value)), inner, value]
         else:
             if isinstance(value, (float, np.floating)):
                 value = [float(value)]
-            feature = _feature(value)
-        entries.append(_field(1, _key(name) + _field(2, feature)))
-    return _field(1, b"".join(entries))
+            feature = [_feature(value)]
+        feature_size = sum(len(p) for p in feature)
+        key, head = _key(name), _prefix(2, feature_size)
+        entry_size = len(key) + len(head) + feature_size
+        entry = [_prefix(1, entry_size), key, head, *feature]
+        entries.extend(entry)
+        size += len(entry[0]) + entry_size
+    return b"".join([_prefix(1, size), *entries])
+
+
+def _prefix(number: int, length: int) -> bytes:
+    """Tag and length of a length-delimited field (what :func:`_field` puts before a payload)."""
+    return _varint(number << 3 | 2) + _varint(length)
 
 
 @functools.lru_cache(maxsize=256)
@@ -218,14 +233,24 @@ def decode_example(data: bytes) -> dict:
 # --------------------------------------------------------------------------- dataset records
 
 
+GEOMETRY_FEATURES = {"origin": 3, "direction": 9, "original_shape": 3, "original_spacing": 3,
+                     "original_origin": 3}
+"""Features of a native-spacing volume record beside ``spacing`` (docs/internals.md): the stored
+grid's voxel (0, 0, 0) in LPS mm, its 3×3 direction (rows: LPS unit vectors of the z, y, x array
+axes), and the source DICOM grid (same direction) a prediction maps back to."""
+
+
 def record_features(record_id: str, image: np.ndarray, label: int, mask=None,
-                    spacing=None, labels=None) -> dict:
+                    spacing=None, labels=None, geometry=None) -> dict:
     """Feature dict of one dataset record (docs/internals.md schema).
 
     ``image`` is ``(H, W[, C])`` or, for a volume, ``(D, H, W, C)``: a volume record adds
     ``depth`` (int64) and ``spacing`` (3 floats, mm between voxel centres along D, H, W); its
     mask, when given, is ``(D, H, W)``. ``labels`` (multi-label datasets): the multi-hot int
-    vector over the dataset's classes, stored as feature ``labels``.
+    vector over the dataset's classes, stored as feature ``labels``. ``geometry`` (native-spacing
+    volumes): ``{"origin": 3, "direction": 9, "original_shape": 3, "original_spacing": 3,
+    "original_origin": 3}`` (LPS mm; see :data:`GEOMETRY_FEATURES`), stored as features of
+    those names.
     """
     image = np.asarray(image, dtype="<f4")
     if image.ndim == 2:
@@ -242,6 +267,13 @@ def record_features(record_id: str, image: np.ndarray, label: int, mask=None,
         features["spacing"] = [float(v) for v in (spacing if spacing is not None else (1, 1, 1))]
     if labels is not None:
         features["labels"] = [int(v) for v in labels]
+    for name, size in GEOMETRY_FEATURES.items() if geometry is not None else ():
+        values = np.asarray(geometry[name], dtype=np.float64).ravel()
+        if values.size != size or not np.all(np.isfinite(values)):
+            raise ValueError(f"Argument `geometry[{name!r}]` must be {size} finite numbers. "
+                             f"Received: {values.tolist()}")
+        features[name] = ([int(v) for v in values] if name == "original_shape"
+                          else [float(v) for v in values])
     if mask is not None:
         shape = (h, w) if d is None else (d, h, w)
         features["mask"] = np.asarray(mask, dtype=np.uint8).reshape(shape).tobytes()
@@ -276,7 +308,11 @@ class ShardWriter:
             self.paths.append(path)
             self._fh = open(_partial(path), "wb")
             self._count = 0
-        self._fh.write(frame_record(encode_example(features)))
+        data = encode_example(features)  # framed piece by piece: no second copy of a volume
+        length = struct.pack("<Q", len(data))
+        self._fh.write(length + struct.pack("<I", masked_crc32c(length)))
+        self._fh.write(data)
+        self._fh.write(struct.pack("<I", masked_crc32c(data)))
         self._count += 1
 
     @property
@@ -384,6 +420,12 @@ def parse_record(features: dict) -> dict:
         out["spacing"] = tuple(float(v) for v in features["spacing"])
     if "labels" in features:
         out["labels"] = np.array([int(v) for v in features["labels"]], dtype=np.int64)
+    for name in GEOMETRY_FEATURES:
+        if name in features:
+            kind = np.int64 if name == "original_shape" else np.float64
+            out[name] = np.array(features[name], dtype=kind)
+    if "direction" in out:
+        out["direction"] = out["direction"].reshape(3, 3)
     return out
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from medzoo.datasets.headers import FRAME_OF_REFERENCE_MODALITIES, modality_attributes
+
 MODALITIES = ("ct", "mr", "cr", "us")
 
 _SOP_CLASS = {
@@ -204,7 +206,8 @@ def _dataset(stored, tags, modality, phi, uids, k, size, seed, p):
     ds.PatientSex = "O"
     ds.StudyInstanceUID = uids["study"]
     ds.SeriesInstanceUID = uids["series"]
-    ds.FrameOfReferenceUID = uids["frame"]
+    if modality in FRAME_OF_REFERENCE_MODALITIES:  # the CR IOD has no Frame of Reference
+        ds.FrameOfReferenceUID = uids["frame"]
     ds.StudyID = "1"
     ds.SeriesNumber = 1
     ds.InstanceNumber = k + 1
@@ -218,6 +221,8 @@ def _dataset(stored, tags, modality, phi, uids, k, size, seed, p):
         ds.SliceLocation = -100.0 + 5.0 * k
     ds.Rows, ds.Columns = size, size
     for key, value in tags.items():
+        setattr(ds, key, value)
+    for key, value in modality_attributes(modality).items():  # what the IOD asks beyond that
         setattr(ds, key, value)
     block = ds.private_block(0x0009, "MEDZOO SYNTH", create=True)
     block.add_new(0x01, "LO", phi["PatientName"])
@@ -338,6 +343,10 @@ def write_synthetic(out, patients=60, modality="ct", size=64, slices=4, seed=0, 
                 if paired:
                     ds.SeriesNumber = j + 1
                 if _COMPRESS[compress]:
+                    if compress == "j2k" and stored.ndim == 3:
+                        # colour in JPEG 2000 is stored through its reversible colour
+                        # transform, and says so (PS3.5 8.2.4); it decodes back to RGB
+                        ds.PhotometricInterpretation = "YBR_RCT"
                     ds.compress(_COMPRESS[compress], stored)
                 buf = io.BytesIO()
                 dcmwrite(buf, ds, enforce_file_format=True)

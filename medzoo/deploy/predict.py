@@ -18,7 +18,8 @@ at all):
 * ``findings/study-NNN.md`` — the readable report of each study (:mod:`medzoo.deploy.findings`).
 * ``seg/series-NNN.dcm`` — segmenters only: a DICOM SEG per series
   (:mod:`medzoo.deploy.dicom_seg`), the one output that carries the source study's identifiers,
-  by design: a SEG must, to be attached to its study.
+  by design: a SEG must, to be attached to its study. Sources without a frame of reference or
+  positions get ``seg/series-NNN-K.dcm``, one per image.
 * ``rejected.csv`` — ``path, reason`` per input file that could not be used (DESIGN.md: the
   user's own relative paths may appear here and on the terminal, nowhere else).
 * ``not_analysed.csv`` — ``study, series, files, images, modality, reason`` per series outside
@@ -89,6 +90,14 @@ class ExportedModel:
     window: object  # "auto" or (center, width): the training window, as ingest applied it
     threshold: float
     threshold_source: str
+    inputs: tuple = ()  # declared inputs (export/inputs.py); several: a fusion export
+    findings: tuple = ()  # per-finding decision rules of classifiers (export/inputs.py)
+    multi_label: bool = False
+
+    @property
+    def per_finding(self) -> bool:
+        """Multi-class and multi-label classifiers: a score and a decision per finding."""
+        return self.task == "classification" and (self.multi_label or len(self.classes) > 2)
 
     @property
     def finding(self) -> str:
@@ -157,13 +166,39 @@ def load_export(export_dir, threshold: float | None = None) -> ExportedModel:
     if not (0.0 <= threshold <= 1.0):
         raise InputError(f"Threshold must be a number in [0, 1]. Received: threshold={threshold}")
     size = needed["image_size"] or metadata.get("image_size") or [0, 0]
+    extra = _declared(card, task, needed["classes"] or metadata.get("classes") or (),
+                      raw_path, threshold if source == "override" else None)
     return ExportedModel(
         version_dir=version_dir, name=str(model.get("name") or metadata.get("name")),
         version=int(model.get("version") or metadata.get("version") or 0),
         architecture=str(model.get("architecture") or metadata.get("model")), task=task,
         classes=tuple(needed["classes"] or metadata.get("classes") or ()),
         image_size=(int(size[0]), int(size[1])), window=window, threshold=threshold,
-        threshold_source=source)
+        threshold_source=source, **extra)
+
+
+def _declared(card: dict, task: str, classes, raw_path: Path, override: float | None) -> dict:
+    """``inputs``, ``findings`` and ``multi_label`` of an export: the card's, else the ONNX
+    metadata's, else what an export made before they were declared implies (one input; 0.5 per
+    finding)."""
+    from medzoo.export.inputs import declared_findings
+
+    inputs = (card.get("input") or {}).get("inputs")
+    rules = card.get("findings")
+    multi_label = (card.get("training") or {}).get("multi_label")
+    if inputs is None or (rules is None and task == "classification"):
+        metadata = _onnx_metadata(raw_path)
+        inputs = inputs if inputs is not None else metadata.get("inputs")
+        rules = rules if rules is not None else metadata.get("findings")
+        multi_label = multi_label if multi_label is not None else metadata.get("multi_label")
+    if rules is None:
+        rules = declared_findings({"task": task, "classes": list(classes),
+                                   "multi_label": bool(multi_label)}) or []
+    if override is not None:  # --threshold applies to every finding decided by a threshold
+        rules = [{**r, "threshold": override, "threshold_source": "override"}
+                 if r.get("rule") == "threshold" else r for r in rules]
+    return {"inputs": tuple(inputs or ()), "findings": tuple(rules or ()),
+            "multi_label": bool(multi_label)}
 
 
 def _card_threshold(card: dict) -> tuple[float, str]:
@@ -251,6 +286,8 @@ class _Source:
     frames: int
     order: int
     facts: dict | None = None  # what kind of image (medzoo.datasets.domain), no identifiers
+    modality: str = ""
+    frame_of_reference: str = ""  # fusion exports pair series within one frame of reference
 
 
 def discover(dicom_dir: Path, skip: Path | None = None) -> tuple[list[Path], int]:
@@ -275,8 +312,8 @@ def discover(dicom_dir: Path, skip: Path | None = None) -> tuple[list[Path], int
 
 
 def _scan(path: Path, rel: str, order: int) -> _Source:
-    with dicom._quiet():
-        ds = dicom._read_dataset(path)
+    with dicom.pydicom_quiet():
+        ds = dicom.read_dataset(path)
         dicom.check_header(ds)
         instance = ds.get("InstanceNumber")
         try:
@@ -286,9 +323,12 @@ def _scan(path: Path, rel: str, order: int) -> _Source:
         return _Source(
             path=path, rel=rel, study_uid=str(ds.get("StudyInstanceUID", "") or ""),
             series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
-            sop_uid=str(ds.get("SOPInstanceUID", "") or ""), position=dicom._slice_position(ds),
+            sop_uid=str(ds.get("SOPInstanceUID", "") or ""), position=dicom.slice_position(ds),
             instance=instance, rows=int(ds.Rows), columns=int(ds.Columns),
-            frames=int(ds.get("NumberOfFrames", 1) or 1), order=order, facts=header_facts(ds))
+            frames=int(ds.get("NumberOfFrames", 1) or 1), order=order,
+            modality=str(ds.get("Modality", "") or "").strip().upper(),
+            frame_of_reference=str(ds.get("FrameOfReferenceUID", "") or ""),
+            facts=header_facts(ds))
 
 
 def _group(sources: list[_Source]) -> list[list[list[_Source]]]:
@@ -321,8 +361,8 @@ def raw_feeds(path: Path, window, colour_as_grey: bool = False) -> dict:
         scored with ``--allow-out-of-domain``), float pixel data, a non-linear Modality LUT,
         values beyond int32.
     """
-    with dicom._quiet():
-        ds = dicom._read_dataset(path)
+    with dicom.pydicom_quiet():
+        ds = dicom.read_dataset(path)
         dicom.check_header(ds)
         if int(ds.get("SamplesPerPixel", 1) or 1) != 1 and colour_as_grey:
             return _colour_as_grey(ds, path)
@@ -332,8 +372,8 @@ def raw_feeds(path: Path, window, colour_as_grey: bool = False) -> dict:
         if "PixelData" not in ds:
             raise dicom.DicomRejected("float pixel data (the raw serving signature takes integer "
                                       "stored pixels)")
-        arr = dicom._decode(ds)
-        source = dicom._rescale_source(ds)
+        arr = dicom.decode_pixels(ds)
+        source = dicom.rescale_source(ds)
         if "ModalityLUTSequence" in source:
             raise dicom.DicomRejected("non-linear Modality LUT (the raw serving signature takes "
                                       "rescale slope and intercept)")
@@ -507,6 +547,15 @@ def _predict(model: ExportedModel, run, files, dicom_dir: Path, out: Path, batch
     studies = _group(sources)
     state = _Collector(model, out, reject, key, explain_with=run if explain else None)
     state.screen = screen = screening.Screen(model.version_dir, allow_out_of_domain)
+    if len(model.inputs) > 1:  # a fusion export: each study's series paired by modality
+        from medzoo.deploy.fused import score_fused
+
+        score_fused(model, run, studies, state, batch_size, bar)
+        bar.close()
+        if not state.has_results and not state.not_analysed:
+            raise InputError(f"No readable input: all {len(files)} input files were rejected "
+                             "(see the lines above)")
+        return state.finish(rejected, n_inputs=len(files))
     for study_no, series_list in enumerate(studies, start=1):
         for objects in series_list:
             state.open_series(study_no, objects, out_of_domain=screen.series_reasons(objects))
@@ -568,6 +617,10 @@ class _Collector:
         self.model, self.out, self.reject, self.key = model, out, reject, key
         # occlusion maps need a classifier's score; a segmenter's SEG already shows where
         self.explain_with = explain_with if model.task == "classification" else None
+        if self.explain_with is not None and len(model.inputs) > 1:
+            print("medzoo predict: no explanation maps for a several-input (fusion) model; "
+                  "scores and findings are complete", file=sys.stderr)
+            self.explain_with = None
         self.series: dict[int, dict] = {}
         self.screen = screening.Screen(None)  # domain check and OOD score (set by _predict)
         self._opened_in: dict[int, int] = {}  # series per study (numbers not-analysed series)
@@ -597,6 +650,7 @@ class _Collector:
         self._opened_in[study_no] = self._opened_in.get(study_no, 0) + 1
         self._order.extend((o, key) for o in objects)
         self._not_in_domain(key, out_of_domain)
+        return key
 
     def screen_image(self, key: int, src: _Source, feeds: dict) -> bool:
         """Check the first decoded image of a series against the training intensities; True
@@ -652,6 +706,8 @@ class _Collector:
                 result["ood_score"] = float(outputs["ood_score"][i])
             if masks is not None:
                 result["mask"] = self._full_size_mask(masks[i], src.rows, src.columns)
+            if self.model.per_finding:
+                result["probabilities"] = np.asarray(outputs["probabilities"][i], np.float64)
             entry["results"].append(result)
             entry["in_flight"] -= 1
         for key in sorted({item[0] for item in pending}):
@@ -713,6 +769,8 @@ class _Collector:
                      else mask.reshape(len(mask), -1).max(1))
             return score, mask[..., 0]
         probabilities = np.asarray(outputs["probabilities"], np.float32)
+        if self.model.multi_label and self.model.findings:  # the most probable finding
+            return probabilities[:, [int(r["index"]) for r in self.model.findings]].max(1), None
         if probabilities.shape[1] == 2:
             return probabilities[:, 1], None
         return 1.0 - probabilities[:, 0], None  # "anything but the first (negative) class"
@@ -741,16 +799,59 @@ class _Collector:
             paths = list(dict.fromkeys(r["source"].path for r in members))
             masks = np.stack([r["mask"] for r in members])
             try:
-                dicom_seg.write_segmentation(self.out / "seg" / name, paths, masks,
-                                             model_name=self.model.name,
-                                             model_version=self.model.version, series_number=key)
+                seg = dicom_seg.write_segmentation(self.out / "seg" / name, paths, masks,
+                                                   model_name=self.model.name,
+                                                   model_version=self.model.version,
+                                                   series_number=key)
+            except dicom_seg.SegmentationNotWritable as exc:  # names the missing attribute
+                print(f"medzoo predict: no DICOM SEG for series {key}: {exc}", file=sys.stderr)
+                continue
             except Exception as exc:  # the scores stand; say why this one SEG is missing
                 print(f"medzoo predict: no DICOM SEG for series {key}: {type(exc).__name__}",
                       file=sys.stderr)
                 continue
-            written.append(f"seg/{name}")
-            self.seg_files.append(f"seg/{name}")
+            if seg.missing:
+                print(f"medzoo predict: series {key}: the source images lack "
+                      f"{', '.join(seg.missing)}; one DICOM SEG per image, without plane "
+                      "positions", file=sys.stderr)
+            for file in seg.paths:
+                written.append(f"seg/{file.name}")
+                self.seg_files.append(f"seg/{file.name}")
         return written
+
+    def _not_analysed_study(self, study_no: int, skipped: list[dict]) -> dict:
+        """The studies.json entry and findings report of a study none of whose images could be
+        analysed (e.g. a fusion export given a study without one of its modalities)."""
+        model = self.model
+        label = findings.model_label(model.name, model.version)
+        study = {"study": study_no, "images": 0, "analysed": False, "positive": False,
+                 "model": model.name, "version": model.version,
+                 "finding": f"Not analysed: {skipped[0]['reason']} — model {label}",
+                 "report": f"findings/study-{study_no:03d}.md", "series": [],
+                 "not_analysed": skipped}
+        fsio.write_text(self.out / study["report"], findings.render_not_analysed_report(
+            study_no, skipped, model=model.describe(), medzoo_version=__version__))
+        return study
+
+    # -- one score per finding (multi-class, multi-label)
+
+    def _image_findings(self, results: list[dict]) -> list[dict] | None:
+        if not self.model.per_finding:
+            return None
+        return findings.image_findings(np.stack([r["probabilities"] for r in results]),
+                                       list(self.model.findings), self.model.classes,
+                                       multi_label=self.model.multi_label)
+
+    def _group_findings(self, results: list[dict], rows: list[dict]) -> dict:
+        """``findings`` (each present or absent, with its highest p and image) and ``predicted``
+        of a series or study."""
+        per_finding = findings.summarise_findings(
+            np.stack([r["probabilities"] for r in results]), list(self.model.findings))
+        for f in per_finding:
+            f["max_image"] = rows[f.pop("max_index")]["study_image"]
+        present = [f["finding"] for f in per_finding if f["present"]]
+        return {"findings": per_finding,
+                "predicted": "|".join(present) or self.model.classes[0]}
 
     # -- the whole run
 
@@ -785,7 +886,8 @@ class _Collector:
             for entry in entries:
                 series_rows = []
                 study_results.extend(entry["results"])
-                for r in entry["results"]:
+                per_image = self._image_findings(entry["results"])
+                for i, r in enumerate(entry["results"]):
                     row = {"image": len(rows) + len(study_rows) + 1, "study": study_no,
                            "series": entry["number"], "study_image": len(study_rows) + 1,
                            "slice": r["slice"], "frame": r["frame"], "rows": r["source"].rows,
@@ -795,21 +897,29 @@ class _Collector:
                            **self.screen.row(r, entry["out_of_domain"])}
                     if model.task == "segmentation":
                         row["lesion_pixels"] = r["lesion_pixels"]
+                    if per_image:
+                        row.update({k: v for k, v in per_image[i].items() if k != "positive"})
                     study_rows.append(row)
                     series_rows.append(row)
-                s = findings.summarise([r["score"] for r in entry["results"]], threshold)
+                s = findings.summarise([r["score"] for r in entry["results"]], threshold,
+                                       _positive(per_image))
                 item = {"series": entry["number"], **_without_index(s),
                         "max_image": series_rows[s["max_index"]]["study_image"],
                         "predicted": self.predicted_class(s["max_score"]),
                         "model": model.name, "version": model.version,
                         **{k: v for k, v in series_rows[0].items() if k == "series_pseudonym"},
                         **screening.series_flags(series_rows, entry["out_of_domain"])}
+                if per_image:
+                    item.update(self._group_findings(entry["results"], series_rows))
                 if model.task == "segmentation":
                     item["lesion_pixels"] = sum(r["lesion_pixels"] for r in series_rows)
                     segs = entry.get("seg") or []
                     item["seg"] = segs[0] if len(segs) == 1 else (segs or None)
                 series_entries.append(item)
-            s = findings.summarise([r["score"] for e in entries for r in e["results"]], threshold)
+            study_positive = ([r["findings"] != "" for r in study_rows] if model.per_finding
+                              else None)
+            s = findings.summarise([r["score"] for e in entries for r in e["results"]], threshold,
+                                   study_positive)
             study = {"study": study_no, **_without_index(s),
                      "max_image": study_rows[s["max_index"]]["study_image"],
                      "predicted": self.predicted_class(s["max_score"]),
@@ -817,6 +927,9 @@ class _Collector:
                      **{k: v for k, v in study_rows[0].items() if k == "study_pseudonym"}}
             study["finding"] = findings.finding_sentence(
                 s, finding=model.finding, model=label, max_image=study["max_image"])
+            if model.per_finding:
+                study.update(self._group_findings(study_results, study_rows))
+                study["finding"] = findings.findings_sentence(study["findings"], model=label)
             study.update(report=f"findings/study-{study_no:03d}.md", series=series_entries)
             if skipped:
                 study["not_analysed"] = skipped
@@ -832,6 +945,8 @@ class _Collector:
 
         columns = (PREDICTION_COLUMNS
                    + (("lesion_pixels",) if model.task == "segmentation" else ())
+                   + (tuple(c for c in rows[0] if c.startswith("score_")) + ("findings",)
+                      if model.per_finding and rows else ())
                    + (("study_pseudonym", "series_pseudonym") if self.key is not None else ())
                    + screening.PREDICTION_COLUMNS)
         fsio.write_csv(self.out / "predictions.csv", rows, columns)
@@ -853,8 +968,16 @@ class _Collector:
             "disclaimer": findings.DISCLAIMER, "counts": counts, "studies": studies,
             **self.screen.document(),
         }
+        if model.per_finding:
+            document["findings"] = list(model.findings)
+        if len(model.inputs) > 1:  # one image = one pair, counted on the lead (first) input
+            document["inputs"] = list(model.inputs)
         counts["not_analysed_studies"] = sum(1 for s in studies if s.get("analysed") is False)
         fsio.write_json(self.out / "studies.json", document)
+        if model.per_finding:  # e.g. "ground_glass p >= 0.42, nodule p >= 0.5"
+            counts["decision"] = ", ".join(
+                f"{r['name']} p >= {r['threshold']:g}" if r["rule"] == "threshold"
+                else f"{r['name']} most probable" for r in model.findings)
         return {**counts, "threshold": threshold, "threshold_source": model.threshold_source,
                 "model": model.name, "version": model.version, "seg_files": list(self.seg_files)}
 
@@ -887,6 +1010,10 @@ def _has_highdicom() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("highdicom") is not None
+
+
+def _positive(per_image: list[dict] | None):
+    return None if per_image is None else [f["positive"] for f in per_image]
 
 
 def _without_index(summary: dict) -> dict:

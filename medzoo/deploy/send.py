@@ -59,13 +59,13 @@ def study_sources(out_dir, dicom_dir) -> dict[int, list[Path]]:
             continue
         seen.add(src.sop_uid)
         sources.append(src)
+    document = fsio.read_json(out / "studies.json")
     numbered, frames = {}, {}
     for series_list in P._group(sources):
         used = [s for objs in series_list for s in objs if s.rel not in rejected]
         if used:
             numbered[len(numbered) + 1] = [s.path for s in used]
             frames[len(frames) + 1] = sum(s.frames for s in used)
-    document = fsio.read_json(out / "studies.json")
     # an image of a fusion export is one frame of each input; frames read but not analysed count
     per_image = len(document.get("inputs") or ()) or 1
     expected = {s["study"]: s["images"] * per_image
@@ -86,7 +86,8 @@ def build_report(source_paths, study: dict, *, model: dict, threshold: float, fi
     source_paths : list of path-like
         The study's scored images (the SR's evidence; its Patient/Study modules come from them).
     study : dict
-        The ``studies.json`` entry (``max_score``, ``positive``, ``images``, ``positive_images``).
+        The ``studies.json`` entry (``max_score``, ``positive``, ``images``, ``positive_images``;
+        ``findings`` of multi-class / multi-label exports: one SR finding each).
     model : dict
         ``studies.json``'s ``model`` (``name``, ``version``, ``architecture``, ``task``).
     threshold : float
@@ -101,8 +102,6 @@ def build_report(source_paths, study: dict, *, model: dict, threshold: float, fi
 
     evidence = read_source_headers(source_paths)
     label = model_label(model["name"], model["version"])
-    finding_type = (codes.SCT.Lesion if finding.lower() == "lesion"
-                    else hd.sr.CodedConcept(finding[:16].upper(), "99MEDZOO", finding))
     device = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -110,20 +109,28 @@ def build_report(source_paths, study: dict, *, model: dict, threshold: float, fi
             model_name=f"{model['architecture']}"[:64]))
     algorithm = hd.sr.AlgorithmIdentification(name=f"medzoo {model['name']}"[:64],
                                               version=str(model["version"]))
-    group = hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(),
-                                                     identifier=f"medzoo {finding} finding"),
-        finding_type=finding_type, algorithm_id=algorithm,
-        measurements=[hd.sr.Measurement(name=codes.DCM.Probability,
-                                        value=round(float(study["max_score"]), 6),
-                                        unit=codes.UCUM.NoUnits, algorithm_id=algorithm)],
-        qualitative_evaluations=[hd.sr.QualitativeEvaluation(
-            name=codes.DCM.Finding,
-            value=codes.SCT.Present if study["positive"] else codes.SCT.Absent)])
+    # multi-class / multi-label exports: one group per finding, present or absent
+    per_finding = study.get("findings") or [{"finding": finding, "probability": study["max_score"],
+                                             "present": study["positive"]}]
+    groups = []
+    for item in per_finding:
+        name = str(item["finding"])
+        finding_type = (codes.SCT.Lesion if name.lower() == "lesion"
+                        else hd.sr.CodedConcept(name[:16].upper(), "99MEDZOO", name))
+        groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(),
+                                                         identifier=f"medzoo {name} finding"),
+            finding_type=finding_type, algorithm_id=algorithm,
+            measurements=[hd.sr.Measurement(name=codes.DCM.Probability,
+                                            value=round(float(item["probability"]), 6),
+                                            unit=codes.UCUM.NoUnits, algorithm_id=algorithm)],
+            qualitative_evaluations=[hd.sr.QualitativeEvaluation(
+                name=codes.DCM.Finding,
+                value=codes.SCT.Present if item["present"] else codes.SCT.Absent)]))
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=device),
         procedure_reported=hd.sr.CodedConcept("363679005", "SCT", "Imaging procedure"),
-        imaging_measurements=[group])
+        imaging_measurements=groups)
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence, content=report[0], series_instance_uid=hd.UID(),
         series_number=series_number, sop_instance_uid=hd.UID(), instance_number=1,

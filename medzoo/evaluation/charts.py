@@ -2,64 +2,25 @@
 
 Every ``plot_*`` function writes ``path`` as PNG and the same chart as SVG beside it
 (``path.with_suffix(".svg")``), atomically, with no software/date metadata and nothing from the
-data but the numbers drawn; it returns the PNG path.
+data but the numbers drawn (:func:`medzoo.figures.save_figure`); it returns the PNG path.
 
-Chart 1 is :func:`plot_training_curves`, chart 2 :func:`plot_model_comparison`.
+Chart 1 (training curves) is drawn by :mod:`medzoo.training.curves`; chart 2 is
+:func:`plot_model_comparison`.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
-from matplotlib import rcParams
-from matplotlib.figure import Figure
 
-from medzoo import fsio
+from medzoo import roc
 from medzoo.evaluation import metrics as M
+from medzoo.figures import FONT, new_figure, number, save_figure
 
-__all__ = ["plot_training_curves", "plot_model_comparison", "plot_roc", "plot_pr", "plot_confusion",
-           "plot_fold_scatter", "plot_calibration", "plot_calibration_models", "save_figure"]
-
-_FONT = 11
-
-
-def _figure(width: float, height: float, ncols: int = 1):
-    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
-    axes = fig.subplots(1, ncols, squeeze=False)[0]
-    for ax in axes:
-        ax.tick_params(labelsize=_FONT - 1)
-        ax.grid(True, alpha=0.3)
-    return fig, axes
-
-
-def _atomic_save(fig: Figure, path: Path, fmt: str, metadata: dict) -> None:
-    with fsio.atomic_path(path) as tmp:
-        fig.savefig(tmp, format=fmt, metadata=metadata)
-
-
-def save_figure(fig: Figure, path) -> Path:
-    """Write ``fig`` to ``path`` (PNG) and its ``.svg`` twin atomically, without metadata that could leak.
-
-    Returns
-    -------
-    Path of the PNG.
-    """
-    png = Path(path)
-    if png.suffix.lower() != ".png":
-        raise ValueError(f"Argument `path` must end in .png. Received: path={os.fspath(path)!r}")
-    _atomic_save(fig, png, "png", {"Software": None})
-    old_salt = rcParams["svg.hashsalt"]
-    rcParams["svg.hashsalt"] = "medzoo"  # deterministic element ids, no random state in the file
-    try:
-        _atomic_save(fig, png.with_suffix(".svg"), "svg", {"Creator": None, "Date": None, "Format": None,
-                                                            "Type": None})
-    finally:
-        rcParams["svg.hashsalt"] = old_salt
-    return png
-
+__all__ = ["plot_model_comparison", "plot_roc", "plot_pr", "plot_confusion",
+           "plot_fold_scatter", "plot_calibration", "plot_calibration_models"]
 
 METRIC_NAMES = {"auc": "ROC AUC", "pr_auc": "PR AUC", "balanced_accuracy": "Balanced accuracy",
                 "ppv": "PPV", "npv": "NPV", "f1": "F1"}
@@ -67,58 +28,6 @@ METRIC_NAMES = {"auc": "ROC AUC", "pr_auc": "PR AUC", "balanced_accuracy": "Bala
 
 def _metric_name(metric: str) -> str:
     return METRIC_NAMES.get(metric, metric.replace("_", " ").capitalize())
-
-
-def _float(v) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return float("nan")
-
-
-def plot_training_curves(history_rows: Sequence[Mapping], path, *, title: str = "Training curves") -> Path:
-    """Chart 1: loss and accuracy per epoch, training and validation.
-
-    Parameters
-    ----------
-    history_rows : sequence of dict
-        Rows of Keras ``CSVLogger`` (``epoch`` counted from 0, ``loss``, ``accuracy``, ``val_loss``,
-        ``val_accuracy``, maybe more; values may be strings). Without ``accuracy`` the right panel
-        shows the first other metric (e.g. ``dice``).
-    path : path ending in .png
-
-    Returns
-    -------
-    Path of the PNG.
-
-    Raises
-    ------
-    ValueError
-        When there are no rows or no ``loss`` column.
-    """
-    rows = list(history_rows)
-    if not rows or "loss" not in rows[0]:
-        raise ValueError(f"`history_rows` must be CSVLogger rows with a 'loss' column. Received: "
-                         f"{len(rows)} rows, columns {sorted(rows[0]) if rows else []}")
-    epochs = np.array([_float(r.get("epoch", i)) for i, r in enumerate(rows)]) + 1
-    keys = list(rows[0])
-    skip = {"epoch", "loss", "lr", "learning_rate"}
-    metric = "accuracy" if "accuracy" in keys else next(
-        (k for k in keys if k not in skip and not k.startswith("val_")), None)
-    fig, axes = _figure(10, 4, ncols=2 if metric else 1)
-    panels = [("loss", "Loss")] + ([(metric, metric.replace("_", " ").capitalize())] if metric else [])
-    for ax, (key, label) in zip(axes, panels):
-        for col, name, style in ((key, "training", "-o"), ("val_" + key, "validation", "--s")):
-            if col in keys:
-                ax.plot(epochs, [_float(r.get(col)) for r in rows], style, markersize=4, label=name)
-        ax.set_xlabel("Epoch", fontsize=_FONT)
-        ax.set_ylabel(label, fontsize=_FONT)
-        ax.set_title(f"{label} per epoch", fontsize=_FONT + 1)
-        ax.legend(fontsize=_FONT - 1)
-        if len(epochs) < 15:
-            ax.set_xticks(epochs)
-    fig.suptitle(f"{title} ({len(rows)} epochs)", fontsize=_FONT + 2)
-    return save_figure(fig, path)
 
 
 def _spread(values: np.ndarray, error: str) -> float:
@@ -160,14 +69,14 @@ def plot_model_comparison(summary: Mapping[str, Mapping[str, Sequence[float]]], 
         raise ValueError(f"`summary` holds none of the metrics {list(metrics)}. Received: "
                          f"{sorted({m for k in models for m in summary[k]})}")
     width = 0.8 / len(shown)
-    fig, (ax,) = _figure(max(6.0, 1.8 * len(models) + 3), 4.5)
+    fig, (ax,) = new_figure(max(6.0, 1.8 * len(models) + 3), 4.5)
     x = np.arange(len(models))
     n_folds = set()
     rng = np.random.default_rng(0)  # fixed jitter: the chart is reproducible
     for j, metric in enumerate(shown):
         means, errs = [], []
         for i, model in enumerate(models):
-            vals = np.array([_float(v) for v in summary[model].get(metric, [])], dtype=np.float64)
+            vals = np.array([number(v) for v in summary[model].get(metric, [])], dtype=np.float64)
             vals = vals[~np.isnan(vals)]
             n_folds.add(vals.size)
             means.append(vals.mean() if vals.size else np.nan)
@@ -180,17 +89,17 @@ def plot_model_comparison(summary: Mapping[str, Mapping[str, Sequence[float]]], 
             if not np.isnan(mean):
                 short = mean < 0.1  # white text on a short bar would sit on the white background
                 ax.annotate(f"{mean:.2f}", (bar.get_x() + bar.get_width() / 2, mean + 0.02 if short else 0.02),
-                            ha="center", fontsize=_FONT - 2, color="black" if short else "white")
+                            ha="center", fontsize=FONT - 2, color="black" if short else "white")
         if chance and metric in chance:
             ax.axhline(chance[metric], color=bars.patches[0].get_facecolor(), ls="--", lw=1, zorder=1)
-    ax.set_xticks(x, models, fontsize=_FONT)
+    ax.set_xticks(x, models, fontsize=FONT)
     ax.set_ylim(0, 1.18)  # headroom for the legend above the bars
     ax.set_yticks(np.linspace(0, 1, 6))
-    ax.set_ylabel("Score (fraction, 0–1)", fontsize=_FONT)
+    ax.set_ylabel("Score (fraction, 0–1)", fontsize=FONT)
     folds = "/".join(str(n) for n in sorted(n_folds))
     bar_text = "mean ± SD" if error == "sd" else "mean with 95% CI"
-    ax.set_title(f"{title}: {bar_text} over k={folds} folds, dots = folds", fontsize=_FONT + 1)
-    ax.legend(fontsize=_FONT - 1, loc="upper center", ncol=len(shown))
+    ax.set_title(f"{title}: {bar_text} over k={folds} folds, dots = folds", fontsize=FONT + 1)
+    ax.legend(fontsize=FONT - 1, loc="upper center", ncol=len(shown))
     return save_figure(fig, path)
 
 
@@ -228,12 +137,12 @@ def plot_roc(curves: Mapping[str, tuple], path, *, title: str = "ROC curve", n_b
     """
     if not curves:
         raise ValueError("`curves` must hold at least one (y_true, scores) pair. Received: {}")
-    fig, (ax,) = _figure(5.8, 5.6)
+    fig, (ax,) = new_figure(5.8, 5.6)
     ns, grouped = set(), False
     for name, value in curves.items():
         y, s, g = _curve_inputs(value)
-        fpr, tpr, _ = M.roc_curve(y, s)
-        auc = M.roc_auc(y, s)
+        fpr, tpr, _ = roc.roc_curve(y, s)
+        auc = roc.roc_auc(y, s)
         ns.add(len(y))
         line, = ax.plot(fpr, tpr, lw=2, drawstyle="steps-post",
                         label=f"{name}: AUC {auc:.3f} (n={len(y)}, {int(y.sum())} positive)")
@@ -246,13 +155,13 @@ def plot_roc(curves: Mapping[str, tuple], path, *, title: str = "ROC curve", n_b
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
     ax.set_aspect("equal")
-    ax.set_xlabel("1 − specificity (false-positive rate, fraction)", fontsize=_FONT)
-    ax.set_ylabel("Sensitivity (true-positive rate, fraction)", fontsize=_FONT)
-    ax.set_title(f"{title} (n={'/'.join(str(n) for n in sorted(ns))})", fontsize=_FONT + 1)
+    ax.set_xlabel("1 − specificity (false-positive rate, fraction)", fontsize=FONT)
+    ax.set_ylabel("Sensitivity (true-positive rate, fraction)", fontsize=FONT)
+    ax.set_title(f"{title} (n={'/'.join(str(n) for n in sorted(ns))})", fontsize=FONT + 1)
     if n_boot:
         ax.text(0.98, 0.02 + 0.07 * (len(curves) + 1), _band_text(n_boot, grouped), ha="right", va="bottom",
-                fontsize=_FONT - 3, color="#444", transform=ax.transAxes)
-    ax.legend(fontsize=_FONT - 2, loc="lower right")
+                fontsize=FONT - 3, color="#444", transform=ax.transAxes)
+    ax.legend(fontsize=FONT - 2, loc="lower right")
     return save_figure(fig, path)
 
 
@@ -272,7 +181,7 @@ def plot_pr(curves: Mapping[str, tuple], path, *, title: str = "Precision–reca
     """
     if not curves:
         raise ValueError("`curves` must hold at least one (y_true, scores) pair. Received: {}")
-    fig, (ax,) = _figure(5.8, 5.6)
+    fig, (ax,) = new_figure(5.8, 5.6)
     ns, grouped, prevalences = set(), False, set()
     for name, value in curves.items():
         y, s, g = _curve_inputs(value)
@@ -291,13 +200,13 @@ def plot_pr(curves: Mapping[str, tuple], path, *, title: str = "Precision–reca
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
     ax.set_aspect("equal")
-    ax.set_xlabel("Recall (sensitivity, fraction)", fontsize=_FONT)
-    ax.set_ylabel("Precision (positive predictive value, fraction)", fontsize=_FONT)
-    ax.set_title(f"{title} (n={'/'.join(str(n) for n in sorted(ns))})", fontsize=_FONT + 1)
+    ax.set_xlabel("Recall (sensitivity, fraction)", fontsize=FONT)
+    ax.set_ylabel("Precision (positive predictive value, fraction)", fontsize=FONT)
+    ax.set_title(f"{title} (n={'/'.join(str(n) for n in sorted(ns))})", fontsize=FONT + 1)
     if n_boot:
         ax.text(0.02, 0.02 + 0.07 * (len(curves) + len(prevalences)), _band_text(n_boot, grouped),
-                ha="left", va="bottom", fontsize=_FONT - 3, color="#444", transform=ax.transAxes)
-    ax.legend(fontsize=_FONT - 2, loc="lower left")
+                ha="left", va="bottom", fontsize=FONT - 3, color="#444", transform=ax.transAxes)
+    ax.legend(fontsize=FONT - 2, loc="lower left")
     return save_figure(fig, path)
 
 
@@ -323,20 +232,20 @@ def plot_confusion(matrix, class_names: Sequence[str], path, *, title: str = "Co
     rows = cm.sum(axis=1, keepdims=True)
     frac = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0)
     k = cm.shape[0]
-    fig, (ax,) = _figure(1.4 * k + 3, 1.2 * k + 2.4)
+    fig, (ax,) = new_figure(1.4 * k + 3, 1.2 * k + 2.4)
     ax.grid(False)
     im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
     for i in range(k):
         for j in range(k):
-            ax.text(j, i, f"{cm[i, j]}\n{100 * frac[i, j]:.0f}%", ha="center", va="center", fontsize=_FONT,
+            ax.text(j, i, f"{cm[i, j]}\n{100 * frac[i, j]:.0f}%", ha="center", va="center", fontsize=FONT,
                     color="white" if frac[i, j] > 0.5 else "black")
-    ax.set_xticks(range(k), class_names, fontsize=_FONT)
-    ax.set_yticks(range(k), class_names, fontsize=_FONT)
-    ax.set_xlabel("Predicted class", fontsize=_FONT)
-    ax.set_ylabel("True class", fontsize=_FONT)
+    ax.set_xticks(range(k), class_names, fontsize=FONT)
+    ax.set_yticks(range(k), class_names, fontsize=FONT)
+    ax.set_xlabel("Predicted class", fontsize=FONT)
+    ax.set_ylabel("True class", fontsize=FONT)
     fig.colorbar(im, ax=ax, label="Fraction of true class")
     extra = f", threshold {threshold:g}" if threshold is not None else ""
-    ax.set_title(f"{title} (n={int(cm.sum())}{extra})", fontsize=_FONT + 1)
+    ax.set_title(f"{title} (n={int(cm.sum())}{extra})", fontsize=FONT + 1)
     return save_figure(fig, path)
 
 
@@ -359,10 +268,10 @@ def plot_fold_scatter(summary: Mapping[str, Mapping[str, Sequence[float]]], path
     models = [m for m in summary if metric in summary[m]]
     if not models:
         raise ValueError(f"No model in `summary` has metric {metric!r}. Received models: {list(summary)}")
-    values = [np.array([_float(v) for v in summary[m][metric]]) for m in models]
+    values = [np.array([number(v) for v in summary[m][metric]]) for m in models]
     k = max(len(v) for v in values)
     labels = list(fold_labels) if fold_labels is not None else [f"fold {i}" for i in range(k)]
-    fig, (ax,) = _figure(max(5.5, 1.6 * len(models) + 3.5), 4.4)
+    fig, (ax,) = new_figure(max(5.5, 1.6 * len(models) + 3.5), 4.4)
     for fold in range(k):
         pts = [(i, v[fold]) for i, v in enumerate(values) if fold < len(v)]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", alpha=0.6, markersize=5,
@@ -374,13 +283,13 @@ def plot_fold_scatter(summary: Mapping[str, Mapping[str, Sequence[float]]], path
                         markersize=6, label="mean ± 95% CI" if i == 0 else None, zorder=4)
     if chance is not None:
         ax.axhline(chance, color="grey", ls="--", lw=1, label=f"chance ({chance:.2f})")
-    ax.set_xticks(range(len(models)), models, fontsize=_FONT)
+    ax.set_xticks(range(len(models)), models, fontsize=FONT)
     ax.set_xlim(-0.5, len(models) - 0.5)
     ax.set_ylim(min(0.0, np.nanmin([np.nanmin(v) for v in values if v.size])), 1.05)
-    ax.set_ylabel(f"{_metric_name(metric)} (fraction, 0–1)", fontsize=_FONT)
+    ax.set_ylabel(f"{_metric_name(metric)} (fraction, 0–1)", fontsize=FONT)
     ax.set_title(title or f"{_metric_name(metric)} per test fold (n={k} folds per model)",
-                 fontsize=_FONT + 1)
-    ax.legend(fontsize=_FONT - 3, ncol=2, loc="lower right")
+                 fontsize=FONT + 1)
+    ax.legend(fontsize=FONT - 3, ncol=2, loc="lower right")
     return save_figure(fig, path)
 
 
@@ -407,7 +316,7 @@ def plot_calibration_models(curves: Mapping[str, tuple], path, *, n_bins: int = 
     """
     if not curves:
         raise ValueError("`curves` must hold at least one (y_true, prob) pair. Received: {}")
-    fig, (ax,) = _figure(5.8, 5.6)
+    fig, (ax,) = new_figure(5.8, 5.6)
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
     z = 1.959963984540054
     ns = set()
@@ -428,8 +337,8 @@ def plot_calibration_models(curves: Mapping[str, tuple], path, *, n_bins: int = 
                    alpha=0.2, color="grey", label="share of records per bin")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
-    ax.set_xlabel("Mean predicted probability (fraction)", fontsize=_FONT)
-    ax.set_ylabel("Observed fraction positive (95% Wilson CI)", fontsize=_FONT)
-    ax.set_title(f"{title} (n={'/'.join(str(n) for n in sorted(ns))}, {n_bins} bins)", fontsize=_FONT + 1)
-    ax.legend(fontsize=_FONT - 2, loc="upper left")
+    ax.set_xlabel("Mean predicted probability (fraction)", fontsize=FONT)
+    ax.set_ylabel("Observed fraction positive (95% Wilson CI)", fontsize=FONT)
+    ax.set_title(f"{title} (n={'/'.join(str(n) for n in sorted(ns))}, {n_bins} bins)", fontsize=FONT + 1)
+    ax.legend(fontsize=FONT - 2, loc="upper left")
     return save_figure(fig, path)

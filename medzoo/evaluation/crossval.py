@@ -127,7 +127,8 @@ def run_fold(model: str, ds_dir, out_dir, fold: int, *, folds: int, epochs: int 
                   seed=seed, model_options=model_options, verbose=verbose)
         version_dir = base / model / "1"
         if not version_dir.exists():
-            version_dir = export_run(run, base, name=model, version=1, data_dir=train_dir)
+            version_dir = export_run(run, base, name=model, version=1, data_dir=train_dir,
+                                     evaluator=evaluate)
         result = evaluate(version_dir, ds_dir, eval_dir, split="test", seed=seed)
     config = fsio.read_json(run / "config.json")
     return {**result, "counts": config["data"]["counts"]}
@@ -156,7 +157,8 @@ def run_cv(models, ds_dir, out_dir, *, folds: int = 5, epochs: int | None = None
     folds : K (patient-grouped folds; the dataset's own when K equals its ``folds``)
     epochs, batch_size, seed : training settings (seed: weights and shuffling, not the split)
     repeats : R; repeat r > 0 uses split seed ``dataset seed + r`` (see the module docstring)
-    model_options : {model: {builder option: value}}, e.g. ``{"unet": {"base_width": 8}}``
+    model_options : {model: {builder option: value}}, e.g. ``{"unet": {"base_width": 8}}``; values
+        may be text and ``preset`` names a preset (:func:`medzoo.zoo.options.resolve`)
     progress : callable(message), optional — told before each fold
 
     Returns
@@ -172,7 +174,7 @@ def run_cv(models, ds_dir, out_dir, *, folds: int = 5, epochs: int | None = None
         CV dir holding a run with other settings.
     """
     from medzoo.datasets import manifest, splits
-    from medzoo.zoo import registry
+    from medzoo.zoo import options, registry
 
     models = list(models)
     ds_dir, out_dir = Path(ds_dir), Path(out_dir)
@@ -180,9 +182,14 @@ def run_cv(models, ds_dir, out_dir, *, folds: int = 5, epochs: int | None = None
         raise InputError(f"name each model once. Received: {' '.join(models) or 'none'}")
     for name in models:
         try:
-            registry.get(name)
+            entry = registry.get(name)
         except KeyError as exc:
             raise InputError(str(exc.args[0])) from exc
+        if entry.task not in registry.PREDICTOR_TASKS:
+            raise InputError(f"Argument `models` must name models of: "
+                             f"{', '.join(registry.names(registry.PREDICTOR_TASKS))}. "
+                             f"Received: {name!r} (the {entry.task} model)")
+        options.resolve(name, (model_options or {}).get(name))  # refused before any fold runs
     if folds < 3:  # each fold's run holds out one test and one validation fold
         raise InputError(f"--folds must be at least 3 (one test fold, one validation fold, the "
                          f"rest for training). Received: {folds}")

@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from medzoo import fsio
+from medzoo import fsio, roc
 from medzoo.errors import InputError
 from medzoo.evaluation import metrics as M
 
@@ -167,7 +167,7 @@ def _binary_block(y, s, groups, threshold, n_boot, seed) -> dict:
     fns = {name: M.threshold_metric(getattr(M, fn), threshold) for name, fn in (
         ("accuracy", "accuracy"), ("balanced_accuracy", "balanced_accuracy"), ("sensitivity", "sensitivity"),
         ("specificity", "specificity"), ("ppv", "ppv"), ("npv", "npv"), ("f1", "f1_score"))}
-    fns.update({"auc": M.roc_auc, "pr_auc": M.average_precision, "brier": M.brier_score})
+    fns.update({"auc": roc.roc_auc, "pr_auc": M.average_precision, "brier": M.brier_score})
     cis = M.bootstrap_metrics(fns, y, s, groups=groups, n_boot=n_boot, seed=seed) if n_boot else {}
     confusion = {k: report.pop(k) for k in ("tp", "fp", "tn", "fn")}
     return {"metrics": report, "ci95": {k: [v["low"], v["high"]] for k, v in cis.items()},
@@ -251,7 +251,7 @@ def multilabel_result(y_multi, probs, patients, *, threshold: float = 0.5, n_boo
         yk, pk = y[:, k], (p[:, k] >= threshold).astype(np.int64)
         counts = M.confusion_counts(yk, pk)
         confusion.append(counts)
-        per_class.append({"n": int(yk.sum()), "auc": M.roc_auc(yk, p[:, k]),
+        per_class.append({"n": int(yk.sum()), "auc": roc.roc_auc(yk, p[:, k]),
                           "sensitivity": M.sensitivity(yk, pk), "specificity": M.specificity(yk, pk),
                           "ppv": M.ppv(yk, pk), "f1": M.f1_score(yk, pk)})
 
@@ -265,7 +265,7 @@ def multilabel_result(y_multi, probs, patients, *, threshold: float = 0.5, n_boo
         return metric
 
     called = (p >= threshold).astype(np.int64)
-    fns = {"macro_auc": per_class_macro(M.roc_auc),
+    fns = {"macro_auc": per_class_macro(roc.roc_auc),
            "macro_sensitivity": per_class_macro(lambda a, b: M.sensitivity(a, (b >= threshold).astype(np.int64))),
            "macro_specificity": per_class_macro(lambda a, b: M.specificity(a, (b >= threshold).astype(np.int64)))}
     metrics = {"n": int(y.shape[0]),

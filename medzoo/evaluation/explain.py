@@ -211,7 +211,7 @@ def overlay_png(image: np.ndarray, heats: dict, path, *, mask: np.ndarray | None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from medzoo.evaluation.charts import save_figure
+    from medzoo.figures import save_figure
 
     fig, axes = plt.subplots(1, 1 + len(heats), figsize=(3 * (1 + len(heats)), 3.2))
     grey = image[..., 0] if image.ndim == 3 else image

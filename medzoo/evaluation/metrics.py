@@ -20,13 +20,15 @@ import warnings
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
-from scipy import ndimage, stats
+from scipy import ndimage
+
+from medzoo import roc
 
 __all__ = [
     "confusion_counts", "confusion_matrix", "accuracy", "balanced_accuracy", "sensitivity",
-    "specificity", "ppv", "npv", "f1_score", "roc_curve", "roc_auc", "precision_recall_curve",
+    "specificity", "ppv", "npv", "f1_score", "precision_recall_curve",
     "average_precision", "brier_score", "expected_calibration_error", "calibration_bins",
-    "youden_threshold", "binary_report", "one_vs_rest_auc", "multiclass_report",
+    "binary_report", "one_vs_rest_auc", "multiclass_report",
     "dice_per_image", "iou_per_image", "hausdorff95", "average_surface_distance",
     "aggregate_by_patient", "bootstrap_metrics", "bootstrap_ci", "bootstrap_curve_band", "threshold_metric",
     "BinaryAccumulator",
@@ -35,28 +37,6 @@ __all__ = [
 
 # --------------------------------------------------------------------------------------------
 # validation helpers
-
-
-def _labels(y_true, name: str = "y_true") -> np.ndarray:
-    y = np.asarray(y_true)
-    if y.ndim != 1:
-        raise ValueError(f"`{name}` must be 1-D. Received: shape={y.shape}")
-    if y.dtype == bool:
-        return y.astype(np.int64)
-    ok = (y == 0) | (y == 1)
-    if not ok.all():
-        bad = np.unique(y[~ok])[:5].tolist()
-        raise ValueError(f"`{name}` must hold only 0 and 1. Received values such as {bad}")
-    return y.astype(np.int64)
-
-
-def _scores(scores, n: int, name: str = "scores") -> np.ndarray:
-    s = np.asarray(scores, dtype=np.float64)
-    if s.ndim != 1 or s.shape[0] != n:
-        raise ValueError(f"`{name}` must be 1-D with {n} values (one per label). Received: shape={s.shape}")
-    if not np.all(np.isfinite(s)):
-        raise ValueError(f"`{name}` must be finite. Received {int((~np.isfinite(s)).sum())} non-finite values")
-    return s
 
 
 def _ratio(num: float, den: float) -> float:
@@ -83,8 +63,8 @@ def confusion_counts(y_true, y_pred) -> dict[str, int]:
     ValueError
         If the arrays are not 1-D 0/1 of equal length.
     """
-    y = _labels(y_true)
-    p = _labels(y_pred, "y_pred")
+    y = roc.binary_labels(y_true)
+    p = roc.binary_labels(y_pred, "y_pred")
     if p.shape != y.shape:
         raise ValueError(f"`y_pred` must have the shape of `y_true` {y.shape}. Received: shape={p.shape}")
     return {
@@ -103,8 +83,8 @@ def confusion_matrix(y_true, scores, threshold: float = 0.5) -> np.ndarray:
     np.ndarray of int, shape (2, 2): ``[[tn, fp], [fn, tp]]`` (rows true, columns predicted; the
     layout of ``sklearn.metrics.confusion_matrix``).
     """
-    y = _labels(y_true)
-    s = _scores(scores, y.shape[0])
+    y = roc.binary_labels(y_true)
+    s = roc.finite_scores(scores, y.shape[0])
     c = confusion_counts(y, (s >= threshold).astype(np.int64))
     return np.array([[c["tn"], c["fp"]], [c["fn"], c["tp"]]], dtype=np.int64)
 
@@ -154,52 +134,6 @@ def f1_score(y_true, y_pred) -> float:
 # ranking metrics
 
 
-def _binary_clf_curve(y: np.ndarray, s: np.ndarray):
-    order = np.argsort(-s, kind="mergesort")
-    s_sorted, y_sorted = s[order], y[order]
-    distinct = np.where(np.diff(s_sorted))[0]
-    ends = np.r_[distinct, y.size - 1]
-    tps = np.cumsum(y_sorted)[ends].astype(np.float64)
-    fps = (1 + ends - tps).astype(np.float64)
-    return fps, tps, s_sorted[ends]
-
-
-def roc_curve(y_true, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ROC curve over every distinct score (``sklearn.metrics.roc_curve(drop_intermediate=False)``).
-
-    Returns
-    -------
-    fpr, tpr, thresholds : np.ndarray
-        Starting at (0, 0) with threshold ``inf``; ``nan`` rates when a class is absent.
-    """
-    y = _labels(y_true)
-    s = _scores(scores, y.shape[0])
-    if y.size == 0:
-        return np.array([0.0]), np.array([0.0]), np.array([np.inf])
-    fps, tps, thr = _binary_clf_curve(y, s)
-    fps, tps = np.r_[0.0, fps], np.r_[0.0, tps]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        fpr = fps / fps[-1] if fps[-1] else np.full_like(fps, np.nan)
-        tpr = tps / tps[-1] if tps[-1] else np.full_like(tps, np.nan)
-    return fpr, tpr, np.r_[np.inf, thr]
-
-
-def roc_auc(y_true, scores) -> float:
-    """Area under the ROC curve, rank based (Mann–Whitney U / (n_pos · n_neg)).
-
-    Ties get mid-ranks, i.e. a tied positive/negative pair counts ½ — the same value as
-    ``sklearn.metrics.roc_auc_score``. ``nan`` when only one class is present.
-    """
-    y = _labels(y_true)
-    s = _scores(scores, y.shape[0])
-    n_pos = int(y.sum())
-    n_neg = y.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = stats.rankdata(s)
-    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
 def precision_recall_curve(y_true, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Precision and recall at every distinct score, highest threshold first.
 
@@ -207,9 +141,9 @@ def precision_recall_curve(y_true, scores) -> tuple[np.ndarray, np.ndarray, np.n
     -------
     precision, recall, thresholds : np.ndarray of equal length (no appended (1, 0) end point).
     """
-    y = _labels(y_true)
-    s = _scores(scores, y.shape[0])
-    fps, tps, thr = _binary_clf_curve(y, s)
+    y = roc.binary_labels(y_true)
+    s = roc.finite_scores(scores, y.shape[0])
+    fps, tps, thr = roc.binary_clf_curve(y, s)
     precision = tps / (tps + fps)
     recall = tps / tps[-1] if tps.size and tps[-1] else np.full_like(tps, np.nan)
     return precision, recall, thr
@@ -232,8 +166,8 @@ def average_precision(y_true, scores) -> float:
 
 def brier_score(y_true, prob) -> float:
     """Mean squared error of the probability of class 1 (``sklearn.metrics.brier_score_loss``)."""
-    y = _labels(y_true)
-    p = _scores(prob, y.shape[0], "prob")
+    y = roc.binary_labels(y_true)
+    p = roc.finite_scores(prob, y.shape[0], "prob")
     return float(np.mean((p - y) ** 2)) if y.size else float("nan")
 
 
@@ -249,8 +183,8 @@ def calibration_bins(y_true, prob, n_bins: int = 10) -> dict[str, np.ndarray]:
     """
     if int(n_bins) < 1:
         raise ValueError(f"`n_bins` must be a positive integer. Received: n_bins={n_bins}")
-    y = _labels(y_true)
-    p = _scores(prob, y.shape[0], "prob")
+    y = roc.binary_labels(y_true)
+    p = roc.finite_scores(prob, y.shape[0], "prob")
     if np.any((p < 0) | (p > 1)):
         raise ValueError("`prob` must lie in [0, 1]. Received values outside that range")
     edges = np.linspace(0.0, 1.0, n_bins + 1)
@@ -272,19 +206,6 @@ def expected_calibration_error(y_true, prob, n_bins: int = 10) -> float:
     return float(np.sum(b["count"][full] / n * np.abs(b["mean_prob"][full] - b["frac_pos"][full])))
 
 
-def youden_threshold(y_true, scores) -> float:
-    """Score threshold maximising Youden's J = sensitivity + specificity − 1.
-
-    Among the ROC's finite thresholds; ties go to the highest threshold. ``nan`` with one class.
-    """
-    fpr, tpr, thr = roc_curve(y_true, scores)
-    if np.isnan(fpr[-1]) or np.isnan(tpr[-1]):
-        return float("nan")
-    j = (tpr - fpr)[1:]
-    best = int(np.flatnonzero(j >= j.max() - 1e-12)[0])  # rounding must not break a tie
-    return float(thr[1:][best])
-
-
 def binary_report(y_true, scores, threshold: float = 0.5) -> dict[str, float]:
     """Every binary metric at once.
 
@@ -302,8 +223,8 @@ def binary_report(y_true, scores, threshold: float = 0.5) -> dict[str, float]:
     ``specificity``, ``ppv``, ``npv``, ``f1``, ``auc``, ``pr_auc``, ``brier``, ``ece``, ``tp``,
     ``fp``, ``tn``, ``fn``, ``threshold``, ``youden_threshold``.
     """
-    y = _labels(y_true)
-    s = _scores(scores, y.shape[0])
+    y = roc.binary_labels(y_true)
+    s = roc.finite_scores(scores, y.shape[0])
     pred = (s >= threshold).astype(np.int64)
     c = confusion_counts(y, pred)
     probabilistic = bool(y.size) and s.min() >= 0.0 and s.max() <= 1.0
@@ -317,13 +238,13 @@ def binary_report(y_true, scores, threshold: float = 0.5) -> dict[str, float]:
         "ppv": ppv(y, pred),
         "npv": npv(y, pred),
         "f1": f1_score(y, pred),
-        "auc": roc_auc(y, s),
+        "auc": roc.roc_auc(y, s),
         "pr_auc": average_precision(y, s),
         "brier": brier_score(y, s) if probabilistic else float("nan"),
         "ece": expected_calibration_error(y, s) if probabilistic else float("nan"),
         **c,
         "threshold": float(threshold),
-        "youden_threshold": youden_threshold(y, s),
+        "youden_threshold": roc.youden_threshold(y, s),
     }
 
 
@@ -351,7 +272,7 @@ def one_vs_rest_auc(y_true, probs) -> np.ndarray:
     np.ndarray of shape (n_classes,); ``nan`` for a class absent from ``y_true`` (or the only one).
     """
     y, p = _multiclass(y_true, probs)
-    return np.array([roc_auc((y == k).astype(np.int64), p[:, k]) for k in range(p.shape[1])])
+    return np.array([roc.roc_auc((y == k).astype(np.int64), p[:, k]) for k in range(p.shape[1])])
 
 
 def multiclass_report(y_true, probs) -> dict:
@@ -520,8 +441,8 @@ def aggregate_by_patient(patients, y_true, scores, how: str = "max"):
     """
     if how not in ("max", "mean"):
         raise ValueError(f"`how` must be 'max' or 'mean'. Received: how={how!r}")
-    y = _labels(y_true)
-    s = _scores(scores, y.shape[0])
+    y = roc.binary_labels(y_true)
+    s = roc.finite_scores(scores, y.shape[0])
     g = np.asarray(patients)
     if g.shape != y.shape:
         raise ValueError(f"`patients` must have one key per record ({y.shape[0]}). Received: shape={g.shape}")
@@ -623,7 +544,7 @@ def bootstrap_ci(metric: Callable, y_true, scores, *, groups=None, n_boot: int =
 
 def _roc_on_grid(y: np.ndarray, s: np.ndarray, grid: np.ndarray) -> np.ndarray:
     """Sensitivity at each false-positive rate of ``grid`` (the ROC step: best TPR with FPR <= x)."""
-    fpr, tpr, _ = roc_curve(y, s)
+    fpr, tpr, _ = roc.roc_curve(y, s)
     if np.isnan(fpr[-1]) or np.isnan(tpr[-1]):
         return np.full(grid.size, np.nan)
     return tpr[np.searchsorted(fpr, grid, side="right") - 1]
@@ -672,8 +593,8 @@ def bootstrap_curve_band(y_true, scores, *, curve: str = "roc", groups=None, n_b
         raise ValueError(f"`curve` must be 'roc' or 'pr'. Received: curve={curve!r}")
     if not 0.0 < level < 1.0:
         raise ValueError(f"`level` must be in (0, 1). Received: level={level}")
-    y = _labels(y_true)
-    s = _scores(scores, y.shape[0])
+    y = roc.binary_labels(y_true)
+    s = roc.finite_scores(scores, y.shape[0])
     grid = np.linspace(0.0, 1.0, int(points))
     on_grid = _roc_on_grid if curve == "roc" else _pr_on_grid
     draws = [on_grid(y[idx], s[idx], grid) for idx in _resamples(_group_index(groups, y.size), n_boot, seed)]
@@ -717,8 +638,8 @@ class BinaryAccumulator:
         self._g: list[np.ndarray] = []
 
     def update(self, y_true, scores, patients: Sequence | None = None) -> None:
-        y = _labels(np.atleast_1d(y_true))
-        s = _scores(np.atleast_1d(scores), y.shape[0])
+        y = roc.binary_labels(np.atleast_1d(y_true))
+        s = roc.finite_scores(np.atleast_1d(scores), y.shape[0])
         self._y.append(y)
         self._s.append(s)
         self._g.append(np.asarray(patients) if patients is not None else np.full(y.shape[0], None, dtype=object))

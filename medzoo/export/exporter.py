@@ -13,6 +13,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -32,7 +33,8 @@ def existing_versions(model_dir: Path) -> list[int]:
 def export_run(run_dir, base, *, name: str | None = None, version: int | None = None,
                bless_if: list[str] | None = None, baseline=None, margin: float = 0.0,
                tolerance: float | None = None, data_dir=None, opset: int | None = None,
-               quantize: list[str] | tuple = (), max_drop: float | None = None) -> Path:
+               quantize: list[str] | tuple = (), max_drop: float | None = None,
+               evaluator: Callable | None = None) -> Path:
     """Export a finished run; return the version dir.
 
     Parameters
@@ -59,6 +61,14 @@ def export_run(run_dir, base, *, name: str | None = None, version: int | None = 
         against ``model.onnx`` go into ``parity.json`` under ``quantized``.
     max_drop : float
         Largest allowed validation AUC drop of a quantised model (default 0.01).
+    evaluator : callable, optional
+        What measures the exported ``model.onnx`` on the validation fold for the card and the
+        blessing: ``evaluator(model_path, ds_dir, out_dir, *, split, charts, threshold,
+        threshold_source) -> dict``, i.e. :func:`medzoo.evaluation.evaluate.evaluate`, which the
+        command line, the demo and cross-validation pass. Export stands before evaluation in
+        the chain, so it never imports it; without one the card records no validation metrics
+        (a note says why), the validation threshold is not copied into ``metrics.threshold``
+        and a ``--bless-if`` rule finds nothing to judge.
 
     Raises
     ------
@@ -69,7 +79,7 @@ def export_run(run_dir, base, *, name: str | None = None, version: int | None = 
     medzoo.export.quantize.QuantizationError
         When a quantised model loses more validation AUC than ``max_drop`` (nothing is exported).
     """
-    from medzoo.export import blessing, card, onnx, parity, saved_model
+    from medzoo.export import blessing, card, inputs, onnx, parity, saved_model
     from medzoo.training.fit import read_config
     from medzoo.zoo import saving
 
@@ -88,9 +98,10 @@ def export_run(run_dir, base, *, name: str | None = None, version: int | None = 
     staging = Path(tempfile.mkdtemp(prefix=f".{version}.partial-", dir=model_dir))
     try:
         preprocessing = config["data"].get("preprocessing") or []
+        declared = inputs.declared_inputs(_dataset_info(data_dir), int(input_shape[-1]))
         signatures = saved_model.write_saved_model(model, staging, task=config["task"],
                                                    input_shape=input_shape,
-                                                   preprocessing=preprocessing)
+                                                   preprocessing=preprocessing, inputs=declared)
         metadata = {"model": config["model"], "name": name, "version": version,
                     "task": config["task"], "classes": config["classes"],
                     "image_size": list(input_shape[:2]), "channels": input_shape[-1],
@@ -100,10 +111,13 @@ def export_run(run_dir, base, *, name: str | None = None, version: int | None = 
         metadata["domain"] = card.training_domain(config)
         if config.get("multi_label"):
             metadata["multi_label"] = True
+        metadata["inputs"] = declared
+        metadata["findings"] = inputs.declared_findings(config)
         onnx_paths = onnx.write_onnx(model, staging, task=config["task"], input_shape=input_shape,
                                      metadata=metadata, preprocessing=preprocessing,
-                                     **({"opset": opset} if opset else {}))
+                                     inputs=declared, **({"opset": opset} if opset else {}))
         float_feeds, raw_feeds = parity_inputs(data_dir, config)
+        raw_feeds = inputs.raw_feeds_per_input(raw_feeds, declared)
         keras_outputs = _keras_outputs(model, float_feeds["image"], config["task"])
         report = parity.check_parity(
             keras_outputs=keras_outputs, signatures=saved_model.load_signatures(staging),
@@ -117,7 +131,7 @@ def export_run(run_dir, base, *, name: str | None = None, version: int | None = 
                 max_drop=quantizer.DEFAULT_MAX_DROP if max_drop is None else max_drop)
         fsio.write_json(staging / "parity.json", report)
         ood_info = _ood(model, staging, config, opset or onnx.DEFAULT_OPSET)
-        metrics = validation_metrics(staging / "model.onnx", data_dir, config)
+        metrics = validation_metrics(staging / "model.onnx", data_dir, config, evaluator)
         baseline_metrics = _blessed_metrics(Path(baseline)) if baseline else None
         blessed, reasons = blessing.decide(metrics.get("metrics", {}), list(bless_if or []),
                                            parity_passed=report["passed"],
@@ -127,8 +141,16 @@ def export_run(run_dir, base, *, name: str | None = None, version: int | None = 
             signatures=signatures, metrics=metrics, parity=report, blessed=blessed,
             reasons=reasons, artefacts=card.artefact_hashes(staging), versions=_versions(),
             domain=metadata["domain"], ood=ood_info)
+        model_card["input"]["inputs"] = declared
+        if len(declared) > 1:
+            model_card["input"]["serving_default"] = (
+                "per input " + ", ".join(d["name"] for d in declared) + ": raw stored pixels "
+                "<name>_pixels (int32 B×rows×cols) + <name>_rescale_slope, _rescale_intercept, "
+                "_window_center, _window_width, _invert")
+        model_card["findings"] = metadata["findings"]
         fsio.write_json(staging / "model_card.json", model_card)
-        fsio.write_text(staging / "model_card.md", card.render_markdown(model_card))
+        fsio.write_text(staging / "model_card.md", card.render_markdown(model_card)
+                        + inputs.render_markdown(declared, model_card["findings"]))
         fsio.write_text(staging / ("BLESSED" if blessed else "NOT_BLESSED"),
                         "\n".join(reasons) + "\n")
         _publish(staging, final_dir)
@@ -148,6 +170,14 @@ def _ood(model, staging: Path, config: dict, opset: int) -> dict:
     except Exception as exc:  # the model itself is exported; say why it has no OOD score
         print(f"medzoo export: no OOD statistics ({type(exc).__name__}: {exc})", file=sys.stderr)
         return {"available": False, "reason": f"{type(exc).__name__}"}
+
+
+def _dataset_info(data_dir: Path) -> dict | None:
+    """``dataset.json`` of the training dataset, or None when it is not there any more."""
+    try:
+        return fsio.read_json(data_dir / "dataset.json")
+    except (OSError, ValueError):
+        return None
 
 
 def _new_version_dir(base: Path, name: str, version: int | None) -> Path:
@@ -283,19 +313,24 @@ def _keras_outputs(model, images: np.ndarray, task: str) -> dict:
     return {"probabilities": predictions}
 
 
-def validation_metrics(onnx_path: Path, data_dir: Path, config: dict) -> dict:
-    """Metrics of the exported ONNX model on the validation fold (onnxruntime), or a note why not."""
+def validation_metrics(onnx_path: Path, data_dir: Path, config: dict,
+                       evaluator: Callable | None = None) -> dict:
+    """Metrics of the exported ONNX model on the validation fold, or a note why there are none.
+
+    ``evaluator`` is :func:`medzoo.evaluation.evaluate.evaluate` or a function with its signature
+    (see :func:`export_run`); it gets the run's validation threshold, if one was chosen.
+    """
+    if evaluator is None:
+        return {"split": None, "note": "no evaluator given to the export; no validation metrics"}
     if not (data_dir / "dataset.json").exists():
         return {"split": None, "note": f"dataset not found; no validation metrics"}
-    from medzoo.evaluation.evaluate import evaluate
-
     chosen = config.get("threshold") or {}
     threshold = chosen.get("value") if isinstance(chosen.get("value"), (int, float)) else None
     with tempfile.TemporaryDirectory() as scratch:
-        result = evaluate(onnx_path, data_dir, scratch, split=f"fold:{config['val_fold']}",
-                          charts=False, threshold=threshold,
-                          threshold_source=f"validation ({chosen.get('rule')})" if threshold is not None
-                          else None)
+        result = evaluator(onnx_path, data_dir, scratch, split=f"fold:{config['val_fold']}",
+                           charts=False, threshold=threshold,
+                           threshold_source=f"validation ({chosen.get('rule')})"
+                           if threshold is not None else None)
     return {"split": f"validation fold {config['val_fold']}", **result}
 
 

@@ -13,15 +13,17 @@ DEFAULT_OPSET = 17
 
 
 def write_onnx(model, out_dir, *, task: str, input_shape, metadata: dict,
-               opset: int = DEFAULT_OPSET, preprocessing=None) -> dict[str, Path]:
+               opset: int = DEFAULT_OPSET, preprocessing=None, inputs=None) -> dict[str, Path]:
     """Convert ``model`` with tf2onnx; write ``model.onnx`` and ``model_raw.onnx`` into ``out_dir``.
 
     ``metadata`` is stored as ONNX ``metadata_props`` with a ``medzoo.`` prefix (values as JSON),
     so that an ONNX file alone carries its task, classes, input size and held-out fold.
+    ``inputs``: the declared inputs; with several, ``model_raw.onnx`` takes one raw group per
+    modality (``ct_pixels``, ``ct_rescale_slope``, …, ``mr_pixels``, …).
     """
     import tf2onnx
 
-    functions = serving.make_serving_functions(model, task, input_shape, preprocessing)
+    functions = serving.make_serving_functions(model, task, input_shape, preprocessing, inputs)
     outputs = {}
     for filename, name in (("model.onnx", "serve_float"), ("model_raw.onnx", "serving_default")):
         fn = functions[name]

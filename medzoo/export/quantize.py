@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medzoo import roc
 from medzoo.errors import MedzooError
 
 MODES = ("int8", "fp16")
@@ -135,16 +136,14 @@ def _scores(path, images: np.ndarray, task: str) -> np.ndarray:
 
 def _auc(y: np.ndarray, probs: np.ndarray, multi_label: bool) -> float:
     """Positive-class AUC (binary and segmentation scores), macro one-vs-rest AUC otherwise."""
-    from medzoo.evaluation import metrics as M
-
     if probs.ndim == 1:
-        return M.roc_auc(y, probs)
+        return roc.roc_auc(y, probs)
     if multi_label:
-        values = [M.roc_auc(y[:, k], probs[:, k]) for k in range(probs.shape[1])]
+        values = [roc.roc_auc(y[:, k], probs[:, k]) for k in range(probs.shape[1])]
     elif probs.shape[1] == 2:
-        return M.roc_auc(y, probs[:, 1])
-    else:
-        values = list(M.one_vs_rest_auc(y, probs))
+        return roc.roc_auc(y, probs[:, 1])
+    else:  # one class against the rest
+        values = [roc.roc_auc((y == k).astype(np.int64), probs[:, k]) for k in range(probs.shape[1])]
     values = np.asarray(values, dtype=np.float64)
     return float(np.nanmean(values)) if np.any(~np.isnan(values)) else float("nan")
 

@@ -4,6 +4,11 @@
 intercept, window centre and width and a MONOCHROME1 flag — and applies the chain that ingest
 applied before training (DESIGN.md): modality LUT, linear VOI window, inversion, bilinear resize.
 ``serve_float`` takes images already in the dataset's [0, 1] form. Both return named outputs.
+
+A model trained on several input columns (one modality each, e.g. CT and MR stacked as channels:
+:func:`medzoo.export.inputs.declared_inputs`) gets a raw group per modality instead:
+``ct_pixels, ct_rescale_slope, …, mr_pixels, …``; each modality is windowed and resized on its
+own, then the channels are stacked in training order.
 """
 
 from __future__ import annotations
@@ -14,10 +19,14 @@ RAW_INPUTS = ("pixels", "rescale_slope", "rescale_intercept", "window_center", "
               "invert")
 
 
-def raw_input_signature() -> list[tf.TensorSpec]:
-    """Specs of ``serving_default``: a batch of same-sized raw images and one scalar per image."""
-    per_image = [tf.TensorSpec((None,), tf.float32, name=name) for name in RAW_INPUTS[1:]]
-    return [tf.TensorSpec((None, None, None), tf.int32, name="pixels"), *per_image]
+def raw_input_signature(inputs=None) -> list[tf.TensorSpec]:
+    """Specs of ``serving_default``: a batch of same-sized raw images and one scalar per image
+    (per declared input when ``inputs`` lists several)."""
+    from medzoo.export.inputs import raw_input_names
+
+    return [tf.TensorSpec((None, None, None), tf.int32, name=name) if name.endswith("pixels")
+            else tf.TensorSpec((None,), tf.float32, name=name)
+            for name in raw_input_names(inputs)]
 
 
 def float_input_signature(input_shape) -> list[tf.TensorSpec]:
@@ -51,12 +60,15 @@ def model_outputs(model, images, task: str) -> dict:
     return {"probabilities": predictions}
 
 
-def make_serving_functions(model, task: str, input_shape, preprocessing=None) -> dict:
+def make_serving_functions(model, task: str, input_shape, preprocessing=None,
+                           inputs=None) -> dict:
     """``{"serving_default": fn, "serve_float": fn}`` as traced ``tf.function``s over ``model``.
 
     ``preprocessing`` is the dataset's ``preprocessing`` list (denoise → enhance → standardise
     specs applied at ingest); ``serving_default`` replays it after the resize, so raw pixels get
     exactly the images the model was trained on. ``serve_float`` takes images as stored.
+    ``inputs`` (:func:`medzoo.export.inputs.declared_inputs`): with two or more, ``serving_default``
+    takes one raw group per input (``<name>_pixels`` …) and stacks them as channels.
     """
     from medzoo.zoo.preprocessing import layers_from_specs
 
@@ -77,8 +89,26 @@ def make_serving_functions(model, task: str, input_shape, preprocessing=None) ->
             images = tf.repeat(images, channels, axis=-1)
         return model_outputs(model, images, task)
 
+    if inputs and len(inputs) > 1:
+        groups = [tuple(range(i * len(RAW_INPUTS), (i + 1) * len(RAW_INPUTS)))
+                  for i in range(len(inputs))]
+        per_input = [len(d["channels"]) for d in inputs]
+
+        def serving_multi(*args):
+            # each modality has its own stored range, window and grid; stack after resizing
+            parts = []
+            for group, width in zip(groups, per_input):
+                image = dicom_to_image(*(args[k] for k in group), image_size)
+                parts.append(tf.repeat(image, width, axis=-1) if width != 1 else image)
+            images = tf.concat(parts, axis=-1)
+            for layer in replay:
+                images = layer(images)
+            return model_outputs(model, images, task)
+
+        serving_default = serving_multi  # noqa: F811 (the multi-input form replaces it)
     return {
-        "serving_default": tf.function(serving_default, input_signature=raw_input_signature()),
+        "serving_default": tf.function(serving_default,
+                                       input_signature=raw_input_signature(inputs)),
         "serve_float": tf.function(serve_float,
                                    input_signature=float_input_signature(input_shape)),
     }

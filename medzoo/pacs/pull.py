@@ -6,8 +6,12 @@ listings, logs and labels files; the files themselves are the original DICOM obj
     OUT/study-0001/series-001/IM00001.dcm     counters, in the order the server listed them
     OUT/study-<pseudonym>/series-<pseudonym>/IM00001.dcm   with a key file: the keyed pseudonyms
                                               that ``data ingest --key-file`` writes to index.csv
-    OUT/series.csv                            path,label,modality,instances: one row per series
-                                              folder; fill in `label` and pass it to ingest
+    OUT/study-0001/series-001.seg-1.dcm       with --annotations: a SEG / RTSTRUCT that references
+    OUT/study-0001/series-001.rtstruct-1.dcm  the series, beside (not inside) its folder
+    OUT/series.csv                            path,label,modality,instances[,mask]: one row per
+                                              series folder; fill in `label` and pass it to ingest
+                                              (`mask`, with --annotations: the series' SEG, else
+                                              its RTSTRUCT, relative to OUT)
     OUT/pull.json                             counts of the last run (no identifiers)
 
 Resumable: on start every ``IM*.dcm`` already under OUT is parsed; a complete one is skipped
@@ -25,14 +29,17 @@ failed — run the same command again to resume.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import re
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 from medzoo import __version__, fsio
+from medzoo.datasets.annotations import referenced_series
 from medzoo.datasets.dicom import non_image_kind
 from medzoo.errors import InputError
 from medzoo.pacs.client import InstanceFailed, PacsError, TransientError
@@ -40,6 +47,11 @@ from medzoo.pacs.client import InstanceFailed, PacsError, TransientError
 __all__ = ["pull", "PullSummary"]
 
 _FILE = re.compile(r"^IM(\d{5,})\.dcm$")
+_ANNOTATION_FILE = re.compile(r"^(?P<series>series-[^.]+)\.(?P<kind>seg|rtstruct)-(?P<n>\d+)\.dcm$")
+#: Annotation objects `--annotations` fetches: modality → file kind.
+ANNOTATION_MODALITIES = {"SEG": "seg", "RTSTRUCT": "rtstruct"}
+_ANNOTATION_CLASSES = {"1.2.840.10008.5.1.4.1.1.66.4": "seg",
+                       "1.2.840.10008.5.1.4.1.1.481.3": "rtstruct"}
 _MAX_BACKOFF = 30.0
 
 # Objects in a study that are not images: a result filed back by `predict --send` (SEG, SR), key
@@ -47,6 +59,15 @@ _MAX_BACKOFF = 30.0
 # a SEG's mask as if it were an image, so they are left on the server (and counted).
 NON_IMAGE_MODALITIES = frozenset({"SEG", "SR", "KO", "PR", "DOC", "REG", "FID", "RTSTRUCT",
                                   "RTPLAN", "RTRECORD", "PLAN", "RWV", "AU", "ECG", "HD"})
+
+
+
+@contextlib.contextmanager
+def _silenced():
+    """pydicom/highdicom warnings off: they quote element values, which may be PHI (UIDs)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def is_image(ref) -> bool:
@@ -69,6 +90,8 @@ class PullSummary:
     failed: int = 0
     replaced: int = 0  # files on disk that were incomplete and are fetched again
     not_images: int = 0  # SEG, SR, … found in the studies and left on the server
+    annotations: int = 0  # --annotations: SEG / RTSTRUCT stored beside the series they reference
+    annotations_unmatched: int = 0  # ... that reference no pulled series (left on the server)
     failed_by_reason: dict = dataclasses.field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -84,15 +107,25 @@ class _Layout:
         self.series: dict[tuple[str, str], str] = {}  # (study, series) UID → folder name
         self.on_disk: dict[str, Path] = {}  # SOP UID → complete file
         self.used: dict[Path, set[int]] = {}  # series dir → file numbers taken
+        self.annotations: dict[str, Path] = {}  # SOP UID → annotation file beside a series
         self.replaced = 0
 
     def scan(self) -> None:
         import pydicom
 
-        from medzoo.datasets.dicom import _quiet
+        from medzoo.datasets.dicom import pydicom_quiet
 
         for study_dir in sorted(p for p in self.out.iterdir() if p.is_dir()
                                 and p.name.startswith("study-")):
+            for path in sorted(p for p in study_dir.iterdir() if p.is_file()
+                               and _ANNOTATION_FILE.match(p.name)):
+                try:
+                    with _silenced():
+                        ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+                    self.annotations[str(ds.SOPInstanceUID)] = path
+                except Exception:
+                    path.unlink(missing_ok=True)  # cut short: fetched again
+                    self.replaced += 1
             for series_dir in sorted(p for p in study_dir.iterdir() if p.is_dir()
                                      and p.name.startswith("series-")):
                 for path in sorted(series_dir.iterdir()):
@@ -103,7 +136,7 @@ class _Layout:
                     if not match:
                         continue
                     try:
-                        with _quiet():
+                        with pydicom_quiet():
                             ds = pydicom.dcmread(str(path))
                             complete = _is_complete(ds)
                         uids = (str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID),
@@ -165,7 +198,7 @@ def _is_complete(ds) -> bool:
 
 def pull(client, out, *, query: dict | None = None, study_uids=(), workers: int = 4,
          retries: int = 4, backoff: float = 1.0, key_file=None, progress: bool | None = None,
-         on_fetched=None) -> dict:
+         on_fetched=None, annotations: bool = False) -> dict:
     """Find studies on a PACS and copy their instances into ``out`` (resumable).
 
     Parameters
@@ -189,6 +222,10 @@ def pull(client, out, *, query: dict | None = None, study_uids=(), workers: int 
         tqdm bar on stderr; None → only on a terminal.
     on_fetched : callable, optional
         Called with the running :class:`PullSummary` after each instance (tests use it).
+    annotations : bool
+        Also fetch the SEG and RTSTRUCT objects of the studies that reference a pulled series
+        (by Referenced Series Sequence or referenced SOP Instance UIDs), store each beside its
+        series folder and name it in series.csv's ``mask`` column.
 
     Returns
     -------
@@ -225,8 +262,9 @@ def pull(client, out, *, query: dict | None = None, study_uids=(), workers: int 
     layout = _Layout(out, key)
     layout.scan()
 
+    wanted = [r for r in found if annotations and _annotation_kind(r)]
     summary = PullSummary(found=len(refs), replaced=layout.replaced,
-                          not_images=len(found) - len(refs),
+                          not_images=len(found) - len(refs) - len(wanted),
                           studies=len({r.study_uid for r in refs}),
                           series=len({(r.study_uid, r.series_uid) for r in refs}))
     todo = []
@@ -293,7 +331,9 @@ def pull(client, out, *, query: dict | None = None, study_uids=(), workers: int 
         close = getattr(client, "close", None)
         if close is not None:
             close()
-    _write_series_csv(out, refs, layout)
+    if wanted:
+        _pull_annotations(client, wanted, refs, layout, summary, retries, backoff)
+    _write_series_csv(out, refs, layout, annotations)
     result = {**summary.as_dict(), "source": client.kind, "medzoo_version": __version__,
               "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     fsio.write_json(out / "pull.json", result)
@@ -309,7 +349,70 @@ def _in_order(refs) -> list:
                                          r.number is None, r.number or 0))
 
 
-def _write_series_csv(out: Path, refs, layout: _Layout) -> None:
+def _annotation_kind(ref) -> str | None:
+    return (ANNOTATION_MODALITIES.get((ref.modality or "").upper())
+            or _ANNOTATION_CLASSES.get(ref.sop_class or ""))
+
+
+def _pull_annotations(client, wanted, refs, layout: _Layout, summary: PullSummary, retries: int,
+                      backoff: float) -> None:
+    """Fetch each SEG / RTSTRUCT, keep those that reference a pulled series, beside it."""
+    import io
+
+    import pydicom
+
+    series_of_sop = {r.sop_uid: r.series_uid for r in refs}
+    for ref in wanted:
+        if ref.sop_uid in layout.annotations:
+            summary.annotations += 1
+            continue
+        data, reason = None, None
+        for attempt in range(retries + 1):
+            try:
+                data = client.fetch(ref)
+                break
+            except TransientError as err:
+                reason = err.reason
+                if attempt < retries:
+                    time.sleep(min(_MAX_BACKOFF, backoff * 2 ** attempt))
+            except (InstanceFailed, PacsError) as err:
+                reason = getattr(err, "reason", None) or type(err).__name__
+                break
+        if data is None:
+            summary.failed += 1
+            summary.failed_by_reason[reason] = summary.failed_by_reason.get(reason, 0) + 1
+            continue
+        try:
+            with _silenced():
+                ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+            targets = sorted(layout.series[(ref.study_uid, s)]
+                             for s in referenced_series(ds, series_of_sop)
+                             if (ref.study_uid, s) in layout.series)
+        except Exception:  # an unreadable object references nothing we can tell
+            targets = []
+        if not targets:
+            summary.annotations_unmatched += 1
+            continue
+        kind = _annotation_kind(ref)
+        folder = layout.out / layout.studies[ref.study_uid]
+        n = 1
+        while (folder / f"{targets[0]}.{kind}-{n}.dcm").exists():
+            n += 1
+        path = folder / f"{targets[0]}.{kind}-{n}.dcm"
+        with fsio.atomic_path(path, suffix=".partial") as tmp:
+            tmp.write_bytes(data)
+        layout.annotations[ref.sop_uid] = path
+        summary.annotations += 1
+
+
+def _series_mask(out: Path, study_dir: Path, series_name: str) -> str:
+    """The series' annotation for series.csv: its first SEG, else its first RTSTRUCT."""
+    found = sorted((m["kind"] != "seg", int(m["n"]), p.name) for p in study_dir.iterdir()
+                   if (m := _ANNOTATION_FILE.match(p.name)) and m["series"] == series_name)
+    return f"{study_dir.name}/{found[0][2]}" if found else ""
+
+
+def _write_series_csv(out: Path, refs, layout: _Layout, annotations: bool = False) -> None:
     """series.csv: one row per series folder; keeps labels the user already filled in."""
     path = out / "series.csv"
     labels = {}
@@ -331,7 +434,10 @@ def _write_series_csv(out: Path, refs, layout: _Layout) -> None:
             if count:
                 rows.append({"path": rel, "label": labels.get(rel, ""),
                              "modality": modality.get(rel, ""), "instances": count})
-    fsio.write_csv(path, rows, ("path", "label", "modality", "instances"))
+                if annotations:
+                    rows[-1]["mask"] = _series_mask(out, study_dir, series_dir.name)
+    fsio.write_csv(path, rows, ("path", "label", "modality", "instances")
+                   + (("mask",) if annotations else ()))
 
 
 def describe(summary: dict) -> str:
@@ -341,6 +447,10 @@ def describe(summary: dict) -> str:
             f"{summary['skipped']} already on disk, failed {summary['failed']}")
     if summary.get("replaced"):
         line += f" ({summary['replaced']} incomplete files fetched again)"
+    if summary.get("annotations") or summary.get("annotations_unmatched"):
+        line += f"; {summary['annotations']} annotations (SEG/RTSTRUCT) stored beside their series"
+        if summary.get("annotations_unmatched"):
+            line += f", {summary['annotations_unmatched']} referencing no pulled series left"
     if summary.get("not_images"):
         line += f"; left {summary['not_images']} non-image objects (SEG, SR, …) on the server"
     return line + f" → {summary['out']}"

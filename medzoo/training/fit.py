@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medzoo import __version__, fsio
+from medzoo import __version__, fsio, roc
 from medzoo.datasets import manifest, splits
 from medzoo.errors import InputError
 from medzoo.training.distribute import make_distribution
@@ -100,7 +100,11 @@ def train(model: str, ds_dir, run_dir, *, epochs: int | None = None, batch_size:
     test_fold, folds : the held-out fold and the fold count (default: the dataset's).
     seed : weight initialisation and shuffling.
     augment : random flips/shifts in the input pipeline (image and mask alike).
-    model_options : keyword options passed to the zoo builder.
+    model_options : dict
+        Options of the zoo builder (``medzoo models NAME`` lists them), as values or as text
+        (``{"widths": "16,32"}``); ``"preset"`` names one of the model's presets. Checked by
+        :func:`medzoo.zoo.options.resolve`; ``config.json`` stores the resolved ones (preset
+        expanded, tuples as lists), which rebuild the same model.
     init_from : path-like, optional
         An earlier run dir; layers with matching names and shapes start from its weights.
     freeze : bool
@@ -133,17 +137,23 @@ def train(model: str, ds_dir, run_dir, *, epochs: int | None = None, batch_size:
     Raises
     ------
     InputError
-        Unknown model, a dataset dir that is not one, a task the dataset cannot feed (segmentation
-        without masks), or a run dir that already holds a finished, different run.
+        Unknown model or option (or an option value of the wrong type), a dataset dir that is
+        not one, a task the dataset cannot feed (segmentation without masks), or a run dir that
+        already holds a finished, different run.
     """
     import keras
 
-    from medzoo.zoo import registry
+    from medzoo.zoo import options, registry
 
     try:
         entry = registry.get(model)
     except KeyError as exc:
         raise InputError(str(exc.args[0])) from exc
+    if entry.task not in registry.PREDICTOR_TASKS:
+        raise InputError(f"Argument `model` must be one of: "
+                         f"{', '.join(registry.names(registry.PREDICTOR_TASKS))}. Received: "
+                         f"model={model!r} (the {entry.task} model trains with `medzoo gan train`)")
+    model_options = options.resolve(model, model_options)  # refused before anything is written
     ds_dir, run_dir = Path(ds_dir), Path(run_dir)
     info = manifest.read_dataset_info(ds_dir)
     if entry.task == "segmentation" and not info.get("has_mask"):
@@ -155,6 +165,11 @@ def train(model: str, ds_dir, run_dir, *, epochs: int | None = None, batch_size:
     split_seed = int(info["seed"])
     fold_of = splits.fold_assignment(ds_dir, folds, split_seed)
     parts = split_record_ids(fold_of, test_fold, folds)
+    if len(info["image_size"]) != 2:  # volumes: 3D patch training is volumes-model's (issue 16)
+        raise InputError(
+            f"{ds_dir}: a volume dataset (image_size {info['image_size']}, D x H x W); model "
+            f"{model!r} trains on 2D images (H x W). Ingest without --volumes/--spacing for 2D "
+            "slices, or train a 3D segmenter on it")
     height, width = info["image_size"]
     input_shape = (height, width, int(info["channels"]))
     classes = list(info["classes"])
@@ -192,8 +207,9 @@ def train(model: str, ds_dir, run_dir, *, epochs: int | None = None, batch_size:
     try:  # build before writing anything: a shape the model cannot take leaves no run dir behind
         with dist.scope():
             net = registry.build(model, input_shape, len(classes), **(model_options or {}))
-    except ValueError as exc:
-        raise InputError(f"{ds_dir}: model {model!r} cannot take this dataset's images "
+    except ValueError as exc:  # a size the model cannot take, or an option value it refuses
+        chosen = f" with options {json.dumps(model_options)}" if model_options else ""
+        raise InputError(f"{ds_dir}: model {model!r}{chosen} cannot take this dataset's images "
                          f"({exc})") from exc
     except TypeError as exc:
         if not multi_label:
@@ -220,7 +236,7 @@ def train(model: str, ds_dir, run_dir, *, epochs: int | None = None, batch_size:
     config["train_seconds"] = round(time.monotonic() - started, 2)
     if threshold:
         config["threshold"] = validation_threshold(run_dir / "checkpoints" / "best.keras",
-                                                   val_ds, threshold)
+                                                   val_ds, threshold, classes=classes)
     _finish(run_dir, config)
     dist.cleanup()
     return config
@@ -311,10 +327,10 @@ def _check_imbalance_options(task, classes, multi_label, balance, loss, threshol
                          "training mix); use --balance weights")
     if threshold is not None:
         parse_threshold_rule(threshold)
-        if multi_label or len(classes) != 2:
+        if not multi_label and len(classes) != 2:  # multi-label: one cut-off per finding
             raise InputError("--threshold chooses one cut-off on the positive-class score: it "
-                             f"needs two single-label classes. Received: {len(classes)} classes"
-                             f"{', multi-label' if multi_label else ''}")
+                             "needs two classes, or a multi-label dataset (one per finding). "
+                             f"Received: {len(classes)} single-label classes")
 
 
 def parse_threshold_rule(rule: str) -> tuple[str, float | None]:
@@ -340,8 +356,6 @@ def choose_threshold(rule: str, y_true, scores) -> float:
     sensitivity is at least X. ``spec:X``: the lowest threshold whose specificity is at least X.
     Raises ``InputError`` when the scores hold one class only.
     """
-    from medzoo.evaluation import metrics
-
     kind, target = parse_threshold_rule(rule)
     y = np.asarray(y_true, dtype=np.int64)
     s = np.asarray(scores, dtype=np.float64)
@@ -349,7 +363,7 @@ def choose_threshold(rule: str, y_true, scores) -> float:
         raise InputError("--threshold: the validation fold holds one class only; no threshold "
                          "can be chosen on it")
     if kind == "youden":
-        return float(metrics.youden_threshold(y, s))
+        return float(roc.youden_threshold(y, s))
     if kind == "sens":
         positives = np.sort(s[y == 1])[::-1]
         return float(positives[int(np.ceil(target * positives.size - 1e-9)) - 1])
@@ -358,16 +372,31 @@ def choose_threshold(rule: str, y_true, scores) -> float:
     return float(np.nextafter(negatives[k - 1], np.inf)) if k else float(negatives[0])
 
 
-def validation_threshold(model_path: Path, val_ds, rule: str) -> dict:
-    """Choose ``rule``'s threshold with the saved model on the validation pipeline."""
+def validation_threshold(model_path: Path, val_ds, rule: str, classes=None) -> dict:
+    """Choose ``rule``'s threshold with the saved model on the validation pipeline.
+
+    Multi-label runs (multi-hot labels) get one threshold per finding, ``per_class``
+    {class: value}; a class with one outcome only in the validation fold gets none (deployment
+    then uses 0.5 for it).
+    """
+    from medzoo.datasets.manifest import NEGATIVE_NAMES
     from medzoo.zoo import saving
 
     best = saving.load_model(model_path)
-    labels, scores = [], []
+    labels, outputs = [], []
     for images, y, *_ in val_ds:  # a balanced run's batches also carry class weights
-        scores.append(np.asarray(best(images, training=False))[:, 1])
+        outputs.append(np.asarray(best(images, training=False)))
         labels.append(np.asarray(y))
-    y, s = np.concatenate(labels), np.concatenate(scores)
+    y, p = np.concatenate(labels), np.concatenate(outputs)
+    if y.ndim == 2:  # multi-label: each finding's own cut-off on its own probability
+        names = list(classes or range(y.shape[1]))
+        per_class = {}
+        for k, name in enumerate(names):
+            if str(name).lower() in NEGATIVE_NAMES or not 0 < int(y[:, k].sum()) < len(y):
+                continue
+            per_class[str(name)] = choose_threshold(rule, y[:, k], p[:, k])
+        return {"rule": rule, "per_class": per_class, "split": "validation", "n": int(len(y))}
+    s = p[:, 1]
     value = choose_threshold(rule, y, s)
     return {"rule": rule, "value": value, "split": "validation", "n": int(y.size),
             "n_pos": int(y.sum())}

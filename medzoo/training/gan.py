@@ -98,7 +98,7 @@ def plot_gan_losses(history: list[dict], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from medzoo.evaluation.charts import save_figure
+    from medzoo.figures import save_figure
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     epochs = [row["epoch"] + 1 for row in history]

@@ -45,11 +45,22 @@ def _check_weights(weights):
 
 
 def build_transfer(input_shape, num_classes: int, *, backbone: str = "MobileNetV3Small",
-                   weights=None, freeze_backbone: bool = False, dropout: float = 0.2,
+                   weights: str | None = None, freeze_backbone: bool = False, dropout: float = 0.2,
                    name: str | None = None) -> keras.Model:
     """Classifier over a Keras Applications ``backbone`` (2D only; see the module docstring).
 
     ``freeze_backbone=True`` trains only the head (the usual first step with pretrained weights).
+
+    Parameters
+    ----------
+    backbone : str
+        A Keras Applications model name (see ``BACKBONES``).
+    weights : str or None
+        A local weights file for the backbone (nothing is downloaded); none: random.
+    freeze_backbone : bool
+        Keep the backbone's weights fixed and train the head only.
+    dropout : float
+        Dropout rate before the output layer.
 
     Raises ``ValueError`` for 3D inputs, sizes not a multiple of 32, 2+ channels other than 3,
     an unknown backbone or a ``weights`` value that is not a local file.
@@ -90,7 +101,8 @@ def backbone_layers(model) -> list:
     return [layer for layer in model.layers if layer.name not in own]
 
 
-@register("mobilenet_v3", task="classification")
+@register("mobilenet_v3", task="classification", options_from=build_transfer,
+          fixed=("backbone",))
 def mobilenet_v3(input_shape, num_classes: int, **options) -> keras.Model:
     """MobileNetV3Small backbone (Keras Applications; weights=None or a local file), small head."""
     return build_transfer(input_shape, num_classes, backbone="MobileNetV3Small", **options)

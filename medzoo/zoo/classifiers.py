@@ -17,7 +17,9 @@ def _head(x, num_classes: int, dropout: float, multi_label: bool = False):
                         name="probabilities", dtype="float32")(x)
 
 
-@register("cnn", task="classification")
+@register("cnn", task="classification", presets={
+    "small": {"widths": (8, 16, 32), "dense": 32}, "base": {},
+    "large": {"widths": (32, 64, 128), "dense": 128}})
 def small_cnn(input_shape, num_classes: int, *, widths=(16, 32, 64), dense: int = 64,
               norm: str | None = None, dropout: float = 0.2, pool: str = "max",
               multi_label: bool = False) -> keras.Model:
@@ -26,6 +28,21 @@ def small_cnn(input_shape, num_classes: int, *, widths=(16, 32, 64), dense: int 
 
     No normalisation by default, as in the seed: on small medical datasets batch statistics
     make validation scores swing. Global max pooling keeps the evidence of a small local finding.
+
+    Parameters
+    ----------
+    widths : tuple of int
+        Filters of each conv → pool stage; sizes must be multiples of 2**len(widths).
+    dense : int
+        Units of the fully connected layer.
+    norm : str or None
+        Normalisation after each convolution: batch, group, layer or none.
+    dropout : float
+        Dropout rate before the output layer.
+    pool : str
+        Global pooling before the dense layer: max or avg.
+    multi_label : bool
+        One sigmoid per class (set by ``medzoo train`` for multi-label datasets).
     """
     dims = blocks.spatial_dims_of(input_shape)
     blocks.check_divisible(input_shape, 2 ** len(widths))
@@ -57,7 +74,21 @@ def resnet(input_shape, num_classes: int, *, widths=(16, 32, 64), units_per_stag
            norm: str | None = "batch", dropout: float = 0.2, pool: str = "max",
            multi_label: bool = False) -> keras.Model:
     """A ResNet-style CNN; depth = ``len(widths) * units_per_stage`` residual units
-    (``multi_label=True``: sigmoid head, see :func:`small_cnn`)."""
+    (``multi_label=True``: sigmoid head, see :func:`small_cnn`).
+
+    Parameters
+    ----------
+    widths : tuple of int
+        Filters of each stage; every stage after the first halves the size.
+    units_per_stage : int
+        Residual units per stage.
+    norm : str or None
+        Normalisation after each convolution: batch, group, layer or none.
+    dropout : float
+        Dropout rate before the output layer.
+    pool : str
+        Global pooling at the end: max or avg.
+    """
     dims = blocks.spatial_dims_of(input_shape)
     blocks.check_divisible(input_shape, 2 ** len(widths))
     inputs = blocks.image_input(input_shape)

@@ -83,11 +83,14 @@ def describe_model(name: str, size: int = 64, channels: int | None = None,
     """Name, task, description, input/output shapes, parameters and FLOPs of one zoo model.
 
     ``channels`` defaults to the model's registered ``default_channels`` (1, or one per modality
-    for fusion models); FLOPs are per image at ``size`` × ``size``.
+    for fusion models); FLOPs are per image at ``size`` × ``size``. For the GAN augmenter the
+    shapes and FLOPs are its generator's (what is sampled and exported), the parameters those of
+    generator and discriminator together (what is trained).
     """
     entry = registry.get(name)
     channels = entry.default_channels if channels is None else channels
-    model = registry.build(name, (size, size, channels), num_classes)
+    built = registry.build(name, (size, size, channels), num_classes)
+    model = built.generator if entry.task == "augmentation" else built
     return {
         "name": name,
         "task": entry.task,
@@ -95,7 +98,7 @@ def describe_model(name: str, size: int = 64, channels: int | None = None,
         "inputs": {t.name.split(":")[0]: list(t.shape) for t in model.inputs},
         "outputs": {model.output_names[i] if hasattr(model, "output_names") else f"output_{i}":
                     list(t.shape) for i, t in enumerate(model.outputs)},
-        "parameters": int(model.count_params()),
+        "parameters": int(built.count_params()),
         "flops": count_flops(model),
     }
 

@@ -25,6 +25,21 @@ def build_fusion(input_shape, num_classes: int, *, mode: str = "late", modalitie
                  dropout: float = 0.2) -> keras.Model:
     """Fusion classifier over ``modalities`` (default: one per input channel), 2D or 3D.
 
+    Parameters
+    ----------
+    mode : str
+        ``early`` (one CNN over all channels) or ``late`` (one encoder per modality).
+    modalities : int or None
+        Modalities stacked as channels (default: one per channel); must divide C.
+    widths : tuple of int
+        Filters of each encoder stage (conv → pool); sizes must be multiples of 2**len(widths).
+    dense : int
+        Units of the fused fully connected layer.
+    norm : str or None
+        Normalisation after each convolution: batch, group, layer or none.
+    dropout : float
+        Dropout rate before the output layer.
+
     Raises ``ValueError`` for an unknown ``mode`` or when ``modalities`` does not divide C.
     """
     if mode not in MODES:
@@ -55,13 +70,15 @@ def build_fusion(input_shape, num_classes: int, *, mode: str = "late", modalitie
     return keras.Model(inputs, outputs, name=f"fusion_{mode}")
 
 
-@register("fusion_early", task="classification", default_channels=2)
+@register("fusion_early", task="classification", default_channels=2, options_from=build_fusion,
+          fixed=("mode",))
 def fusion_early(input_shape, num_classes: int, **options) -> keras.Model:
     """Early fusion: one CNN over all modalities stacked as channels."""
     return build_fusion(input_shape, num_classes, mode="early", **options)
 
 
-@register("fusion_late", task="classification", default_channels=2)
+@register("fusion_late", task="classification", default_channels=2, options_from=build_fusion,
+          fixed=("mode",))
 def fusion_late(input_shape, num_classes: int, **options) -> keras.Model:
     """Late fusion: one CNN encoder per modality (channel), features concatenated, shared head."""
     return build_fusion(input_shape, num_classes, mode="late", **options)

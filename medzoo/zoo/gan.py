@@ -14,6 +14,8 @@ import math
 import keras
 from keras import layers, ops
 
+from medzoo.zoo.registry import register
+
 LATENT_DIM = 64
 
 
@@ -146,9 +148,18 @@ class ConditionalGAN(keras.Model):
         return cls(generator, discriminator, **config)
 
 
+@register("gan", task="augmentation")
 def build_gan(input_shape, num_classes: int, *, latent_dim: int = LATENT_DIM,
               base_width: int = 16) -> ConditionalGAN:
-    """The conditional GAN for images of ``input_shape`` and ``num_classes`` classes."""
+    """Class-conditional GAN augmenter: its generator makes extra training images (medzoo gan).
+
+    Parameters
+    ----------
+    latent_dim : int
+        Length of the generator's random input.
+    base_width : int
+        Filters of the generator's last and the discriminator's first convolution.
+    """
     generator = build_generator(input_shape, num_classes, latent_dim=latent_dim,
                                 base_width=base_width)
     discriminator = build_discriminator(input_shape, num_classes, base_width=base_width)

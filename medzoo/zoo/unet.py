@@ -20,7 +20,21 @@ def _attention_gate(skip, gating, dims: int, filters: int, name: str):
 
 def build_unet(input_shape, *, depth: int = 3, base_width: int = 8, norm: str | None = "batch",
                dropout: float = 0.0, attention: bool = False, name: str = "unet") -> keras.Model:
-    """Encoder–decoder with skip connections; output ``mask``: sigmoid lesion probability."""
+    """Encoder–decoder with skip connections; output ``mask``: sigmoid lesion probability.
+
+    Parameters
+    ----------
+    depth : int
+        Down-sampling levels; sizes must be multiples of 2**depth.
+    base_width : int
+        Filters of the first level, doubled at each level below.
+    norm : str or None
+        Normalisation after each convolution: batch, group, layer or none.
+    dropout : float
+        Dropout rate in the bottleneck.
+    attention : bool
+        Additive attention gates on the skip connections (Attention U-Net).
+    """
     if depth < 1:
         raise ValueError(f"Argument `depth` must be >= 1. Received: depth={depth}")
     dims = blocks.spatial_dims_of(input_shape)
@@ -49,13 +63,19 @@ def build_unet(input_shape, *, depth: int = 3, base_width: int = 8, norm: str | 
     return keras.Model(inputs, outputs, name=name)
 
 
-@register("unet", task="segmentation")
+# Sizes by width and depth; "base" is the builder's defaults (depth 3, base width 8).
+PRESETS = {"small": {"base_width": 4}, "base": {}, "large": {"base_width": 16, "depth": 4}}
+
+
+@register("unet", task="segmentation", options_from=build_unet, fixed=("attention",),
+          presets=PRESETS)
 def unet(input_shape, num_classes: int, **options) -> keras.Model:
     """U-Net (Ronneberger et al. 2015), 2D or 3D from the input shape."""
     return build_unet(input_shape, **options)
 
 
-@register("attention_unet", task="segmentation")
+@register("attention_unet", task="segmentation", options_from=build_unet, fixed=("attention",),
+          presets=PRESETS)
 def attention_unet(input_shape, num_classes: int, **options) -> keras.Model:
     """Attention U-Net: U-Net with additive attention gates on the skip connections."""
     return build_unet(input_shape, attention=True, name="attention_unet", **options)

@@ -182,7 +182,25 @@ def transformer_block(x, dims: int, *, num_heads: int, proj_size: int, norm, dro
 def unetr_pp(input_shape, num_classes: int, *, widths=(16, 32, 64), blocks_per_stage: int = 1,
              patch_size: int = 4, num_heads: int = 4, proj_size: int = 16,
              norm: str | None = "batch", dropout: float = 0.1) -> keras.Model:
-    """UNETR++: transformer U-Net with efficient paired attention (Shaker et al. 2022), 2D or 3D."""
+    """UNETR++: transformer U-Net with efficient paired attention (Shaker et al. 2022), 2D or 3D.
+
+    Parameters
+    ----------
+    widths : tuple of int
+        Channels of each encoder stage (the first after the patch embedding).
+    blocks_per_stage : int
+        Transformer blocks per stage.
+    patch_size : int
+        Side of the patch embedding; sizes must be multiples of patch_size * 2**(stages - 1).
+    num_heads : int
+        Attention heads.
+    proj_size : int
+        Projected sequence length of the spatial attention.
+    norm : str or None
+        Normalisation: batch, group, layer or none.
+    dropout : float
+        Dropout rate in the transformer blocks.
+    """
     dims = blocks.spatial_dims_of(input_shape)
     if patch_size < 1 or blocks_per_stage < 1 or not widths:
         raise ValueError("Arguments `patch_size` and `blocks_per_stage` must be >= 1 and `widths` "

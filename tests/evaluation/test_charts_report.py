@@ -13,6 +13,7 @@ from medzoo.errors import InputError
 from medzoo.evaluation import charts, stats
 from medzoo.evaluation.evaluate import evaluate
 from medzoo.evaluation.report import render_report, stat_sentences, write_report
+from medzoo.training import curves
 
 from .conftest import write_onnx
 
@@ -39,7 +40,7 @@ def test_charts_written_png_and_svg(tmp_path):
     history = [{"epoch": str(i), "loss": str(1 / (i + 1)), "accuracy": 0.5 + i / 20, "val_loss": 1.2 / (i + 1),
                 "val_accuracy": 0.5 + i / 25} for i in range(4)]
     written = [
-        charts.plot_training_curves(history, tmp_path / "curves.png"),
+        curves.plot_training_curves(history, tmp_path / "curves.png"),
         charts.plot_model_comparison(SUMMARY, tmp_path / "comparison.png", chance={"accuracy": 0.5}),
         charts.plot_model_comparison(SUMMARY, tmp_path / "comparison_ci.png", error="ci95"),
         charts.plot_roc({"cnn": (y, s)}, tmp_path / "roc.png"),
@@ -75,7 +76,7 @@ def test_charts_written_png_and_svg(tmp_path):
 
 def test_chart_errors(tmp_path):
     with pytest.raises(ValueError, match="'loss' column"):
-        charts.plot_training_curves([{"epoch": 0}], tmp_path / "c.png")
+        curves.plot_training_curves([{"epoch": 0}], tmp_path / "c.png")
     with pytest.raises(ValueError, match="must end in .png"):
         charts.plot_roc({"m": ([0, 1], [0.1, 0.9])}, tmp_path / "c.jpg")
     with pytest.raises(ValueError, match="none of the metrics"):

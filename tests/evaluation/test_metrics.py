@@ -5,6 +5,7 @@ import pytest
 from scipy.spatial.distance import cdist
 from sklearn import metrics as skm
 
+from medzoo import roc
 from medzoo.evaluation import metrics as M
 
 
@@ -40,7 +41,7 @@ def test_binary_metrics_match_sklearn(seed, ties):
 
 def test_roc_curve_matches_sklearn_with_ties():
     y, s = _data(5, ties=True)
-    fpr, tpr, thr = M.roc_curve(y, s)
+    fpr, tpr, thr = roc.roc_curve(y, s)
     f2, t2, th2 = skm.roc_curve(y, s, drop_intermediate=False)
     np.testing.assert_allclose(fpr, f2)
     np.testing.assert_allclose(tpr, t2)
@@ -50,11 +51,11 @@ def test_roc_curve_matches_sklearn_with_ties():
 
 def test_auc_worked_example_with_tie():
     # positives 0.8, 0.4; negatives 0.4, 0.1: pairs (0.8>0.4) 1, (0.8>0.1) 1, (0.4=0.4) 1/2, (0.4>0.1) 1
-    assert M.roc_auc([1, 1, 0, 0], [0.8, 0.4, 0.4, 0.1]) == pytest.approx(3.5 / 4)
+    assert roc.roc_auc([1, 1, 0, 0], [0.8, 0.4, 0.4, 0.1]) == pytest.approx(3.5 / 4)
 
 
 def test_undefined_metrics_are_nan_not_zero():
-    assert np.isnan(M.roc_auc([1, 1, 1], [0.2, 0.5, 0.9]))
+    assert np.isnan(roc.roc_auc([1, 1, 1], [0.2, 0.5, 0.9]))
     assert np.isnan(M.sensitivity([0, 0], [0, 1]))
     assert np.isnan(M.average_precision([0, 0], [0.1, 0.2]))
     assert M.specificity([0, 0], [0, 1]) == 0.5
@@ -62,11 +63,11 @@ def test_undefined_metrics_are_nan_not_zero():
 
 def test_bad_inputs_say_what_was_received():
     with pytest.raises(ValueError, match="only 0 and 1"):
-        M.roc_auc([0, 2], [0.1, 0.2])
+        roc.roc_auc([0, 2], [0.1, 0.2])
     with pytest.raises(ValueError, match="3 values"):
-        M.roc_auc([0, 1, 1], [0.1, 0.2])
+        roc.roc_auc([0, 1, 1], [0.1, 0.2])
     with pytest.raises(ValueError, match="finite"):
-        M.roc_auc([0, 1], [0.1, np.nan])
+        roc.roc_auc([0, 1], [0.1, np.nan])
 
 
 def test_ece_worked_example():
@@ -83,8 +84,8 @@ def test_youden_threshold_worked_example():
     y = [0, 0, 0, 1, 1, 1]
     s = [0.1, 0.2, 0.6, 0.5, 0.7, 0.9]
     # threshold 0.5 -> sens 1, spec 2/3 (J=0.667); 0.7 -> sens 2/3, spec 1 (J=0.667): highest wins
-    assert M.youden_threshold(y, s) == pytest.approx(0.7)
-    assert M.youden_threshold([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4]) == pytest.approx(0.3)
+    assert roc.youden_threshold(y, s) == pytest.approx(0.7)
+    assert roc.youden_threshold([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4]) == pytest.approx(0.3)
 
 
 def test_multiclass_matches_sklearn():
@@ -178,13 +179,13 @@ def test_bootstrap_by_patient_keeps_patients_together_and_is_seeded():
         counts = np.bincount(idx, minlength=120).reshape(30, 4)
         assert (counts == counts[:, :1]).all()  # the 4 records of a patient come and go together
         assert len(idx) == 120
-    r1 = M.bootstrap_ci(M.roc_auc, y, s, groups=patients, n_boot=200, seed=3)
-    r2 = M.bootstrap_ci(M.roc_auc, y, s, groups=patients, n_boot=200, seed=3)
+    r1 = M.bootstrap_ci(roc.roc_auc, y, s, groups=patients, n_boot=200, seed=3)
+    r2 = M.bootstrap_ci(roc.roc_auc, y, s, groups=patients, n_boot=200, seed=3)
     assert (r1["low"], r1["high"]) == (r2["low"], r2["high"])
     assert r1["value"] == pytest.approx(skm.roc_auc_score(y, s))
     assert r1["low"] < r1["value"] < r1["high"]
     assert r1["n_valid"] == 200 and "patients" in r1["method"]
-    r3 = M.bootstrap_ci(M.roc_auc, y, s, groups=patients, n_boot=200, seed=4)
+    r3 = M.bootstrap_ci(roc.roc_auc, y, s, groups=patients, n_boot=200, seed=4)
     assert (r1["low"], r1["high"]) != (r3["low"], r3["high"])
 
 
@@ -212,7 +213,7 @@ def test_bootstrap_curve_band_roc_and_pr():
     y = rng.integers(0, 2, 120)
     s = np.clip(0.3 * y + rng.random(120) * 0.7, 0, 1)
     band = M.bootstrap_curve_band(y, s, curve="roc", n_boot=200, seed=3)
-    fpr, tpr, _ = M.roc_curve(y, s)
+    fpr, tpr, _ = roc.roc_curve(y, s)
     # the full-data curve on the grid is the ROC step: best sensitivity at FPR <= x
     for x, v in zip(band["grid"][::10], band["value"][::10]):
         assert v == pytest.approx(tpr[fpr <= x + 1e-12].max())

@@ -7,7 +7,7 @@ import pytest
 from scipy import stats as sps
 from sklearn.metrics import roc_auc_score
 
-from medzoo.evaluation import metrics as M
+from medzoo import roc
 from medzoo.evaluation import stats as S
 
 FOLDS_A = [0.81, 0.77, 0.85, 0.79, 0.83]
@@ -153,7 +153,7 @@ def _per_fold_auc(seed, signal, k=5, n=60):
     out = []
     for _ in range(k):
         y = rng.integers(0, 2, n)
-        out.append(M.roc_auc(y, signal * y + rng.normal(0, 1, n)))
+        out.append(roc.roc_auc(y, signal * y + rng.normal(0, 1, n)))
     return out
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from medzoo import fsio
 from medzoo.errors import InputError
+from medzoo.evaluation.evaluate import evaluate
 from medzoo.export import exporter, push
 from medzoo.export.parity import ParityError, run_onnx
 
@@ -82,6 +83,10 @@ def test_versions_increment_and_are_never_overwritten(cnn_run, tmp_path):
     before = _tree_digest(first)
     second = exporter.export_run(cnn_run, tmp_path)
     assert (first.name, second.name) == ("1", "2")
+    # export stands before evaluation: without an evaluator the card says why it has no metrics
+    card = json.loads((first / "model_card.json").read_text())
+    assert card["metrics"] == {"split": None,
+                               "note": "no evaluator given to the export; no validation metrics"}
     with pytest.raises(InputError, match="never overwritten"):
         exporter.export_run(cnn_run, tmp_path, version=1)
     assert _tree_digest(first) == before
@@ -94,12 +99,14 @@ def test_failed_export_leaves_no_visible_version(cnn_run, tmp_path):
 
 
 def test_blessing_rules_and_push(cnn_run, tmp_path):
-    failing = exporter.export_run(cnn_run, tmp_path / "models", bless_if=["auc>1.01"])
+    failing = exporter.export_run(cnn_run, tmp_path / "models", bless_if=["auc>1.01"],
+                                  evaluator=evaluate)
     assert (failing / "NOT_BLESSED").exists()
     assert "fails >1.01" in (failing / "NOT_BLESSED").read_text()
     with pytest.raises(InputError, match="not blessed"):
         push.push(failing, tmp_path / "serving")
-    blessed = exporter.export_run(cnn_run, tmp_path / "models", bless_if=["auc>=0.0"])
+    blessed = exporter.export_run(cnn_run, tmp_path / "models", bless_if=["auc>=0.0"],
+                                  evaluator=evaluate)
     assert (blessed / "BLESSED").exists()
     target = push.push(blessed, tmp_path / "serving")
     assert target == tmp_path / "serving" / "cnn" / "2"

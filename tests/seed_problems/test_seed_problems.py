@@ -13,6 +13,7 @@ def _chain(tmp, *, epochs=3, train_kw=None, export_kw=None, **synth_kw):
     """synth → ingest → train → export; returns (ds, run, version dir, config)."""
     from medzoo.datasets.ingest import ingest
     from medzoo.datasets.synth import write_synthetic
+    from medzoo.evaluation.evaluate import evaluate
     from medzoo.export.exporter import export_run
     from medzoo.training.fit import train
 
@@ -21,7 +22,7 @@ def _chain(tmp, *, epochs=3, train_kw=None, export_kw=None, **synth_kw):
            key_file=tmp / "k.key")
     config = train("cnn", tmp / "ds", tmp / "run", epochs=epochs, batch_size=8, seed=0,
                    learning_rate=3e-3, verbose=0, **(train_kw or {}))
-    version = export_run(tmp / "run", tmp / "models", **(export_kw or {}))
+    version = export_run(tmp / "run", tmp / "models", evaluator=evaluate, **(export_kw or {}))
     return tmp / "ds", tmp / "run", version, config
 
 
@@ -119,7 +120,7 @@ def test_balance_raises_balanced_accuracy_and_threshold_reaches_the_card(tmp_pat
         config = train("cnn", ds, run, epochs=10, batch_size=8, seed=0, learning_rate=3e-3,
                        verbose=0, balance=balance, threshold="youden" if balance else None)
         figures[balance] = _balanced_accuracy(run, ds)
-    version = export_run(run, tmp_path / "models")
+    version = export_run(run, tmp_path / "models", evaluator=evaluate)
     result = evaluate(version, ds, tmp_path / "eval", split="all", n_boot=0)  # card's threshold
     card = json.loads((version / "model_card.json").read_text())
     chosen = config["threshold"]

@@ -1,0 +1,177 @@
+"""`medzoo data ingest --layout msd`: Decathlon (4D multi-channel) and nnU-Net v2 (_0000 channel
+files) folders written with nibabel become native-volume dataset dirs; every case is loaded or
+rejected with its reason; folds are patient-grouped; no case name reaches the dataset dir."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medzoo.datasets import records
+from medzoo.datasets.msd import ingest_msd
+
+SHAPE = (20, 16, 6)  # NIfTI voxel axes (x, y, z)
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def _affine(shift=(0.0, 0.0, 0.0)):
+    """RAS affine of an axial LPS grid, 0.8 × 0.7 × 2.5 mm, as dcm2niix writes it."""
+    lps = np.eye(4)
+    lps[:3, :3] = np.diag([0.8, 0.7, 2.5])
+    lps[:3, 3] = np.array([-8.0, -5.0, -7.5]) + shift
+    return LPS_TO_RAS @ lps
+
+
+def _case(seed):
+    """A (x, y, z) image with a box 'organ' (1) and a smaller 'tumour' (2) inside it."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(SHAPE, np.uint8)
+    x0, y0 = 3 + seed % 4, 3 + seed % 3
+    labels[x0:x0 + 9, y0:y0 + 7, 1:5] = 1
+    if seed % 2:
+        labels[x0 + 2:x0 + 5, y0 + 2:y0 + 4, 2:4] = 2
+    image = (labels * 40.0 + rng.normal(0, 5, SHAPE)).astype(np.float32)
+    return image, labels
+
+
+def _save(array, path, affine=None):
+    img = nib.Nifti1Image(array, _affine() if affine is None else affine)
+    img.set_qform(img.affine, code=1)
+    img.set_sform(img.affine, code=1)
+    nib.save(img, str(path))
+
+
+@pytest.fixture(scope="module")
+def msd_dir(tmp_path_factory):
+    """MSD layout, 2 MR channels as 4D images; 7 cases of which 2 are bad, plus a ._ file."""
+    root = tmp_path_factory.mktemp("Task99_Phantom")
+    (root / "imagesTr").mkdir()
+    (root / "labelsTr").mkdir()
+    for n in range(7):
+        image, labels = _case(n)
+        four_d = np.stack([image, image * 0.5 + 100], axis=-1)
+        _save(four_d, root / "imagesTr" / f"phantom_{n:03d}.nii.gz")
+        affine = _affine(shift=(0, 0, 1.5)) if n == 5 else None  # label map 1.5 mm off
+        _save(labels, root / "labelsTr" / f"phantom_{n:03d}.nii.gz", affine)
+    bad = root / "imagesTr" / "phantom_006.nii.gz"
+    bad.write_bytes(bad.read_bytes()[:300])  # truncated
+    (root / "imagesTr" / "._phantom_000.nii.gz").write_bytes(b"\x00\x05\x16\x07 mac metadata")
+    (root / "dataset.json").write_text(json.dumps({
+        "name": "Phantom", "modality": {"0": "FLAIR", "1": "T1w"},
+        "labels": {"0": "background", "1": "organ", "2": "tumour"},
+        "numTraining": 7, "training": [
+            {"image": f"./imagesTr/phantom_{n:03d}.nii.gz",
+             "label": f"./labelsTr/phantom_{n:03d}.nii.gz"} for n in range(7)]}))
+    return root
+
+
+def _read(ds):
+    out = []
+    for path in records.shard_paths(ds):
+        for data in records.iter_tfrecord(path):
+            out.append(records.decode_example(data))
+    return out
+
+
+def _csv(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_msd_multichannel_ingest(msd_dir, tmp_path):
+    ds = tmp_path / "ds"
+    summary = ingest_msd(msd_dir, ds, folds=2, seed=0, key_file=tmp_path / "key")
+    assert (summary["inputs"], summary["loaded"], summary["rejected"]) == (7, 5, 2)
+    info = json.loads((ds / "dataset.json").read_text())
+    assert info["kind"] == "volume" and info["spacing_mode"] == "native"
+    assert info["task"] == "segmentation" and info["source_layout"] == "msd"
+    assert info["channels"] == 2 and info["channel_names"] == ["FLAIR", "T1w"]
+    assert info["label_classes"] == ["background", "organ", "tumour"]
+    assert info["classes"] == ["organ", "tumour"] and info["image_size"] == [6, 16, 20]
+    plan = json.loads((ds / "plan.json").read_text())
+    assert plan["normalization"] == {"scheme": "zscore"}
+    np.testing.assert_allclose(plan["target_spacing"], [2.5, 0.7, 0.8])
+    rejected = {r["path"]: r["reason"] for r in _csv(ds / "rejected.csv")}
+    assert rejected == {
+        "imagesTr/phantom_005.nii.gz":
+            "label map affine does not match the image: offset by up to 1.50 mm",
+        "imagesTr/phantom_006.nii.gz": "NIfTI unreadable or truncated: ImageFileError"}
+    recs = _read(ds)
+    index = _csv(ds / "index.csv")
+    assert len(recs) == len(index) == 5
+    for rec, row, n in zip(recs, index, (0, 1, 2, 3, 4)):
+        parsed = records.parse_record(rec)
+        image, labels = _case(n)
+        assert parsed["image"].shape == (6, 16, 20, 2)
+        np.testing.assert_array_equal(parsed["mask"], labels.transpose(2, 1, 0))
+        # channel 1 is an affine function of channel 0: per-channel z-scores coincide
+        np.testing.assert_allclose(parsed["image"][..., 0], parsed["image"][..., 1], atol=1e-4)
+        assert abs(parsed["image"][..., 0].mean()) < 1e-4
+        np.testing.assert_allclose(parsed["spacing"], [2.5, 0.7, 0.8])
+        np.testing.assert_allclose(rec["origin"], [-8.0, -5.0, -7.5])
+        np.testing.assert_allclose(np.reshape(rec["direction"], (3, 3)),
+                                   [[0, 0, 1], [0, 1, 0], [1, 0, 0]], atol=1e-12)
+        assert info["classes"][int(row["label"])] == ("tumour" if n % 2 else "organ")
+    folds = {}
+    for row in index:
+        assert folds.setdefault(row["patient"], row["fold"]) == row["fold"]
+    assert len(folds) == 5
+    written = "".join(p.read_text(errors="ignore") for p in ds.iterdir() if p.is_file()
+                      and p.name != "rejected.csv")
+    assert "phantom_" not in written and "Phantom" not in written
+
+
+def test_nnunet_v2_ct_via_cli(tmp_path):
+    root = tmp_path / "Dataset001_Phantom"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    for n in range(5):
+        image, labels = _case(n)
+        _save(image * 10 - 900, root / "imagesTr" / f"case{n}_0000.nii.gz")
+        _save(labels, root / "labelsTr" / f"case{n}.nii.gz")
+    (root / "labelsTr" / "case4.nii.gz").unlink()  # an unlabelled case: loaded, zeros mask
+    image, labels = _case(3)
+    labels[0, 0, 0] = 7
+    _save(labels, root / "labelsTr" / "case3.nii.gz")
+    (root / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "CT"}, "labels": {"background": 0, "organ": 1, "tumour": 2},
+        "numTraining": 5, "file_ending": ".nii.gz"}))
+    ds = tmp_path / "ds"
+    proc = subprocess.run([sys.executable, "-m", "medzoo", "data", "ingest", "--layout", "msd",
+                           str(root), "--out", str(ds), "--folds", "2",
+                           "--key-file", str(tmp_path / "key")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "ingested 4 of 5 cases (nnunet_v2, 1 channel(s)), rejected 1" in proc.stdout
+    assert _csv(ds / "rejected.csv") == [{
+        "row": "4", "path": "imagesTr/case3_0000.nii.gz",
+        "reason": "label value 7 outside the 3 labels of dataset.json"}]
+    info = json.loads((ds / "dataset.json").read_text())
+    assert info["source_layout"] == "nnunet_v2" and info["channels"] == 1
+    assert info["plan"]["normalization"]["scheme"] == "ct"
+    recs = [records.parse_record(r) for r in _read(ds)]
+    assert [r["image"].shape for r in recs] == [(6, 16, 20, 1)] * 4
+    assert not recs[-1]["mask"].any()  # case4: no label map
+    index = _csv(ds / "index.csv")
+    assert [r["has_mask"] for r in index] == ["1", "1", "1", "0"]
+
+
+def test_not_a_layout(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "medzoo", "data", "ingest", "--layout", "msd",
+                           str(tmp_path), "--out", str(tmp_path / "ds")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "expected an MSD / nnU-Net raw folder with imagesTr/" in proc.stderr
+
+
+def test_segment_map_flag_is_checked(tmp_path):
+    """`--segment-map` (ingest, evaluate) is parsed up front: a bad item is a usage error."""
+    proc = subprocess.run([sys.executable, "-m", "medzoo", "data", "ingest", str(tmp_path),
+                           "--labels", "x.csv", "--out", str(tmp_path / "ds"), "--segment-map",
+                           "Left Lung=lung,Nodule"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "must be NAME=CLASS items separated by commas. Received: 'Nodule'" in proc.stderr
