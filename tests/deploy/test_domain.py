@@ -21,10 +21,18 @@ from medzoo.datasets import domain as data_domain
 from medzoo.datasets.synth import write_synthetic
 from medzoo.deploy import domain
 from medzoo.deploy.predict import predict
-from medzoo.evaluation.metrics import roc_auc
 from medzoo.export import card, ood
 
 OTHER = {"mr": "MR", "cr": "CR", "us": "US"}
+
+
+def roc_auc(positive, scores) -> float:
+    """AUROC as the Mann–Whitney U of the positives' scores against the negatives'."""
+    from scipy.stats import mannwhitneyu
+
+    positive, scores = np.asarray(positive, bool), np.asarray(scores, np.float64)
+    u = mannwhitneyu(scores[positive], scores[~positive]).statistic
+    return float(u) / (positive.sum() * (~positive).sum())
 
 
 def _colour_secondary_capture(path: Path, size: int = 32) -> None:
