@@ -1,0 +1,79 @@
+"""3D multi-class patch training on a native-volume dataset (real Keras, tiny sizes)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from medzoo.errors import InputError
+from volume_data import LABEL_CLASSES, write_volume_dataset
+
+
+@pytest.fixture(scope="module")
+def volume_ds(tmp_path_factory):
+    return write_volume_dataset(tmp_path_factory.mktemp("vol") / "ds", patients=6, folds=3)
+
+
+@pytest.fixture(scope="module")
+def volume_run(volume_ds, tmp_path_factory):
+    from medzoo.training.fit import train
+
+    run = tmp_path_factory.mktemp("runs") / "unet3d"
+    train("unet", volume_ds, run, epochs=2, seed=0, verbose=0, augment=True,
+          model_options={"base_width": 4})
+    return run
+
+
+def test_unet_trains_on_patches_with_a_softmax_over_the_label_classes(volume_run):
+    from medzoo.zoo import saving
+
+    config = json.loads((volume_run / "config.json").read_text())
+    assert config["volume"] is True and config["label_classes"] == LABEL_CLASSES
+    assert config["input_shape"] == [16, 32, 32, 1] and config["loss"] == "dice_ce"
+    assert config["model_options"] == {"base_width": 4, "label_classes": 3}
+    assert config["batch_size"] == 2  # capped by the plan's batch size
+    assert config["plan"]["patch_size"] == [16, 32, 32]
+    assert config["epochs_run"] == 2 and np.isfinite(config["best_val_loss"])
+    assert 0.0 <= config["history"]["val_dice"] <= 1.0
+    net = saving.load_model(volume_run / "model.keras")
+    probs = np.asarray(net(np.zeros((1, 16, 32, 32, 1), np.float32)))
+    assert probs.shape == (1, 16, 32, 32, 3)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("model", ["attention_unet", "unetr_pp"])
+def test_3d_segmenters_build_a_multiclass_head(model):
+    from medzoo.zoo import registry
+
+    net = registry.build(model, (16, 32, 32, 1), 3, label_classes=4)
+    assert net.output_shape == (None, 16, 32, 32, 4)
+    probs = np.asarray(net(np.random.default_rng(0).normal(size=(1, 16, 32, 32, 1)).astype("f4")))
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+
+
+def test_dice_ce_loss_values():
+    from medzoo.zoo.losses import DiceCELoss, ForegroundDice
+
+    y = np.zeros((1, 2, 2, 2, 3), np.float32)
+    y[..., 0] = 1
+    y[0, 0, 0, 0] = [0, 1, 0]
+    perfect = y.copy()
+    loss = float(DiceCELoss()(y, perfect))
+    # class 1 perfect (Dice 1); class 2 absent from both (smoothed Dice 1); CE ≈ 0
+    assert loss == pytest.approx(0.0, abs=1e-4)
+    wrong = np.zeros_like(y)
+    wrong[..., 0] = 1
+    assert float(DiceCELoss()(y, np.clip(wrong, 1e-7, 1))) > 0.5
+    metric = ForegroundDice()
+    metric.update_state(y, wrong)
+    assert float(metric.result()) == pytest.approx(0.5)  # class 1 missed (0), class 2 absent (1)
+
+
+def test_models_that_cannot_train_on_patches_are_refused(volume_ds, tmp_path):
+    from medzoo.training.fit import train
+
+    with pytest.raises(InputError, match="expected one of unet, attention_unet, unetr_pp. "
+                                         "Received: 'cnn'"):
+        train("cnn", volume_ds, tmp_path / "run", epochs=1, verbose=0)
+    with pytest.raises(InputError, match="do not apply to patch training"):
+        train("unet", volume_ds, tmp_path / "run2", epochs=1, verbose=0, loss="focal")
