@@ -87,3 +87,7 @@ def well_trained_cnn(tmp_path_factory):
            key_file=root / "k.key")
     train("cnn", root / "ds", root / "run", epochs=10, batch_size=8, seed=0, verbose=0)
     return root
+
+
+# Native-volume fixtures (volumes-model): a contract dataset written directly, a 3D run, its export.
+from volume_data import volume_ds, volume_export, volume_run  # noqa: E402,F401

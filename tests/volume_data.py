@@ -95,3 +95,31 @@ def write_volume_dataset(out, *, patients=8, folds=4, seed=0, patch_size=(16, 32
     (out / "dataset.json").write_text(json.dumps(info, indent=2) + "\n")
     (out / "plan.json").write_text(json.dumps(plan, indent=2) + "\n")
     return out
+
+
+# ------------------------------------------------------------------ session fixtures
+# Imported by tests/conftest.py: one small dataset, one 3D run and its export per session.
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def volume_ds(tmp_path_factory):
+    return write_volume_dataset(tmp_path_factory.mktemp("volumes") / "ds", patients=6, folds=3)
+
+
+@pytest.fixture(scope="session")
+def volume_run(volume_ds, tmp_path_factory):
+    from medzoo.training.fit import train
+
+    run = tmp_path_factory.mktemp("runs") / "unet3d"
+    train("unet", volume_ds, run, epochs=2, seed=0, verbose=0, augment=True,
+          model_options={"base_width": 4})
+    return run
+
+
+@pytest.fixture(scope="session")
+def volume_export(volume_run, tmp_path_factory):
+    from medzoo.export.exporter import export_run
+
+    return export_run(volume_run, tmp_path_factory.mktemp("models"), bless_if=["dice>=0.0"])

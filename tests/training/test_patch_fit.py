@@ -6,22 +6,7 @@ import numpy as np
 import pytest
 
 from medzoo.errors import InputError
-from volume_data import LABEL_CLASSES, write_volume_dataset
-
-
-@pytest.fixture(scope="module")
-def volume_ds(tmp_path_factory):
-    return write_volume_dataset(tmp_path_factory.mktemp("vol") / "ds", patients=6, folds=3)
-
-
-@pytest.fixture(scope="module")
-def volume_run(volume_ds, tmp_path_factory):
-    from medzoo.training.fit import train
-
-    run = tmp_path_factory.mktemp("runs") / "unet3d"
-    train("unet", volume_ds, run, epochs=2, seed=0, verbose=0, augment=True,
-          model_options={"base_width": 4})
-    return run
+from volume_data import LABEL_CLASSES
 
 
 def test_unet_trains_on_patches_with_a_softmax_over_the_label_classes(volume_run):
