@@ -45,19 +45,21 @@ def window_slices(shape: Sequence[int], patch_size: Sequence[int], overlap: floa
             for origin in itertools.product(*per_axis)]
 
 
+IMPORTANCE_FLOOR = 1e-3
+"""Smallest weight of a window voxel (MONAI's ``compute_importance_map`` floor): a voxel seen
+only by window borders still gets a prediction, and float16 products do not underflow."""
+
+
 def gaussian_importance(patch_size: Sequence[int], sigma_scale: float = 0.125) -> np.ndarray:
     """Separable Gaussian weight map of ``patch_size``: 1 at the centre, sigma = ``sigma_scale``
-    × the patch along each axis, floored at its smallest positive value so that no voxel of a
-    window weighs zero (a voxel seen only by border windows still gets a prediction)."""
+    × the patch along each axis, floored at :data:`IMPORTANCE_FLOOR` (as MONAI does)."""
     weights = np.ones((), dtype=np.float64)
     for p in patch_size:
         centre, sigma = (p - 1) / 2.0, max(p * sigma_scale, 1e-6)
         axis = np.exp(-0.5 * ((np.arange(p) - centre) / sigma) ** 2)
         weights = np.multiply.outer(weights, axis)
     weights /= weights.max()
-    positive = weights[weights > 0]
-    floor = positive.min() if positive.size else 1.0
-    return np.maximum(weights, floor).astype(np.float32)
+    return np.maximum(weights, IMPORTANCE_FLOOR).astype(np.float32)
 
 
 def _mirror_sets(mirror_axes: Sequence[int]) -> list[tuple[int, ...]]:
@@ -135,10 +137,6 @@ def sliding_window_inference(volume: np.ndarray, patch_size: Sequence[int],
 
     importance = (gaussian_importance(patch_size, sigma_scale) if mode == "gaussian"
                   else np.ones(patch_size, dtype=np.float32))
-    if dtype == np.float16:
-        # A 3D Gaussian falls to ~1e-8 at a patch corner: weighted probabilities would underflow
-        # to 0 in float16 while the float32 weight map keeps them, so floor the weights.
-        importance = np.maximum(importance, np.float32(1e-3))
     windows = window_slices(shape, patch_size, overlap)
     mirrors = _mirror_sets(mirror_axes)
     if any(not 0 <= a < len(spatial) for m in mirrors for a in m):
