@@ -70,6 +70,7 @@ def test_evaluate_writes_per_class_metrics_in_mm(volume_export, volume_ds, tmp_p
         np.count_nonzero(rec["mask"] == 1) * 2.0 / 1000, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_evaluate_cli_on_a_volume_dataset(volume_export, volume_ds, tmp_path):
     out = tmp_path / "cli_eval"
     done = subprocess.run([sys.executable, "-m", "medzoo", "evaluate", str(volume_export),
