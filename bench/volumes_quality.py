@@ -65,8 +65,9 @@ def stage_medzoo(args) -> None:
     for rec in read_volume_records(ds):
         np.savez(npz / f"{rec['record_id']}.npz", image=rec["image"][..., 0], labels=rec["mask"],
                  spacing=np.array(rec["spacing"]), fold=fold_of[rec["record_id"]])
+    card = json.loads((export / "model_card.json").read_text())
     summary = {"medzoo": {"train_seconds": round(seconds, 1), "epochs": config["epochs_run"],
-                          "parameters": None, "test": result["metrics"],
+                          "parameters": card["model"]["parameters"], "test": result["metrics"],
                           "n_test": result["n"]},
                "split": {"test_fold": 0, "val_fold": 1}}
     (out / "medzoo.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -44,6 +44,8 @@ __all__ = ["is_volume_export", "predict_volumes", "normalize", "resample_to_shap
 LESION_WORDS = ("lesion", "nodule", "tumor", "tumour", "metasta", "mass", "cyst")
 """A class whose name holds one of these is counted lesion by lesion (connected components)."""
 
+REPORT_LESIONS = 20  # lesions listed in a study report; lesions.csv has every one
+
 PREDICTION_COLUMNS = ("study", "series", "class", "slices", "voxels", "volume_ml", "lesions",
                       "max_diameter_mm", "seconds")
 LESION_COLUMNS = ("study", "series", "class", "lesion", "volume_ml", "diameter_mm", "first_slice",
@@ -500,7 +502,10 @@ def render_volume_report(study: dict, model: dict, disclaimer: str) -> str:
             lines += ["", "Lesions (largest first):", ""]
             lines += [f"- {name} {item['lesion']}: {item['volume_ml']:.3f} mL, longest diameter "
                       f"{item['diameter_mm']:.1f} mm, slices {item['first_slice']}–"
-                      f"{item['last_slice']}" for name, item in listed]
+                      f"{item['last_slice']}" for name, item in listed[:REPORT_LESIONS]]
+            if len(listed) > REPORT_LESIONS:
+                lines.append(f"- … and {len(listed) - REPORT_LESIONS} smaller (lesions.csv lists "
+                             "all)")
         else:
             lines += ["", "No lesion found."]
         lines += ["", f"DICOM SEG: `{series['seg']}`", ""]
