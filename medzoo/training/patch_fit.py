@@ -103,15 +103,20 @@ def train_patches(model: str, ds_dir, run_dir, *, info: dict, epochs: int | None
     except ValueError as exc:
         raise InputError(f"{ds_dir}: model {model!r} cannot take the plan's patch size "
                          f"{patch_size} ({exc}); override the plan's patch size") from exc
+    try:  # read the volumes before creating the run dir: bad label maps leave nothing behind
+        train_ds = make_patch_dataset(ds_dir, parts["train"], patch_size=patch_size,
+                                      num_classes=len(classes), batch_size=batch_size,
+                                      patches_per_epoch=patches_per_epoch,
+                                      foreground_oversample=oversample, augment=augment,
+                                      seed=seed)
+        val_ds = make_patch_dataset(ds_dir, parts["val"], patch_size=patch_size,
+                                    num_classes=len(classes), batch_size=batch_size,
+                                    patches_per_epoch=val_patches,
+                                    foreground_oversample=oversample, seed=seed + 1,
+                                    repeatable=True)
+    except ValueError as exc:
+        raise InputError(f"{ds_dir}: {exc} (label_classes {classes})") from exc
     fit._prepare_run_dir(run_dir, config)
-    train_ds = make_patch_dataset(ds_dir, parts["train"], patch_size=patch_size,
-                                  num_classes=len(classes), batch_size=batch_size,
-                                  patches_per_epoch=patches_per_epoch,
-                                  foreground_oversample=oversample, augment=augment, seed=seed)
-    val_ds = make_patch_dataset(ds_dir, parts["val"], patch_size=patch_size,
-                                num_classes=len(classes), batch_size=batch_size,
-                                patches_per_epoch=val_patches, foreground_oversample=oversample,
-                                seed=seed + 1, repeatable=True)
     if init_from:
         config["init_layers"] = fit.transfer_weights(net, Path(init_from))
     if freeze:

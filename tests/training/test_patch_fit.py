@@ -62,3 +62,21 @@ def test_models_that_cannot_train_on_patches_are_refused(volume_ds, tmp_path):
         train("cnn", volume_ds, tmp_path / "run", epochs=1, verbose=0)
     with pytest.raises(InputError, match="do not apply to patch training"):
         train("unet", volume_ds, tmp_path / "run2", epochs=1, verbose=0, loss="focal")
+
+
+def test_a_label_value_outside_the_classes_is_refused_before_the_run_dir(tmp_path):
+    import json as _json
+
+    from medzoo.training.fit import train
+    from volume_data import write_volume_dataset
+
+    ds = write_volume_dataset(tmp_path / "ds", patients=3, folds=3)
+    for name in ("dataset.json", "plan.json"):  # the label maps hold 0..2; declare 2 classes
+        doc = _json.loads((ds / name).read_text())
+        if "plan" in doc:
+            doc["plan"]["label_classes"] = ["background", "organ"]
+        doc["label_classes"] = ["background", "organ"]
+        (ds / name).write_text(_json.dumps(doc))
+    with pytest.raises(InputError, match="Label value 2 is outside the 2 classes"):
+        train("unet", ds, tmp_path / "run", epochs=1, verbose=0)
+    assert not (tmp_path / "run").exists()
