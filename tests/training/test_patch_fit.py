@@ -80,3 +80,18 @@ def test_a_label_value_outside_the_classes_is_refused_before_the_run_dir(tmp_pat
     with pytest.raises(InputError, match="Label value 2 is outside the 2 classes"):
         train("unet", ds, tmp_path / "run", epochs=1, verbose=0)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_cli_train_on_a_volume_dataset(volume_ds, tmp_path):
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "medzoo", "train", "attention_unet", "--data",
+                           str(volume_ds), "--out", str(run), "--epochs", "1"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "trained attention_unet for 1 epochs" in done.stdout
+    config = json.loads((run / "config.json").read_text())
+    assert config["volume"] is True and config["model_options"]["label_classes"] == 3
