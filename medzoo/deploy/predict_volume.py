@@ -112,6 +112,30 @@ def resample_to_shape(array: np.ndarray, shape, *, order: int = 1) -> np.ndarray
     return out
 
 
+def _grid_resampler():
+    """``f(array, spacing, shape, target_spacing, order)``: volumes-data's
+    ``medzoo.datasets.resample.resample_to_shape`` (the grid ingest resampled the training
+    volumes on: voxel n at n × spacing from the origin) when it is installed, else the local
+    :func:`resample_to_shape` (same extent, centres aligned by ``grid_mode``)."""
+    try:
+        from medzoo.datasets.resample import resample_to_shape as shared
+    except ImportError:
+        return lambda array, spacing, shape, target, order: resample_to_shape(array, shape,
+                                                                             order=order)
+    return lambda array, spacing, shape, target, order: shared(array, spacing, shape, target,
+                                                               order=order)
+
+
+def _normalizer():
+    """The plan's intensity normalisation: ``medzoo.datasets.plan.normalize`` (what ingest
+    applied) when it is installed, else the local :func:`normalize` (same schemes)."""
+    try:
+        from medzoo.datasets.plan import normalize as shared
+    except ImportError:
+        return normalize
+    return shared
+
+
 # --------------------------------------------------------------------------- findings
 
 
@@ -453,10 +477,12 @@ def _predict_series(model, objects, plan, classes, patch, batch_size, overlap, m
     by_uid = {src.sop_uid: src.path for src in objects}
     header_by_uid = {str(h.SOPInstanceUID): h for h in headers}
     spacing = geometry.spacing
-    volume = normalize(_series_volume(headers, by_uid, geometry), plan.get("normalization"))
+    target = tuple(float(v) for v in plan["target_spacing"])
+    volume = _normalizer()(_series_volume(headers, by_uid, geometry), plan.get("normalization"))
     shape = geometry.shape
-    work_shape = target_shape(shape, spacing, plan["target_spacing"])
-    work = resample_to_shape(volume, work_shape, order=3)[..., None]
+    work_shape = target_shape(shape, spacing, target)
+    to_grid = _grid_resampler()
+    work = to_grid(volume, spacing, work_shape, target, 3)[..., None]
     del volume
     probs = sliding_window_inference(work, patch, lambda b: model.predict(b, batch_size=batch_size),
                                      overlap=overlap, batch_size=batch_size,
@@ -467,7 +493,7 @@ def _predict_series(model, objects, plan, classes, patch, batch_size, overlap, m
     labels = np.zeros(shape, np.uint8)
     max_lesion_p = 0.0
     for index, name in enumerate(classes):
-        up = resample_to_shape(probs[..., index], shape, order=1)
+        up = to_grid(probs[..., index], target, shape, spacing, 1)
         better = up > best
         labels[better] = index
         best[better] = up[better]
