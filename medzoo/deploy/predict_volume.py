@@ -23,7 +23,6 @@ its source study's identifiers by design, as in :mod:`medzoo.deploy.dicom_seg`).
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import sys
