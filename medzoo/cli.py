@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out")
     p.add_argument("--patients", type=int, default=60)
     p.add_argument("--modality", default="ct", choices=["ct", "mr", "cr", "us", "mixed"])
-    p.add_argument("--size", type=int, default=64, help="rows and columns of each image")
+    p.add_argument("--size", type=int, default=None,
+                   help="rows and columns of each image (default: 64 easy, 128 medium, 192 hard)")
     p.add_argument("--slices", type=int, default=4, help="slices per patient")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--compress", choices=["rle", "jpeg-ls", "j2k"],
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="findings nodule and ground_glass independently (label nodule|ground_glass)")
     p.add_argument("--positive-fraction", type=float, metavar="F",
                    help="fraction of patients with a finding, e.g. 0.1 for 1:9 (default: balanced)")
+    _add_difficulty_arguments(p)
     p = _add(data_sub, "ingest", "DICOM folder + labels.csv → dataset dir (TFRecord shards); "
              "a killed ingest resumes when the same command is run again",
              "medzoo data ingest phantoms --labels phantoms/labels.csv --out ds")
@@ -291,16 +293,55 @@ def _cmd_models(args) -> int:
     return 0
 
 
+def _add_difficulty_arguments(p) -> None:
+    g = p.add_argument_group("difficulty (docs/difficulty.md); explicit knobs override the level")
+    g.add_argument("--difficulty", default="easy", choices=["easy", "medium", "hard"],
+                   help="easy: the seed's phantom; medium/hard: small low-contrast lesions "
+                        "among vessel-like dots, blur, noise, anatomy and scanner variation")
+    g.add_argument("--lesion-contrast", type=float, metavar="HU", help="lesion minus lung, HU")
+    g.add_argument("--lesion-radius", metavar="LOW,HIGH", help="lesion radius range, mm")
+    g.add_argument("--distractors", type=int, metavar="N", help="vessel-like dots per patient")
+    g.add_argument("--distractor-radius", metavar="LOW,HIGH", help="dot radius range, mm")
+    g.add_argument("--blur", type=float, metavar="MM", help="Gaussian blur sigma, mm")
+    g.add_argument("--noise", type=float, metavar="HU", help="noise sigma, HU")
+    g.add_argument("--anatomy", type=float, metavar="F", help="body/lung shape jitter (0-0.3)")
+    g.add_argument("--scanner", type=float, metavar="F",
+                   help="per-patient gain/noise variation and offset F*100 HU (0-0.5)")
+    g.add_argument("--label-noise", type=float, metavar="F",
+                   help="fraction of patients whose label is flipped (masks keep the truth)")
+
+
+def _difficulty_knobs(args) -> dict:
+    def pair(text, flag):
+        if text is None:
+            return None
+        try:
+            low, high = (float(v) for v in text.split(","))
+        except ValueError:
+            raise MedzooError(f"{flag} expects LOW,HIGH in mm, e.g. 5,9. Received: {text!r}") from None
+        return low, high
+
+    return {"lesion_contrast_hu": args.lesion_contrast,
+            "lesion_radius_mm": pair(args.lesion_radius, "--lesion-radius"),
+            "distractors": args.distractors,
+            "distractor_radius_mm": pair(args.distractor_radius, "--distractor-radius"),
+            "blur_mm": args.blur, "noise_hu": args.noise, "anatomy": args.anatomy,
+            "scanner": args.scanner, "label_noise": args.label_noise}
+
+
 def _cmd_data(args) -> int:
     if args.data_command == "synth":
+        from medzoo.datasets.difficulty import DEFAULT_SIZE
         from medzoo.datasets.synth import write_synthetic
 
         try:
             summary = write_synthetic(args.out, patients=args.patients, modality=args.modality,
-                                      size=args.size, slices=args.slices, seed=args.seed,
+                                      size=args.size or DEFAULT_SIZE[args.difficulty],
+                                      slices=args.slices, seed=args.seed,
                                       compress=args.compress, paired=args.paired,
                                       classes=args.classes, multi_label=args.multi_label,
-                                      positive_fraction=args.positive_fraction)
+                                      positive_fraction=args.positive_fraction,
+                                      difficulty=args.difficulty, knobs=_difficulty_knobs(args))
         except ValueError as exc:  # out-of-range sizes, classes or fractions: bad usage
             raise MedzooError(str(exc)) from None
         print(f"wrote {summary['files']} DICOM files for {summary['patients']} patients "
