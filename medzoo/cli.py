@@ -76,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", required=True,
                    help="labels.csv: path,label[,mask]; more inputs as path_<name> columns")
     p.add_argument("--out", required=True)
-    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--size", type=_size_or_auto, default="auto",
+                   help="image size in px, or auto (default): chosen from the native size, the "
+                        "smallest findings in the masks and a time budget (dataset.json `plan`)")
     p.add_argument("--window", action="append", metavar="WINDOW",
                    help="auto (default), lung, mediastinum, brain, bone, abdomen, or "
                         "CENTER,WIDTH (write --window=-600,1500); once, or once per input column")
@@ -293,6 +295,24 @@ def _cmd_models(args) -> int:
     return 0
 
 
+def _read_plan(ds_dir) -> dict | None:
+    try:
+        with open(os.path.join(ds_dir, "dataset.json"), encoding="utf-8") as handle:
+            return json.load(handle).get("plan")
+    except (OSError, ValueError):
+        return None
+
+
+def _size_or_auto(text: str):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a size in pixels or auto. Received: {text!r}") from None
+
+
 def _add_difficulty_arguments(p) -> None:
     g = p.add_argument_group("difficulty (docs/difficulty.md); explicit knobs override the level")
     g.add_argument("--difficulty", default="easy", choices=["easy", "medium", "hard"],
@@ -365,6 +385,9 @@ def _cmd_data(args) -> int:
         warned = f", {summary['warnings']} series warnings" if summary.get("warnings") else ""
         print(f"ingested {summary['loaded']} of {summary['inputs']} inputs "
               f"({summary['records']} {what}), rejected {summary['rejected']}{warned} → {args.out}")
+        plan = _read_plan(args.out)
+        if plan:
+            print(f"--size auto chose {plan['image_size']} px: {plan['reason']}")
         return 1 if args.strict and summary["rejected"] else 0
     if args.data_command == "pull":
         return _data_pull(args)
