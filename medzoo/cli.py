@@ -136,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--test-fold", type=int, default=0)
     p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--schedule", default="cosine", choices=["cosine", "constant"],
+                   help="cosine (default): 1-epoch warm-up then cosine decay; constant: the seed's")
     p.add_argument("--augment", action="store_true")
     p.add_argument("--init-from", help="earlier run dir to start matching layers from")
     p.add_argument("--freeze-encoder", action="store_true",
@@ -447,6 +449,7 @@ def _cmd_train(args) -> int:
     config = train(args.model, args.data, args.out, epochs=args.epochs,
                    batch_size=args.batch_size, test_fold=args.test_fold, seed=args.seed,
                    augment=args.augment, learning_rate=args.learning_rate,
+                   schedule=args.schedule,
                    init_from=args.init_from, freeze=args.freeze_encoder, gan=args.gan,
                    gan_ratio=args.gan_ratio, balance=args.balance, loss=args.loss,
                    threshold=_threshold_rule(args), strategy=args.strategy)
