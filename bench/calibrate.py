@@ -43,6 +43,8 @@ def main(argv=None) -> int:
     parser.add_argument("--patients", type=int, default=48)
     parser.add_argument("--slices", type=int, default=2)
     parser.add_argument("--size", default="auto")
+    parser.add_argument("--synth-size", type=int,
+                        help="native size of the phantoms (default: the level's, 64/128/192)")
     parser.add_argument("--folds", type=int, default=4)
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--train-option", action="append", default=[], metavar="KEY=VALUE",
@@ -61,7 +63,7 @@ def main(argv=None) -> int:
             from medzoo.datasets.difficulty import DEFAULT_SIZE
 
             write_synthetic(root / "dicom", patients=args.patients, slices=args.slices,
-                            size=DEFAULT_SIZE[level], seed=seed, difficulty=level)
+                            size=args.synth_size or DEFAULT_SIZE[level], seed=seed, difficulty=level)
             ingest(root / "dicom", root / "dicom" / "labels.csv", root / "ds",
                    size=args.size if args.size == "auto" else int(args.size), folds=args.folds,
                    seed=seed, key_file=root / "k.key")

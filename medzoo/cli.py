@@ -280,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(sub, "demo", "the whole chain on generated data, in a few minutes",
              "medzoo demo --out demo-out")
     p.add_argument("--out", default="medzoo-demo")
+    p.add_argument("--difficulty", default="medium", choices=["easy", "medium", "hard"],
+                   help="phantom difficulty (default medium: the models differ, the tests are defined)")
     p.add_argument("--patients", type=int, default=60)
     p.add_argument("--seed", type=int, default=0)
     return parser
@@ -599,7 +601,7 @@ def _cmd_report(args) -> int:
 def _cmd_demo(args) -> int:
     from medzoo.demo import run_demo
 
-    run_demo(args.out, patients=args.patients, seed=args.seed)
+    run_demo(args.out, patients=args.patients, seed=args.seed, difficulty=args.difficulty)
     return 0
 
 
