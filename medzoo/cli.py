@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patients", type=int, default=60)
     p.add_argument("--modality", default="ct", choices=["ct", "mr", "cr", "us", "mixed"])
     p.add_argument("--size", type=int, default=None,
-                   help="rows and columns of each image (default: 64 easy, 128 medium, 192 hard)")
+                   help="rows and columns of each image (default: 64 easy and medium, 192 hard)")
     p.add_argument("--slices", type=int, default=4, help="slices per patient")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--compress", choices=["rle", "jpeg-ls", "j2k"],

@@ -36,8 +36,8 @@ KNOBS = ("lesion_contrast_hu", "lesion_radius_mm", "distractors", "distractor_ra
 
 PRESETS = {
     "easy": {},
-    "medium": {"lesion_contrast_hu": 400.0, "lesion_radius_mm": (7.0, 12.0), "distractors": 6,
-               "distractor_radius_mm": (2.0, 4.0), "blur_mm": 1.0, "noise_hu": 40.0,
+    "medium": {"lesion_contrast_hu": 500.0, "lesion_radius_mm": (10.0, 16.0), "distractors": 4,
+               "distractor_radius_mm": (1.5, 3.0), "blur_mm": 1.0, "noise_hu": 30.0,
                "anatomy": 0.08, "scanner": 0.05, "label_noise": 0.0},
     "hard": {"lesion_contrast_hu": 250.0, "lesion_radius_mm": (5.0, 9.0), "distractors": 12,
              "distractor_radius_mm": (1.5, 4.0), "blur_mm": 1.5, "noise_hu": 70.0,
@@ -48,7 +48,7 @@ _EASY_VALUES = {"lesion_contrast_hu": _REF_CONTRAST_HU, "lesion_radius_mm": None
                 "distractor_radius_mm": (1.5, 3.0), "blur_mm": 0.0, "noise_hu": _REF_NOISE_HU,
                 "anatomy": 0.0, "scanner": 0.0, "label_noise": 0.0}
 # Native size each level is written at when --size is not given (finer findings need pixels).
-DEFAULT_SIZE = {"easy": 64, "medium": 128, "hard": 192}
+DEFAULT_SIZE = {"easy": 64, "medium": 64, "hard": 192}
 
 
 def resolve(difficulty: str = "easy", **overrides) -> dict | None:
