@@ -31,7 +31,9 @@ def held_out_auc(run_dir: Path, ds_dir: Path) -> float:
     wanted = sorted(r for r, f in fold_of.items() if f == config["test_fold"])
     recs = list(records.read_records(ds_dir, wanted))
     model = saving.load_model(run_dir / "model.keras")
-    scores = np.asarray(model.predict(np.stack([r["image"] for r in recs]), verbose=0))[:, 1]
+    out = np.asarray(model.predict(np.stack([r["image"] for r in recs]), verbose=0))
+    # segmenters: the image's score is the largest mask probability (as medzoo evaluate)
+    scores = out.reshape(len(out), -1).max(1) if out.ndim == 4 else out[:, 1]
     return float(roc_auc(np.array([int(r["label"]) for r in recs]), scores))
 
 
@@ -62,11 +64,13 @@ def main(argv=None) -> int:
             root = out / f"{level}-s{seed}"
             from medzoo.datasets.difficulty import DEFAULT_SIZE
 
-            write_synthetic(root / "dicom", patients=args.patients, slices=args.slices,
-                            size=args.synth_size or DEFAULT_SIZE[level], seed=seed, difficulty=level)
-            ingest(root / "dicom", root / "dicom" / "labels.csv", root / "ds",
-                   size=args.size if args.size == "auto" else int(args.size), folds=args.folds,
-                   seed=seed, key_file=root / "k.key")
+            if not (root / "ds" / "dataset.json").is_file():  # same level and seed: reuse
+                write_synthetic(root / "dicom", patients=args.patients, slices=args.slices,
+                                size=args.synth_size or DEFAULT_SIZE[level], seed=seed,
+                                difficulty=level)
+                ingest(root / "dicom", root / "dicom" / "labels.csv", root / "ds",
+                       size=args.size if args.size == "auto" else int(args.size),
+                       folds=args.folds, seed=seed, key_file=root / "k.key")
             size = json.loads((root / "ds" / "dataset.json").read_text())["image_size"][0]
             for model in args.models:
                 started = time.monotonic()

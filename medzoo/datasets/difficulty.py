@@ -36,7 +36,7 @@ KNOBS = ("lesion_contrast_hu", "lesion_radius_mm", "distractors", "distractor_ra
 
 PRESETS = {
     "easy": {},
-    "medium": {"lesion_contrast_hu": 500.0, "lesion_radius_mm": (10.0, 16.0), "distractors": 4,
+    "medium": {"lesion_contrast_hu": 600.0, "lesion_radius_mm": (14.0, 20.0), "distractors": 3,
                "distractor_radius_mm": (1.5, 3.0), "blur_mm": 1.0, "noise_hu": 30.0,
                "anatomy": 0.08, "scanner": 0.05, "label_noise": 0.0},
     "hard": {"lesion_contrast_hu": 250.0, "lesion_radius_mm": (5.0, 9.0), "distractors": 12,
