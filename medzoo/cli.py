@@ -445,9 +445,30 @@ def _threshold_rule(args) -> str | None:
     return f"sens:{args.target_sensitivity}"
 
 
+def _auto_model(ds_dir) -> str:
+    """``train auto``: the model the plan's data calls for (see docs/difficulty.md)."""
+    try:
+        with open(os.path.join(ds_dir, "dataset.json"), encoding="utf-8") as handle:
+            info = json.load(handle)
+    except (OSError, ValueError):
+        raise MedzooError(f"{ds_dir}: expected a dataset dir with dataset.json") from None
+    size = info.get("image_size", ["?"])[0]
+    if info.get("has_mask") and not info.get("multi_label") and len(info.get("classes", [])) == 2:
+        choice = "unet"
+        why = ("finding masks exist: a U-Net learns from every lesion pixel and scores the image "
+               "by its largest mask probability (medium phantoms: AUC 1.00 where cnn is near chance)")
+    else:
+        choice = "resnet"
+        why = "no finding masks: a residual CNN with batch normalisation"
+    print(f"train auto chose {choice} at {size} px (the dataset's plan): {why}")
+    return choice
+
+
 def _cmd_train(args) -> int:
     from medzoo.training.fit import train
 
+    if args.model == "auto":
+        args.model = _auto_model(args.data)
     config = train(args.model, args.data, args.out, epochs=args.epochs,
                    batch_size=args.batch_size, test_fold=args.test_fold, seed=args.seed,
                    augment=args.augment, learning_rate=args.learning_rate,
