@@ -80,7 +80,8 @@ def run_demo(out, *, patients: int = 60, seed: int = 0, cv_folds: int = 3,
         step("      explanations: heat-map maximum inside the lesion for "
              + ", ".join(f"{g['hit_rate']:.0%} ({k.replace('_', ' ')})" for k, g in games.items())
              + f" of {next(iter(games.values()))['n']} correctly called lesions")
-    step(f"      {write_report(out / 'eval')} (metrics, charts, Grad-CAM overlays)")
+    step(f"      {write_report(out / 'eval')} (metrics, charts"
+         f"{', Grad-CAM overlays' if explained else ''})")
     step(f"6/6 {cv_folds}-fold cross-validation of {', '.join(cv_models)} with statistics")
     cv = run_cv(list(cv_models), out / "dataset", out / "cv", folds=cv_folds, seed=seed,
                 epochs=cv_epochs)

@@ -175,7 +175,9 @@ def _p_only(result: dict | None) -> float | None:
 def _chance_verdict(model: str, stats: dict, alpha: float) -> str:
     """One sentence: is ``model`` better than chance, on which evidence, with p."""
     corrected = (stats.get("vs_chance_corrected") or {}).get(model) or {}
-    metric = "auc" if "auc" in corrected else next(iter(corrected), None)
+    # fold AUC first; when every fold gave the same AUC (t undefined), fold accuracy
+    metric = next((m for m in ("auc", "accuracy") if _p_only(corrected.get(m)) is not None),
+                  "auc" if "auc" in corrected else next(iter(corrected), None))
     r = corrected.get(metric) if metric else None
     patients = (stats.get("vs_chance_patients") or {}).get(model)
     if r is not None and _p_only(r) is not None:
@@ -219,8 +221,9 @@ def _pair_verdict(entry: dict, alpha: float) -> str:
 def verdict_sentences(stats: dict, alpha: float = 0.05) -> list[str]:
     """The answer first: one sentence per model against chance, one per pair of models.
 
-    Against chance: the Nadeau–Bengio corrected t on fold AUC (accuracy when there is no AUC);
-    when every fold scored the same (t undefined), the patient-level exact binomial test.
+    Against chance: the Nadeau–Bengio corrected t on fold AUC, or on fold accuracy when the AUC
+    test is not defined (every fold gave the same AUC); when neither is, the patient-level exact
+    binomial test.
     Between models: DeLong's test on the pooled out-of-fold AUCs, then the corrected t on fold
     scores; a model is called better when either is significant at ``alpha`` (the sign of that
     test's difference says which), and both are quoted with McNemar's test on pooled calls.

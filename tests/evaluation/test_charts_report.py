@@ -179,3 +179,20 @@ def test_cv_report_opens_with_the_verdict_and_the_per_fold_chart(tmp_path):
     assert first.group(1) == "folds_auc"
     assert base64.b64decode(first.group(2)) == (out / "folds_auc.png").read_bytes()
     assert text.count('alt="folds_auc"') == 1  # not repeated among the other charts
+
+
+def test_verdict_falls_back_when_every_fold_scored_the_same():
+    from medzoo.evaluation.report import verdict_sentences
+
+    acc = stats.corrected_one_sample_ttest([0.95, 1.0, 0.95], 0.5, [40] * 3, [20] * 3)
+    auc = stats.corrected_one_sample_ttest([1.0, 1.0, 1.0], 0.5, [40] * 3, [20] * 3)
+    assert auc["p_value"] is None or auc["p_value"] != auc["p_value"]  # not defined
+    st = {"vs_chance_corrected": {"unet": {"auc": auc, "accuracy": acc},
+                                  "flat": {"auc": auc}},
+          "vs_chance_patients": {"flat": stats.binomial_test(58, 60, 0.5)}}
+    st["vs_chance_patients"]["flat"].update(mean=58 / 60, chance=0.5)
+    unet, flat = verdict_sentences(st)
+    assert unet.startswith("unet is better than chance: accuracy 0.967 over 3 folds")
+    assert f"p={acc['p_value']:.4f}" in unet or f"p={acc['p_value']:.3f}" in unet
+    assert flat.startswith("flat is better than chance: every fold gave the same value, so the "
+                           "fold t-test is not defined; patient-level accuracy 0.967")
