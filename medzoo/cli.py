@@ -18,7 +18,8 @@ from medzoo.errors import MedzooError
 EXAMPLES = """examples:
   medzoo demo --out demo-out
   medzoo data synth phantoms --patients 60 --seed 0
-  medzoo data ingest phantoms --labels phantoms/labels.csv --out ds --size 64
+  medzoo data ingest phantoms --labels phantoms/labels.csv --out ds
+  medzoo train auto --data ds --out runs/auto
   medzoo train cnn --data ds --out runs/cnn --epochs 12
   medzoo export runs/cnn --out models --bless-if "auc>=0.85"
   medzoo evaluate models/cnn/1 --data ds --out eval
