@@ -165,6 +165,8 @@ def train(model: str, ds_dir, run_dir, *, epochs: int | None = None, batch_size:
     input_shape = (height, width, int(info["channels"]))
     classes = list(info["classes"])
     epochs = int(epochs or default_epochs(entry.task))
+    if schedule not in ("cosine", "constant"):  # before anything is written
+        raise InputError(f"--schedule must be cosine or constant. Received: {schedule!r}")
     dist = make_distribution(strategy)  # before any TensorFlow operation runs
     multi_label = bool(info.get("multi_label"))
     _check_imbalance_options(entry.task, classes, multi_label, balance, loss, threshold, gan)
@@ -214,12 +216,10 @@ def train(model: str, ds_dir, run_dir, *, epochs: int | None = None, batch_size:
         config["init_layers"] = transfer_weights(net, Path(init_from))
     if freeze:
         config["frozen_layers"] = freeze_encoder(net, model)
-    rate = learning_rate
+    rate, config["schedule"] = learning_rate, schedule
     if schedule == "cosine":
         rate, config["lr_schedule"] = lr_schedule(learning_rate, epochs,
                                                   -(-len(parts["train"]) // int(batch_size)))
-    elif schedule != "constant":
-        raise InputError(f"--schedule must be cosine or constant. Received: {schedule!r}")
     _compile(net, entry.task, rate, loss=loss, multi_label=multi_label)
     class_weight = None
     if balance == "weights":
