@@ -490,7 +490,7 @@ def _cmd_data(args) -> int:
         print(f"ingested {summary['loaded']} of {summary['inputs']} inputs "
               f"({summary['records']} {what}), rejected {summary['rejected']}{warned} → {args.out}")
         plan = _read_plan(args.out)
-        if plan:
+        if plan and plan.get("kind") == "2d":
             print(f"--size auto chose {plan['image_size']} px: {plan['reason']}")
         return 1 if args.strict and summary["rejected"] else 0
     if args.data_command == "pull":
