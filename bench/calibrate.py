@@ -22,7 +22,7 @@ import numpy as np
 
 def held_out_auc(run_dir: Path, ds_dir: Path) -> float:
     from medzoo.datasets import records, splits
-    from medzoo.evaluation.metrics import roc_auc
+    from medzoo.roc import roc_auc
     from medzoo.training.fit import read_config
     from medzoo.zoo import saving
 

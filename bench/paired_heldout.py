@@ -41,7 +41,7 @@ def _scores(run_dir: Path, ds_dir: Path):
 def main(argv=None) -> int:
     run_a, run_b, ds_dir = (Path(a) for a in (argv or sys.argv[1:]))
     from medzoo.evaluation import stats
-    from medzoo.evaluation.metrics import roc_auc
+    from medzoo.roc import roc_auc
 
     y, sa, da = _scores(run_a, ds_dir)
     _, sb, db = _scores(run_b, ds_dir)

@@ -85,7 +85,7 @@ def _fixed_rule(hu):
 
 
 def test_hard_is_harder_than_easy_for_a_fixed_rule(tmp_path):
-    from medzoo.evaluation.metrics import roc_auc
+    from medzoo.roc import roc_auc
 
     auc = {}
     for level in ("easy", "hard"):
