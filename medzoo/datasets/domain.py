@@ -156,7 +156,7 @@ class DomainAccumulator:
     """Adds up :func:`object_facts` of many objects; ``state()`` is JSON and round-trips."""
 
     _COUNTS = ("modality", "photometric", "sop_class", "body_part", "samples", "bits_stored")
-    _RANGES = ("pixel_spacing", "slice_thickness", "rows", "columns", "median")
+    _RANGES = ("pixel_spacing", "slice_thickness", "rows", "columns", "median", "slice_spacing")
 
     def __init__(self, state: dict | None = None):
         state = state or {}
@@ -187,7 +187,9 @@ class DomainAccumulator:
                 "histogram": self.histogram}
 
     def summary(self) -> dict:
-        """The ``domain`` section of ``dataset.json`` (see the module docstring)."""
+        """The ``domain`` section of ``dataset.json`` (see the module docstring); volumes
+        (objects whose facts carry ``slice_spacing``, mm between slice centres) add
+        ``slice_spacing_mm``."""
         import pydicom.uid
 
         def rounded(pair, digits=4):
@@ -202,7 +204,7 @@ class DomainAccumulator:
                 name = name if name != uid else "unknown SOP class"
             entry = sop.setdefault(uid, {"name": name, "images": 0})
             entry["images"] += n
-        return {
+        out = {
             "schema_version": SCHEMA_VERSION, "images": self.objects,
             "modalities": dict(sorted(self.counts["modality"].items())),
             "photometric_interpretations": dict(sorted(self.counts["photometric"].items())),
@@ -217,6 +219,9 @@ class DomainAccumulator:
                         and [int(v) for v in self.ranges["columns"]]),
             "intensity": self._intensity(),
         }
+        if self.ranges["slice_spacing"] is not None:  # volumes only: 2D sections stay as they were
+            out["slice_spacing_mm"] = rounded(self.ranges["slice_spacing"])
+        return out
 
     def _intensity(self) -> dict | None:
         if not self.histogram:
@@ -249,6 +254,8 @@ def describe(domain) -> str:
         parts.append("body part " + ", ".join(domain["body_parts"]))
     if domain.get("pixel_spacing_mm"):
         parts.append(f"pixel spacing {span(domain['pixel_spacing_mm'], ' mm')}")
+    if domain.get("slice_spacing_mm"):
+        parts.append(f"slice spacing {span(domain['slice_spacing_mm'], ' mm')}")
     if domain.get("rows") and domain.get("columns"):
         parts.append(f"{span(domain['rows'])} × {span(domain['columns'])} px")
     intensity = domain.get("intensity") or {}

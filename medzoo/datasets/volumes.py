@@ -18,6 +18,10 @@ intermediate per axis pass, the label map and its per-class interpolation), what
 of series (bench/volumes_ingest.py measures it). Everything is written into a hidden
 sibling folder renamed to DS at the end (no resume: a killed ingest leaves no DS and is simply
 run again; the next run removes the killed one's folder). Every input file ends in index.csv (through its series' record) or rejected.csv.
+
+``dataset.json`` ``domain`` (:mod:`medzoo.datasets.domain`, the schema 2D ingest writes, plus
+``slice_spacing_mm``): the header facts of every slice of every written series and the
+modality values of the slices pass 1 samples (up to :data:`SAMPLE_SLICES` per series).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import numpy as np
 
 from medzoo import fsio
 from medzoo.datasets import deid, dicom, manifest, plan as planning, records, resample, splits
+from medzoo.datasets.domain import DomainAccumulator, header_facts, object_facts, sample_grid
 from medzoo.datasets.geometry import SeriesGeometry, series_geometry
 from medzoo.datasets.label_maps import (SeriesRejected, load_label_map, remap,
                                         resolve_label_classes)
@@ -209,7 +214,7 @@ def fingerprint_series(row, label_classes, key: bytes, segment_map=None, sample_
     picks = np.unique(np.linspace(0, len(sorted_files) - 1, min(SAMPLE_SLICES,
                                                                 len(sorted_files))).round()
                       .astype(int))
-    values, fg = [], []
+    values, fg, sampled = [], [], {}
     for k in picks:
         try:
             frame = dicom.read_modality_values(sorted_files[k])[0]
@@ -220,12 +225,19 @@ def fingerprint_series(row, label_classes, key: bytes, segment_map=None, sample_
             raise SeriesRejected("slices must share rows × columns")
         values.append(frame)
         fg.append(None if labels is None else labels[k])
+        sampled[sorted_files[k]] = sample_grid(frame[None])
     stack = np.stack(values)
     mask_stack = None if labels is None else np.stack(fg)
     sample = planning.foreground_sample(stack, mask_stack, n=sample_n, seed=seed)
     sops = {str(ds.get("SOPInstanceUID", "")) for _, ds in headers}
+    # The training domain (medzoo.datasets.domain): every slice's header, the intensities of the
+    # slices sampled above (their modality values are decoded here anyway), the slice spacing.
+    by_path = dict(headers)
+    domain = [dict(object_facts(by_path[f], sampled[f]) if f in sampled
+                   else header_facts(by_path[f]), slice_spacing=geometry.slice_spacing)
+              for f in sorted_files]
     return {"row": row, "files": sorted_files, "geometry": geometry, "modality": modality,
-            "sample": sample, "classes": classes, "sops": sops,
+            "sample": sample, "classes": classes, "sops": sops, "domain": domain,
             **_pseudonyms(first, str(row.path), key)}
 
 
@@ -435,7 +447,7 @@ def ingest_volumes(dicom_dir, labels_csv, out, *, spacing="auto", label_classes=
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp, lock = _work_dir(out)
     try:
-        index, stats = [], [0.0, 0.0, 0]
+        index, stats, domain = [], [0.0, 0.0, 0], DomainAccumulator()
         bar = _bar(None, "ingest", progress, total=len(items))
         with records.ShardWriter(tmp / "shards", records_per_shard) as writer:
             for item, result in _prepared(items, plan, label_classes, segment_map, workers):
@@ -445,6 +457,7 @@ def ingest_volumes(dicom_dir, labels_csv, out, *, spacing="auto", label_classes=
                     reject(row, item["all_files"], result)
                     continue
                 image, mask, grid = result
+                domain.add(item["domain"])  # written series only, in row order: deterministic
                 record_id = f"r{len(index) + 1:06d}"
                 label = class_index[manifest.split_label(row.label)[0]]
                 writer.write(records.record_features(
@@ -474,7 +487,7 @@ def ingest_volumes(dicom_dir, labels_csv, out, *, spacing="auto", label_classes=
             rec["fold"] = by_patient[rec["patient"]]
         splits.check_grouped(patients, [rec["fold"] for rec in index])
         summary = _write_tables(tmp, index, rejected, classes, label_classes, plan, fingerprint,
-                                stats, n_inputs, folds, seed, key, has_mask)
+                                stats, n_inputs, folds, seed, key, has_mask, domain)
         umask = os.umask(0)
         os.umask(umask)
         for path in [tmp, *tmp.rglob("*")]:  # mkdtemp/mkstemp make them private: as any file
@@ -570,7 +583,7 @@ def _window_of(plan) -> tuple[float, float]:
 
 
 def _write_tables(tmp, index, rejected, classes, label_classes, plan, fingerprint, stats,
-                  n_inputs, folds, seed, key, has_mask) -> dict:
+                  n_inputs, folds, seed, key, has_mask, domain) -> dict:
     cols = manifest.INDEX_COLUMNS + manifest.INDEX_EXTRA_COLUMNS
     fsio.write_csv(tmp / "index.csv", ({c: rec[c] for c in cols} for rec in index), cols)
     fsio.write_csv(tmp / "rejected.csv",
@@ -613,6 +626,7 @@ def _write_tables(tmp, index, rejected, classes, label_classes, plan, fingerprin
         "key_fingerprint": deid.key_fingerprint(key),
         "input_columns": ["path"],
         "plan": plan,
+        "domain": domain.summary(),
     }
     fsio.write_json(tmp / "plan.json", plan)
     fsio.write_json(tmp / "fingerprint.json", fingerprint)

@@ -14,6 +14,8 @@ The rules and their tolerances (docs/domain.md):
 * **colour** — a colour series (SamplesPerPixel 3, or a colour photometric interpretation) for
   a model trained on greyscale images, and the other way round;
 * **pixel spacing** — outside ``[min / 2, max × 2]`` of the training range (:data:`SPACING_FACTOR`);
+  for a volume export also the **slice spacing** (distance between slice centres along the
+  normal, from the series geometry) against the training ``slice_spacing_mm``, same factor;
 * **image size** — rows or columns outside ``[min / 4, max × 4]`` (:data:`SIZE_FACTOR`);
 * **intensity** — the median modality value (after rescale slope/intercept; a grid sample of
   the middle frame) of the series' first decoded image outside the training images' 1st–99th
@@ -71,7 +73,7 @@ def series_facts(object_facts: list[dict], median: float | None = None) -> dict:
     -------
     dict
         ``modalities, photometric, sop_classes, samples`` (sorted lists), ``pixel_spacing``,
-        ``rows``, ``columns`` ([min, max] or None) and ``median``.
+        ``rows``, ``columns``, ``slice_spacing`` ([min, max] or None) and ``median``.
     """
     def values(key):
         return sorted({f[key] for f in object_facts if f.get(key) not in (None, "")})
@@ -85,7 +87,8 @@ def series_facts(object_facts: list[dict], median: float | None = None) -> dict:
     return {"modalities": values("modality"), "photometric": values("photometric"),
             "sop_classes": values("sop_class"), "samples": values("samples"),
             "pixel_spacing": span("pixel_spacing"), "rows": span("rows"),
-            "columns": span("columns"), "median": median}
+            "columns": span("columns"), "slice_spacing": span("slice_spacing"),
+            "median": median}
 
 
 def _is_colour(photometric: str, samples) -> bool:
@@ -160,6 +163,13 @@ def reasons(domain, facts: dict) -> list[str]:
             out.append(f"pixel spacing {_range_text(facts['pixel_spacing'])} mm outside "
                        f"{_g(allowed[0])}–{_g(allowed[1])} mm (training "
                        f"{_range_text(spacing)} mm, ÷/× {SPACING_FACTOR:g})")
+    slices = domain.get("slice_spacing_mm")
+    if slices and facts.get("slice_spacing"):
+        allowed = (slices[0] / SPACING_FACTOR, slices[1] * SPACING_FACTOR)
+        if _outside(facts["slice_spacing"], allowed):
+            out.append(f"slice spacing {_range_text(facts['slice_spacing'])} mm outside "
+                       f"{_g(allowed[0])}–{_g(allowed[1])} mm (training "
+                       f"{_range_text(slices)} mm, ÷/× {SPACING_FACTOR:g})")
     for key in ("rows", "columns"):
         trained_span = domain.get(key)
         if trained_span and facts.get(key):

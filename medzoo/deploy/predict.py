@@ -483,7 +483,8 @@ def predict(export_dir, dicom_dir, out_dir, *, runtime: str = "onnx", batch_size
             raise InputError("--runtime savedmodel, --key-file, --explain and --threshold do not "
                              "apply to volume models (sliding window through onnxruntime)")
         return predict_volumes(export_dir, dicom_dir, out_dir,
-                               batch_size=min(int(batch_size), 4), progress=progress)
+                               batch_size=min(int(batch_size), 4), progress=progress,
+                               allow_out_of_domain=allow_out_of_domain)
     model = load_export(export_dir, threshold)
     dicom_dir, out = Path(dicom_dir), Path(out_dir)
     if not dicom_dir.is_dir():

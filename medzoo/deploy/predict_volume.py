@@ -2,6 +2,14 @@
 
 For every series (grouped by UIDs exactly as :mod:`medzoo.deploy.predict` groups them):
 
+0. the domain check (:mod:`medzoo.deploy.domain`, through :class:`medzoo.deploy.screening.
+   Screen`, the same rules and tolerances as 2D predict) against the export's training domain:
+   modality, non-image objects (RT Dose …), colour, pixel spacing and size from the headers
+   first; the slice spacing (geometry) and the median modality value of the middle slice once
+   the series is read, before any resampling or sliding window. A series outside is listed in
+   ``not_analysed.csv`` with its reasons and not segmented, unless ``--allow-out-of-domain``:
+   then it is segmented and marked (``out_of_domain`` column of predictions.csv, studies.json,
+   the findings report);
 1. the slices' geometry (:func:`medzoo.datasets.geometry.series_geometry`; uneven, missing or
    mixed-orientation slices are rejected with the reason), the stored values through the
    modality LUT (rescale slope/intercept);
@@ -16,7 +24,8 @@ For every series (grouped by UIDs exactly as :mod:`medzoo.deploy.predict` groups
 
 Out dir (built in a hidden sibling and renamed into place): ``predictions.csv`` (one row per
 series and class), ``lesions.csv`` (one row per component), ``studies.json`` (what ``--send``
-reads), ``findings/study-NNN.md``, ``seg/series-NNN.dcm``, ``rejected.csv``. Studies and series
+reads), ``findings/study-NNN.md``, ``seg/series-NNN.dcm``, ``rejected.csv``,
+``not_analysed.csv``. Studies and series
 are medzoo's counters; no UID, name or input path is written outside ``seg/`` (the SEG repeats
 its source study's identifiers by design, as in :mod:`medzoo.deploy.dicom_seg`).
 """
@@ -46,7 +55,7 @@ LESION_WORDS = ("lesion", "nodule", "tumor", "tumour", "metasta", "mass", "cyst"
 REPORT_LESIONS = 20  # lesions listed in a study report; lesions.csv has every one
 
 PREDICTION_COLUMNS = ("study", "series", "class", "slices", "voxels", "volume_ml", "lesions",
-                      "max_diameter_mm", "seconds")
+                      "max_diameter_mm", "seconds", "out_of_domain")
 LESION_COLUMNS = ("study", "series", "class", "lesion", "volume_ml", "diameter_mm", "first_slice",
                   "last_slice")
 
@@ -280,7 +289,8 @@ def build_multiclass_segmentation(source_datasets, labels: np.ndarray, classes, 
 
 
 def predict_volumes(export_dir, dicom_dir, out_dir, *, batch_size: int = 2,
-                    overlap: float = 0.5, mirror_axes=(), progress: bool | None = None) -> dict:
+                    overlap: float = 0.5, mirror_axes=(), progress: bool | None = None,
+                    allow_out_of_domain: bool = False) -> dict:
     """Segment every DICOM series under ``dicom_dir`` with a volume export; write ``out_dir``.
 
     Parameters
@@ -294,12 +304,16 @@ def predict_volumes(export_dir, dicom_dir, out_dir, *, batch_size: int = 2,
     overlap, mirror_axes : sliding-window overlap and mirroring axes (TTA).
     progress : bool, optional
         A line per series on stderr (None: only on a terminal).
+    allow_out_of_domain : bool
+        Segment series outside the training domain anyway, marked (by default they are listed
+        in ``not_analysed.csv`` with the reasons and not segmented).
 
     Returns
     -------
-    dict: ``inputs, predicted, rejected, ignored, images, studies, series, positive_studies,
-    rejected_by_reason, threshold, threshold_source, model, version, runtime, seg_files,
-    seconds_per_series, out``; ``inputs == predicted + rejected``.
+    dict: ``inputs, predicted, rejected, not_analysed, not_analysed_series, ignored, images,
+    studies, series, positive_studies, rejected_by_reason, threshold, threshold_source, model,
+    version, runtime, seg_files, seconds_per_series, out``;
+    ``inputs == predicted + rejected + not_analysed``.
 
     Raises
     ------
@@ -318,8 +332,11 @@ def predict_volumes(export_dir, dicom_dir, out_dir, *, batch_size: int = 2,
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"Output {out}: expected a new or empty folder. Received: it holds "
                          "files; refusing to overwrite")
+    from medzoo.deploy.screening import Screen
+
     card = fsio.read_json(export_dir / "model_card.json")
     model = OnnxModel(export_dir / "model.onnx")
+    screen = Screen(export_dir, allow_out_of_domain)
     files, ignored = P.discover(dicom_dir, skip=out)
     if not files:
         raise InputError(f"DICOM dir {dicom_dir}: expected DICOM files. Received: none "
@@ -328,7 +345,7 @@ def predict_volumes(export_dir, dicom_dir, out_dir, *, batch_size: int = 2,
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         summary = _predict(model, card, files, dicom_dir, staging, batch_size=int(batch_size),
-                           overlap=overlap, mirror_axes=mirror_axes,
+                           overlap=overlap, mirror_axes=mirror_axes, screen=screen,
                            progress=sys.stderr.isatty() if progress is None else progress)
         if out.exists():
             out.rmdir()
@@ -341,9 +358,14 @@ def predict_volumes(export_dir, dicom_dir, out_dir, *, batch_size: int = 2,
     return summary
 
 
+class _NotAnalysed(Exception):
+    """A series outside the training domain, not to be segmented (its reasons: ``args``)."""
+
+
 def _predict(model, card: dict, files, dicom_dir: Path, out: Path, *, batch_size: int,
-             overlap: float, mirror_axes, progress: bool) -> dict:
+             overlap: float, mirror_axes, progress: bool, screen) -> dict:
     from medzoo.datasets.geometry import series_geometry
+    from medzoo.deploy import findings as F
     from medzoo.deploy import predict as P
     from medzoo.deploy.findings import DISCLAIMER
     from medzoo.evaluation.sliding_window import sliding_window_inference
@@ -375,17 +397,36 @@ def _predict(model, card: dict, files, dicom_dir: Path, out: Path, *, batch_size
                   "architecture": card["model"]["architecture"], "task": "segmentation",
                   "classes": classes}
     studies, prediction_rows, lesion_rows, seg_names, timings = [], [], [], [], []
+    not_analysed = []
     series_counter = 0
+
+    def skip(study_no, index, objects, reasons):
+        more = (f" and {len(objects) - 1} more file{'s' if len(objects) > 2 else ''}"
+                if len(objects) > 1 else "")
+        print(f"medzoo predict: not analysed: {objects[0].rel}{more}: {'; '.join(reasons)}",
+              file=sys.stderr)
+        modalities = sorted({(o.facts or {}).get("modality", "") for o in objects} - {""})
+        return {"study": study_no, "series": index, "files": len(objects),
+                "images": sum(o.frames for o in objects),
+                "modality": ", ".join(modalities) or None, "reason": "; ".join(reasons)}
+
     for series_list in P._group(sources):
         study_no = len(studies) + 1
         study = {"study": study_no, "images": 0, "series": [], "max_score": 0.0,
                  "positive": False, "positive_images": 0}
-        for objects in series_list:
+        skipped = []
+        for index, objects in enumerate(series_list, start=1):
             started = time.perf_counter()
+            reasons = screen.series_reasons(objects)  # headers only: before any pixel is read
             try:
+                if reasons and not screen.allow:
+                    raise _NotAnalysed(*reasons)
                 result = _predict_series(model, objects, plan, classes, patch, batch_size,
                                          overlap, mirror_axes, series_geometry,
-                                         sliding_window_inference)
+                                         sliding_window_inference, screen, reasons)
+            except _NotAnalysed as exc:
+                skipped.append(skip(study_no, index, objects, list(exc.args)))
+                continue
             except (ValueError, InputError) as exc:
                 reason = str(exc).splitlines()[0][:200]
                 for src in objects:
@@ -406,7 +447,8 @@ def _predict(model, card: dict, files, dicom_dir: Path, out: Path, *, batch_size
             series_entry = {"series": series_counter, "slices": len(objects),
                             "spacing_mm": [round(v, 4) for v in result["spacing"]],
                             "structures": found, "max_lesion_probability": result["max_lesion_p"],
-                            "seg": f"seg/{seg_name}", "seconds": round(seconds, 3)}
+                            "seg": f"seg/{seg_name}", "seconds": round(seconds, 3),
+                            "out_of_domain": list(reasons)}
             study["series"].append(series_entry)
             study["images"] += len(objects)
             study["max_score"] = max(study["max_score"], result["max_lesion_p"])
@@ -421,7 +463,7 @@ def _predict(model, card: dict, files, dicom_dir: Path, out: Path, *, batch_size
                     "lesions": "" if lesions is None else len(lesions),
                     "max_diameter_mm": "" if not lesions else
                     f"{max(item['diameter_mm'] for item in lesions):.2f}",
-                    "seconds": f"{seconds:.3f}"})
+                    "seconds": f"{seconds:.3f}", "out_of_domain": "; ".join(reasons)})
                 for item in lesions or []:
                     lesion_rows.append({"study": study_no, "series": series_counter,
                                         "class": name, "lesion": item["lesion"],
@@ -432,10 +474,24 @@ def _predict(model, card: dict, files, dicom_dir: Path, out: Path, *, batch_size
             if progress:
                 print(f"medzoo predict: study {study_no} series {series_counter}: "
                       f"{len(objects)} slices in {seconds:.1f} s", file=sys.stderr)
+        not_analysed += skipped
         if study["series"]:
+            if skipped:
+                study["not_analysed"] = skipped
+            study["analysed"] = True
+            study["out_of_domain"] = any(s["out_of_domain"] for s in study["series"])
             studies.append(study)
             fsio.write_text(out / "findings" / f"study-{study_no:03d}.md",
                             render_volume_report(study, model_info, DISCLAIMER))
+        elif skipped:  # every series outside the domain: listed, with a report saying so
+            studies.append({"study": study_no, "images": 0, "analysed": False,
+                            "positive": False, "series": [], "not_analysed": skipped,
+                            "finding": f"Not analysed: {skipped[0]['reason']}",
+                            "report": f"findings/study-{study_no:03d}.md"})
+            fsio.write_text(out / "findings" / f"study-{study_no:03d}.md",
+                            F.render_not_analysed_report(
+                                study_no, skipped, model=model_info,
+                                medzoo_version=__version__))
     if not studies:
         raise InputError(f"No readable input: all {len(files)} input files were rejected "
                          "(see the lines above)")
@@ -443,14 +499,19 @@ def _predict(model, card: dict, files, dicom_dir: Path, out: Path, *, batch_size
     fsio.write_csv(out / "lesions.csv", lesion_rows, LESION_COLUMNS)
     fsio.write_csv(out / "rejected.csv", [{"path": p, "reason": r} for p, r in rejected],
                    ("path", "reason"))
+    fsio.write_csv(out / "not_analysed.csv", not_analysed, P.NOT_ANALYSED_COLUMNS)
     fsio.write_json(out / "studies.json", {"model": model_info, "threshold": 0.5,
                                           "threshold_source": "argmax over classes",
-                                          "studies": studies})
+                                          "studies": studies, **screen.document()})
     by_reason: dict[str, int] = {}
     for _, reason in rejected:
         by_reason[reason] = by_reason.get(reason, 0) + 1
     n_rejected = len({p for p, _ in rejected})
-    return {"inputs": len(files), "predicted": len(files) - n_rejected, "rejected": n_rejected,
+    n_skipped = sum(item["files"] for item in not_analysed)
+    return {"inputs": len(files), "predicted": len(files) - n_rejected - n_skipped,
+            "rejected": n_rejected, "not_analysed": n_skipped,
+            "not_analysed_series": len(not_analysed),
+            "not_analysed_studies": sum(1 for s in studies if s.get("analysed") is False),
             "images": sum(s["images"] for s in studies), "studies": len(studies),
             "series": series_counter, "positive_studies": sum(s["positive"] for s in studies),
             "rejected_by_reason": by_reason, "threshold": 0.5,
@@ -460,8 +521,10 @@ def _predict(model, card: dict, files, dicom_dir: Path, out: Path, *, batch_size
 
 
 def _predict_series(model, objects, plan, classes, patch, batch_size, overlap, mirror_axes,
-                    series_geometry, sliding_window_inference) -> dict:
-    """One series through the whole chain; raises ValueError with a PHI-free reason."""
+                    series_geometry, sliding_window_inference, screen, reasons: list) -> dict:
+    """One series through the whole chain; raises ValueError with a PHI-free reason, or
+    :class:`_NotAnalysed` when its slice spacing or intensities lie outside the training domain
+    (``reasons`` gets them; with ``--allow-out-of-domain`` the series goes on, marked)."""
     if any(src.frames > 1 for src in objects):
         raise ValueError("multi-frame images: expected one slice per file")
     if len(objects) < 2:
@@ -477,7 +540,12 @@ def _predict_series(model, objects, plan, classes, patch, batch_size, overlap, m
     header_by_uid = {str(h.SOPInstanceUID): h for h in headers}
     spacing = geometry.spacing
     target = tuple(float(v) for v in plan["target_spacing"])
-    volume = _normalizer()(_series_volume(headers, by_uid, geometry), plan.get("normalization"))
+    values = _series_volume(headers, by_uid, geometry)
+    reasons += screen.volume_reasons(geometry.slice_spacing, values[len(values) // 2])
+    if reasons and not screen.allow:
+        raise _NotAnalysed(*reasons)
+    volume = _normalizer()(values, plan.get("normalization"))
+    del values
     shape = geometry.shape
     work_shape = target_shape(shape, spacing, target)
     to_grid = _grid_resampler()
@@ -514,7 +582,11 @@ def render_volume_report(study: dict, model: dict, disclaimer: str) -> str:
              f"segmentation of {', '.join(model['classes'][1:])}).", ""]
     for series in study["series"]:
         lines += [f"## Series {series['series']:03d} ({series['slices']} slices, spacing "
-                  f"{series['spacing_mm']} mm)", "", "| structure | volume (mL) | lesions | "
+                  f"{series['spacing_mm']} mm)", ""]
+        if series.get("out_of_domain"):
+            lines += [f"**OUT OF DOMAIN ({'; '.join(series['out_of_domain'])}; segmented only "
+                      "because of --allow-out-of-domain)**", ""]
+        lines += ["| structure | volume (mL) | lesions | "
                   "largest diameter (mm) |", "|---|---:|---:|---:|"]
         for name, entry in series["structures"].items():
             lesions = entry["lesions"]
@@ -534,5 +606,9 @@ def render_volume_report(study: dict, model: dict, disclaimer: str) -> str:
         else:
             lines += ["", "No lesion found."]
         lines += ["", f"DICOM SEG: `{series['seg']}`", ""]
+    if study.get("not_analysed"):
+        from medzoo.deploy.findings import _not_analysed_lines
+
+        lines += [*_not_analysed_lines(study["not_analysed"]), ""]
     lines += ["---", "", disclaimer, ""]
     return "\n".join(lines)

@@ -80,6 +80,16 @@ class Screen:
                   + float(feeds["rescale_intercept"][frame]))
         return checks.reasons(self.domain, {"median": float(np.median(values))})
 
+    def volume_reasons(self, slice_spacing: float, middle_slice: np.ndarray) -> list[str]:
+        """Why a volume series lies outside the domain once read (volume exports): its slice
+        spacing (mm, from the geometry) and the median of a grid sample of its middle slice's
+        modality values (``middle_slice``: rows × cols, after the Modality LUT)."""
+        if not self.known:
+            return []
+        sample = data_domain.sample_grid(np.asarray(middle_slice)[None]).astype(np.float64)
+        return checks.reasons(self.domain, {"slice_spacing": [float(slice_spacing)] * 2,
+                                            "median": float(np.median(sample))})
+
     def add_ood(self, outputs: dict, feeds: dict) -> dict:
         """``outputs`` of the model on ``feeds`` plus ``ood_score`` (one per image) when the
         export has OOD statistics."""

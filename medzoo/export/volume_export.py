@@ -7,7 +7,9 @@ over the plan's ``label_classes``. Whole volumes are predicted by sliding this w
 is the only one, in the SavedModel and in ``model.onnx``. The plan (target spacing,
 normalisation, patch size, classes) goes into the model card (``volume``) and the ONNX metadata
 (``medzoo.plan``, ``medzoo.label_classes``, ``medzoo.volume``), so that evaluate and predict
-resample and normalise a series exactly as the training data was.
+resample and normalise a series exactly as the training data was. The training data's domain
+(``dataset.json`` ``domain``, or ``"unknown"``) goes into both as well (card ``domain``,
+``medzoo.domain``), as for 2D exports: predict checks each series against it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ def _serving_function(model, input_shape):
 
 def volume_metadata(config: dict, name: str, version: int) -> dict:
     """The ``medzoo.*`` ONNX metadata of a volume export (values JSON-encoded on write)."""
+    from medzoo.export.card import training_domain
+
     plan = config["plan"]
     return {"model": config["model"], "name": name, "version": version,
             "task": "segmentation", "volume": True, "classes": config.get("classes") or [],
@@ -44,7 +48,7 @@ def volume_metadata(config: dict, name: str, version: int) -> dict:
             "channels": int(config["input_shape"][-1]),
             "test_fold": config["test_fold"], "folds": config["folds"],
             "seed": config["split_seed"], "data_fingerprint": config["data"]["fingerprint"],
-            "signature": SIGNATURE}
+            "signature": SIGNATURE, "domain": training_domain(config)}
 
 
 def parity_patches(data_dir: Path, config: dict, n: int = 4) -> np.ndarray:
@@ -107,7 +111,8 @@ def export_volume_run(run_dir: Path, config: dict, final_dir: Path, *, bless_if=
         proto, _ = tf2onnx.convert.from_function(serve, input_signature=serve.input_signature,
                                                  opset=opset or 17)
         del proto.metadata_props[:]
-        for key, value in sorted(volume_metadata(config, name, version).items()):
+        metadata = volume_metadata(config, name, version)
+        for key, value in sorted(metadata.items()):
             entry = proto.metadata_props.add()
             entry.key, entry.value = f"medzoo.{key}", json.dumps(value)
         fsio.write_bytes(staging / "model.onnx", proto.SerializeToString())
@@ -137,8 +142,9 @@ def export_volume_run(run_dir: Path, config: dict, final_dir: Path, *, bless_if=
         model_card = card.build_card(
             config=config, name=name, version=version, parameters=int(model.count_params()),
             signatures=[SIGNATURE], metrics=metrics, parity=report, blessed=blessed,
-            reasons=reasons, artefacts=card.artefact_hashes(staging), versions=_versions())
-        model_card.update(volume_card_sections(config))
+            reasons=reasons, artefacts=card.artefact_hashes(staging), versions=_versions(),
+            domain=metadata["domain"])
+        model_card.update(volume_card_sections(config, metadata["domain"]))
         fsio.write_json(staging / "model_card.json", model_card)
         fsio.write_text(staging / "model_card.md", card.render_markdown(model_card)
                         + render_volume_markdown(model_card))
@@ -151,8 +157,11 @@ def export_volume_run(run_dir: Path, config: dict, final_dir: Path, *, bless_if=
     return final_dir
 
 
-def volume_card_sections(config: dict) -> dict:
-    """The card's ``input``, ``volume`` and ``limitations`` for a volume model."""
+def volume_card_sections(config: dict, domain=None) -> dict:
+    """The card's ``input``, ``volume`` and ``limitations`` for a volume model (``domain``:
+    the training domain, for the limitation on what the model may be given)."""
+    from medzoo.export.card import UNKNOWN_DOMAIN, domain_limit
+
     plan = config["plan"]
     patch = [int(p) for p in plan["patch_size"]]
     spacing = [float(v) for v in plan["target_spacing"]]
@@ -173,6 +182,7 @@ def volume_card_sections(config: dict) -> dict:
             f"{plan.get('normalization')}; other preprocessing changes the segmentation.",
             "Metrics below come from the validation fold; the held-out test fold "
             f"({config['test_fold']}) is for `medzoo evaluate`.",
+            domain_limit(UNKNOWN_DOMAIN if domain is None else domain),
         ],
     }
 

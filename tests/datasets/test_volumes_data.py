@@ -299,6 +299,38 @@ def test_workers_write_the_same_records_and_killed_work_is_cleared(phantom_volum
                        workers=workers)
         shards.append(b"".join(p.read_bytes() for p in records.shard_paths(out)))
         assert (out / "index.csv").read_text() == (tmp_path / "ds1" / "index.csv").read_text()
+        info = json.loads((out / "dataset.json").read_text())
+        assert info["domain"] == json.loads((tmp_path / "ds1" / "dataset.json").read_text())[
+            "domain"]  # the domain too: deterministic, whatever the workers
     assert shards[0] == shards[1] and len(shards[0]) > 4 * SIZE * SIZE * 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds1", "ds2", "key"]
     assert not (tmp_path / "ds1" / ".lock").exists()
+
+
+def test_native_ingest_records_the_domain_of_every_slice_of_every_series(phantom_volumes,
+                                                                          tmp_path):
+    """dataset.json ``domain`` as 2D ingest writes it, over every slice of the 4 series (their
+    spacings differ per patient), plus the slice spacing range."""
+    src, _ = phantom_volumes
+    ingest_volumes(src, src / "labels.csv", tmp_path / "ds", folds=2, key_file=tmp_path / "key")
+    domain = json.loads((tmp_path / "ds" / "dataset.json").read_text())["domain"]
+    folders = sorted({f.parent for f in src.rglob("*.dcm")})
+    slices = [pydicom.dcmread(f, stop_before_pixels=True) for d in folders
+              for f in sorted(d.glob("*.dcm"))]
+    geometries = [series_geometry([pydicom.dcmread(f, stop_before_pixels=True)
+                                   for f in sorted(d.glob("*.dcm"))]) for d in folders]
+    assert len(folders) == 4 and domain["images"] == len(slices) == 4 * SLICES
+    assert domain["modalities"] == {"CT": 4 * SLICES}
+    assert domain["photometric_interpretations"] == {"MONOCHROME2": 4 * SLICES}
+    assert list(domain["sop_classes"]) == ["1.2.840.10008.5.1.4.1.1.2"]
+    spacing = [float(v) for ds in slices for v in ds.PixelSpacing]
+    assert domain["pixel_spacing_mm"] == pytest.approx([min(spacing), max(spacing)], abs=1e-4)
+    steps = [g.slice_spacing for g in geometries]
+    assert min(steps) < max(steps)  # the phantoms vary: the range spans all 4, not the first
+    assert domain["slice_spacing_mm"] == pytest.approx([min(steps), max(steps)], abs=1e-4)
+    assert domain["rows"] == [SIZE, SIZE] and domain["columns"] == [SIZE, SIZE]
+    hu = np.concatenate([_series(d)[1].ravel() for d in folders])
+    intensity = domain["intensity"]
+    for p in ("p1", "p50", "p99"):  # the asinh bins: within 2 % of the value (or 1 HU)
+        exact = float(np.percentile(hu, float(p[1:])))
+        assert intensity[p] == pytest.approx(exact, rel=0.05, abs=2.0)
