@@ -254,36 +254,74 @@ def prepare_series(item: dict, plan: dict, label_classes, segment_map=None):
     """
     geometry: SeriesGeometry = item["geometry"]
     spacing = geometry.spacing
-    target = plan["target_spacing"]
     volume = _decode_series(item["files"], geometry)
     volume = planning.normalize(volume, plan["normalization"], copy=False)
-    shape = resample.target_shape(volume.shape, spacing, target)
-    pad_value = float(volume.min())
-    image = resample.resample_to_shape(volume, spacing, shape, target, order=3)
-    del volume
+    labels = None
     if item["row"].mask is not None:
         labels, classes = load_label_map(item["row"].mask, geometry, label_classes, segment_map)
         labels = remap(labels, classes, label_classes)
-        mask = resample.labels_to_shape(labels, spacing, shape, target,
-                                        n_classes=len(label_classes or classes))
-        del labels
+        n_classes = len(label_classes or classes)
     else:
-        mask = np.zeros(shape, np.uint8)
+        n_classes = None
+    image, mask = fit_to_plan(volume[..., None], labels, spacing, plan, n_classes)
+    del volume, labels
+    origin = geometry.affine()[:3, 3]
+    grid = {"origin": origin, "direction": geometry.direction(),
+            "original_shape": geometry.shape, "original_spacing": spacing,
+            "original_origin": origin}
+    return image, mask, grid
+
+
+def fit_to_plan(image, labels, spacing, plan: dict, n_classes=None):
+    """A normalised volume and its label map → the plan's target grid, ready to be a record.
+
+    The image is resampled with a cubic kernel (channel by channel), the label map label-wise
+    (:mod:`medzoo.datasets.resample`); a volume a little smaller than one patch is padded at
+    the far end (voxel (0, 0, 0), hence the origin, stays put), with each channel's minimum.
+
+    Parameters
+    ----------
+    image : ndarray
+        ``(D, H, W, C)`` float32, normalised per ``plan["normalization"]``.
+    labels : ndarray or None
+        ``(D, H, W)`` class indices; None: an all-background mask is returned.
+    spacing : 3-sequence
+        Source spacing (mm, z y x).
+    plan : dict
+        ``target_spacing`` and ``patch_size`` are used.
+    n_classes : int, optional
+        Classes of the label map (default: its maximum + 1).
+
+    Returns
+    -------
+    tuple
+        ``(image (D', H', W', C) float32, mask (D', H', W') uint8)``.
+
+    Raises
+    ------
+    SeriesRejected
+        The resampled volume covers less than :data:`MIN_PATCH_SHARE` of the patch along an
+        axis ("volume too small for one patch").
+    """
+    target = plan["target_spacing"]
+    shape = resample.target_shape(image.shape[:3], spacing, target)
     patch = plan["patch_size"]
     if any(n < MIN_PATCH_SHARE * p for n, p in zip(shape, patch)):
         raise SeriesRejected(f"volume too small for one patch (resampled "
                              f"{'x'.join(map(str, shape))} voxels, patch "
                              f"{'x'.join(map(str, patch))}; padding would fill more than half)")
     padded = [max(n, p) for n, p in zip(shape, patch)]
-    if padded != list(shape):  # pad at the far end: voxel (0, 0, 0) and the origin stay put
-        widths = [(0, p - n) for n, p in zip(shape, padded)]
-        image = np.pad(image, widths, constant_values=pad_value)
-        mask = np.pad(mask, widths, constant_values=0)
-    origin = geometry.affine()[:3, 3]
-    grid = {"origin": origin, "direction": geometry.direction(),
-            "original_shape": geometry.shape, "original_spacing": spacing,
-            "original_origin": origin}
-    return image[..., None], mask, grid
+    widths = [(0, p - n) for n, p in zip(shape, padded)]
+    out = np.empty((*padded, image.shape[3]), np.float32)
+    for c in range(image.shape[3]):
+        channel = image[..., c]
+        resampled = resample.resample_to_shape(channel, spacing, shape, target, order=3)
+        out[..., c] = np.pad(resampled, widths, constant_values=float(channel.min()))
+        del resampled
+    if labels is None:
+        return out, np.zeros(padded, np.uint8)
+    mask = resample.labels_to_shape(labels, spacing, shape, target, n_classes=n_classes)
+    return out, np.pad(mask, widths, constant_values=0)
 
 
 def _plan_from(items, label_classes, *, target_spacing, memory_gb, patch_size, batch_size,
@@ -433,7 +471,7 @@ def ingest_volumes(dicom_dir, labels_csv, out, *, spacing="auto", label_classes=
     class_index = {c: i for i, c in enumerate(classes)}
     has_mask = any(r.mask is not None for r in rows)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp, lock = _work_dir(out)
+    tmp, lock = work_dir(out)
     try:
         index, stats = [], [0.0, 0.0, 0]
         bar = _bar(None, "ingest", progress, total=len(items))
@@ -450,10 +488,7 @@ def ingest_volumes(dicom_dir, labels_csv, out, *, spacing="auto", label_classes=
                 writer.write(records.record_features(
                     record_id, image, label, mask, spacing=plan["target_spacing"],
                     geometry=grid))
-                for slab in image:  # slice by slice: no float64 copy of the volume
-                    stats[0] += float(slab.sum(dtype=np.float64))
-                    stats[1] += float(np.square(slab, dtype=np.float64).sum())
-                stats[2] += image.size
+                add_pixel_stats(stats, image)
                 center, width = _window_of(plan)
                 index.append({
                     "record_id": record_id, "row": row.row, "frame": 1,
@@ -473,16 +508,9 @@ def ingest_volumes(dicom_dir, labels_csv, out, *, spacing="auto", label_classes=
         for rec in index:
             rec["fold"] = by_patient[rec["patient"]]
         splits.check_grouped(patients, [rec["fold"] for rec in index])
-        summary = _write_tables(tmp, index, rejected, classes, label_classes, plan, fingerprint,
-                                stats, n_inputs, folds, seed, key, has_mask)
-        umask = os.umask(0)
-        os.umask(umask)
-        for path in [tmp, *tmp.rglob("*")]:  # mkdtemp/mkstemp make them private: as any file
-            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
-        (tmp / ".lock").unlink()
-        if out.exists():
-            out.rmdir()
-        os.rename(tmp, out)
+        summary = write_dataset_tables(tmp, index, rejected, classes, label_classes, plan,
+                                       fingerprint, stats, n_inputs, folds, seed, key, has_mask)
+        publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -492,7 +520,27 @@ def ingest_volumes(dicom_dir, labels_csv, out, *, spacing="auto", label_classes=
     return summary
 
 
-def _work_dir(out: Path):
+def add_pixel_stats(stats: list, image: np.ndarray) -> None:
+    """Add one record's sum, sum of squares and size to ``stats`` (dataset.json pixel_stats)."""
+    for slab in image:  # slice by slice: no float64 copy of the volume
+        stats[0] += float(slab.sum(dtype=np.float64))
+        stats[1] += float(np.square(slab, dtype=np.float64).sum())
+    stats[2] += image.size
+
+
+def publish(tmp: Path, out: Path) -> None:
+    """Make the finished work folder ``tmp`` (from :func:`work_dir`) the dataset dir ``out``."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [tmp, *tmp.rglob("*")]:  # mkdtemp/mkstemp make them private: as any file
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+    (tmp / ".lock").unlink()
+    if out.exists():
+        out.rmdir()
+    os.rename(tmp, out)
+
+
+def work_dir(out: Path):
     """A new hidden work folder beside OUT, flock'ed while this ingest runs, and its lock.
 
     Work folders of OUT left by an ingest that was killed (their lock is free) are removed
@@ -569,8 +617,15 @@ def _window_of(plan) -> tuple[float, float]:
     return 0.0, 0.0
 
 
-def _write_tables(tmp, index, rejected, classes, label_classes, plan, fingerprint, stats,
-                  n_inputs, folds, seed, key, has_mask) -> dict:
+def write_dataset_tables(tmp, index, rejected, classes, label_classes, plan, fingerprint, stats,
+                         n_inputs, folds, seed, key, has_mask, *, channels: int = 1,
+                         extra_info=None) -> dict:
+    """index.csv, rejected.csv, warnings.csv, plan.json, fingerprint.json, dataset.json.
+
+    ``index`` rows carry ``_files`` (inputs loaded through the record) and ``_names`` (its
+    image-level class names) besides the index columns; ``extra_info`` is added to
+    dataset.json. Returns the counts and the plan; checks inputs = loaded + rejected.
+    """
     cols = manifest.INDEX_COLUMNS + manifest.INDEX_EXTRA_COLUMNS
     fsio.write_csv(tmp / "index.csv", ({c: rec[c] for c in cols} for rec in index), cols)
     fsio.write_csv(tmp / "rejected.csv",
@@ -599,7 +654,7 @@ def _write_tables(tmp, index, rejected, classes, label_classes, plan, fingerprin
         "kind": "volume",
         "spacing_mode": "native",
         "image_size": plan["median_shape"],
-        "channels": 1,
+        "channels": int(channels),
         "classes": classes,
         "label_classes": list(label_classes) if label_classes else ["background"],
         "has_mask": has_mask,
@@ -613,6 +668,7 @@ def _write_tables(tmp, index, rejected, classes, label_classes, plan, fingerprin
         "key_fingerprint": deid.key_fingerprint(key),
         "input_columns": ["path"],
         "plan": plan,
+        **(extra_info or {}),
     }
     fsio.write_json(tmp / "plan.json", plan)
     fsio.write_json(tmp / "fingerprint.json", fingerprint)
