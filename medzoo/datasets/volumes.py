@@ -708,7 +708,7 @@ def replan_dataset(ds_dir, *, memory_gb=None, patch_size=None, batch_size=None,
             memory_gb=stored["memory_gb"] if memory_gb is None else memory_gb,
             target_spacing=stored["target_spacing"], patch_size=patch_size,
             batch_size=batch_size, normalization=stored["normalization"]["scheme"],
-            label_classes=stored["label_classes"],
+            label_classes=stored["label_classes"], channels=int(info.get("channels", 1)),
             foreground_oversample=stored["foreground_oversample"])
     except ValueError as exc:
         raise InputError(str(exc)) from None
