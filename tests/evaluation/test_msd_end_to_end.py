@@ -52,10 +52,6 @@ def _medzoo(*args, timeout=600):
     return proc
 
 
-# until volumes-model's patch training / sliding-window evaluation is merged
-pytest.importorskip("medzoo.evaluation.sliding_window")
-
-
 @pytest.mark.slow
 def test_decathlon_ingest_train_export_evaluate(tmp_path):
     root = tmp_path / "Task97_Organ"
