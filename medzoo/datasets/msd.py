@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medzoo.datasets import deid, manifest, records, splits, volumes
+from medzoo.datasets import deid, manifest, records, splits, volume_dir, volumes
 from medzoo.datasets import plan as planning
 from medzoo.datasets.annotations import AnnotationError
 from medzoo.datasets.label_maps import SeriesRejected
@@ -327,7 +327,7 @@ def ingest_msd(root, out, *, spacing="auto", memory_gb: float = planning.DEFAULT
     classes = manifest.order_classes(name for _, _, name in loaded)
     class_index = {c: i for i, c in enumerate(classes)}
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp, lock = volumes.work_dir(out)
+    tmp, lock = volume_dir.work_dir(out)
     try:
         index, stats = [], [0.0, 0.0, 0]
         with records.ShardWriter(tmp / "shards", records_per_shard) as writer:
@@ -347,7 +347,7 @@ def ingest_msd(root, out, *, spacing="auto", memory_gb: float = planning.DEFAULT
                               "original_shape": grid["shape"],
                               "original_spacing": grid["spacing"],
                               "original_origin": grid["origin"]}))
-                volumes.add_pixel_stats(stats, image)
+                volume_dir.add_pixel_stats(stats, image)
                 index.append({"record_id": record_id, "row": case["row"], "frame": 1,
                               "patient": deid.pseudonym(key, "patient", case["name"]),
                               "study": deid.pseudonym(key, "study", case["name"]),
@@ -367,12 +367,12 @@ def ingest_msd(root, out, *, spacing="auto", memory_gb: float = planning.DEFAULT
         for rec in index:
             rec["fold"] = assignment[rec["patient"]]
         splits.check_grouped([r["patient"] for r in index], [r["fold"] for r in index])
-        summary = volumes.write_dataset_tables(
+        summary = volume_dir.write_dataset_tables(
             tmp, index, rejected, classes, label_classes, plan, fingerprint, stats, len(cases),
             folds, seed, key, has_mask, channels=len(channel_names),
             extra_info={"source_layout": layout["layout"],
                         "channel_names": list(channel_names)})
-        volumes.publish(tmp, out)
+        volume_dir.publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
