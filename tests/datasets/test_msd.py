@@ -234,3 +234,28 @@ def test_msd_cases_resampled_to_the_plan(tmp_path):
     assert parsed[1]["mask"].any()
     plan = json.loads((coarse / "plan.json").read_text())
     assert plan["overrides"]["target_spacing"] == [2.5, 1.4, 1.6]
+
+
+def test_case_too_small_for_the_patch_is_rejected(tmp_path):
+    """A case that passes its checks but covers under half a patch once resampled is rejected
+    in the write pass with its reason: inputs = loaded + rejected still holds."""
+    root = tmp_path / "Dataset002_Small"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    for n in range(4):
+        image, labels = _case(n)
+        if n == 2:
+            image, labels = image[:6, :6], labels[:6, :6]
+        _save(image, root / "imagesTr" / f"case{n}_0000.nii.gz")
+        _save(labels, root / "labelsTr" / f"case{n}.nii.gz")
+    (root / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "T2"}, "labels": {"background": 0, "organ": 1, "tumour": 2}}))
+    ds = tmp_path / "ds"
+    summary = ingest_msd(root, ds, patch_size="4,16,16", folds=2, key_file=tmp_path / "key")
+    assert (summary["inputs"], summary["loaded"], summary["rejected"]) == (4, 3, 1)
+    assert _csv(ds / "rejected.csv") == [{
+        "row": "3", "path": "imagesTr/case2_0000.nii.gz",
+        "reason": "volume too small for one patch (resampled 6x6x6 voxels, patch 4x16x16; "
+                  "padding would fill more than half)"}]
+    recs = [records.parse_record(r) for r in _read(ds)]
+    assert [r["image"].shape for r in recs] == [(6, 16, 20, 1)] * 3
