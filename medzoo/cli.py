@@ -493,7 +493,7 @@ def _cmd_data(args) -> int:
         print(f"ingested {summary['loaded']} of {summary['inputs']} inputs "
               f"({summary['records']} {what}), rejected {summary['rejected']}{warned} → {args.out}")
         plan = _read_plan(args.out)
-        if plan and "reason" in plan:  # --size auto's; a volume dataset's plan is another thing
+        if plan and plan.get("kind") == "2d":
             print(f"--size auto chose {plan['image_size']} px: {plan['reason']}")
         return 1 if args.strict and summary["rejected"] else 0
     if args.data_command == "pull":
