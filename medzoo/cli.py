@@ -358,7 +358,10 @@ def _ingest_msd(args) -> int:
     if args.records_per_shard < 1:
         raise MedzooError(f"--records-per-shard must be a positive integer. "
                           f"Received: {args.records_per_shard}")
-    summary = ingest_msd(args.dicom_dir, args.out, folds=args.folds, seed=args.seed,
+    summary = ingest_msd(args.dicom_dir, args.out, spacing=args.spacing or "auto",
+                         memory_gb=args.memory_gb, patch_size=args.patch_size,
+                         batch_size=args.plan_batch_size, normalization=args.normalization,
+                         folds=args.folds, seed=args.seed,
                          key_file=args.key_file, strict=args.strict,
                          records_per_shard=args.records_per_shard)
     print(f"ingested {summary['loaded']} of {summary['inputs']} cases ({summary['layout']}, "

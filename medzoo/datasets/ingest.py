@@ -135,7 +135,16 @@ def _init_worker(options: Options):
     _WORKER["options"] = options
 
 
-def _load_mask(path: Path, rows: int, cols: int) -> np.ndarray:
+def _load_mask(path: Path, rows: int, cols: int, image_path=None) -> np.ndarray:
+    from medzoo.datasets import slice_masks
+
+    if image_path is not None and slice_masks.is_dicom_annotation(path):
+        from medzoo.datasets.annotations import AnnotationError
+
+        try:  # a DICOM SEG / RTSTRUCT: this image's frames (docs/annotations.md)
+            return slice_masks.read_slice_mask(path, image_path)
+        except AnnotationError as exc:
+            raise dicom.DicomRejected(f"mask: {exc}") from None
     if path.suffix.lower() == ".npy":
         try:
             mask = _read_npy(path)
@@ -463,7 +472,7 @@ def decode_task(task):
                 raise dicom.DicomRejected(
                     f"mask shape mismatch (expected one mask per frame for "
                     f"{img.frames.shape[0]} frames, received one {img.rows}x{img.columns} mask)")
-            stored = _load_mask(Path(mask_path), img.rows, img.columns)
+            stored = _load_mask(Path(mask_path), img.rows, img.columns, unit["paths"][0])
         except dicom.DicomRejected as exc:
             out.extend(("reject", p, exc.reason) for u in units for p in u["paths"])
             return out

@@ -83,6 +83,35 @@ def test_pull_annotations_beside_their_series(annotated_orthanc, pacs_env, tmp_p
     assert "fetched 0, skipped 16" in capsys.readouterr().out
     assert sorted(p.name for p in (out / "study-0001").iterdir() if p.is_file()) == stored
 
+    # pull → ingest with no hand conversion: series.csv's mask column feeds labels.csv as is
+    # (plus one local series of a second patient: folds need two patients)
+    other = [pydicom.dcmread(p) for p in vp.write_series(tmp_path / "other", seed=9)]
+    for d in other:
+        d.PatientID = "PV2"
+        d.save_as(d.filename, enforce_file_format=True)
+    other_seg = vp.write_seg(tmp_path / "other.seg.dcm", other)
+    labels = tmp_path / "labels.csv"
+    with open(labels, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "mask"])
+        for r in rows:
+            writer.writerow([str(out / r["path"]), "lesion", str(out / r["mask"])])
+        writer.writerow([str(tmp_path / "other"), "normal", str(other_seg)])
+    ds = tmp_path / "ds"
+    assert cli.main(["data", "ingest", str(out), "--labels", str(labels), "--out", str(ds),
+                     "--spacing", f"{vp.SLICE_SPACING},{vp.PIXEL_SPACING[0]},{vp.PIXEL_SPACING[1]}",
+                     "--patch-size", "8,32,32", "--folds", "2",
+                     "--label-classes", ",".join(vp.CLASSES),
+                     "--segment-map", "Left Lung=lung,Right Lung=lung,Nodule=lesion,Heart=heart",
+                     "--key-file", str(tmp_path / "key")]) == 0
+    assert "ingested 24 of 24 inputs (3 volumes), rejected 0" in capsys.readouterr().out
+    from medzoo.datasets import records
+
+    stored_masks = [rec["mask"] for rec in records.read_records(ds)]
+    assert len(stored_masks) == 3
+    for mask in stored_masks:  # at the series' own spacing: the phantom's label map, voxel for voxel
+        np.testing.assert_array_equal(mask, vp.label_map())
+
 
 def test_pull_without_annotations_leaves_them(annotated_orthanc, pacs_env, tmp_path, capsys):
     out = tmp_path / "pulled"
