@@ -47,7 +47,6 @@ def write_outputs(state, rejected: list[tuple[str, str]], *, n_inputs: int) -> d
         seg_files``.
     """
     model, threshold = state.model, state.model.threshold
-    label = findings.model_label(model.name, model.version)
     by_study: dict[int, list[dict]] = {}
     for entry in state.closed:
         by_study.setdefault(entry["study"], []).append(entry)
@@ -63,65 +62,8 @@ def write_outputs(state, rejected: list[tuple[str, str]], *, n_inputs: int) -> d
         if not entries:  # no series of the study could be analysed
             studies.append(_not_analysed_study(model, state.out, study_no, skipped))
             continue
-        study_rows, series_entries, study_results = [], [], []
-        for entry in entries:
-            series_rows = []
-            study_results.extend(entry["results"])
-            per_image = _image_findings(model, entry["results"])
-            for i, r in enumerate(entry["results"]):
-                row = {"image": len(rows) + len(study_rows) + 1, "study": study_no,
-                       "series": entry["number"], "study_image": len(study_rows) + 1,
-                       "slice": r["slice"], "frame": r["frame"], "rows": r["source"].rows,
-                       "columns": r["source"].columns, "score": f"{r['score']:.6f}",
-                       "predicted": predicted_class(model, r["score"]),
-                       **_pseudonyms(state.key, r["source"]),
-                       **state.screen.row(r, entry["out_of_domain"])}
-                if model.task == "segmentation":
-                    row["lesion_pixels"] = r["lesion_pixels"]
-                if per_image:
-                    row.update({k: v for k, v in per_image[i].items() if k != "positive"})
-                study_rows.append(row)
-                series_rows.append(row)
-            s = findings.summarise([r["score"] for r in entry["results"]], threshold,
-                                   _positive(per_image))
-            item = {"series": entry["number"], **_without_index(s),
-                    "max_image": series_rows[s["max_index"]]["study_image"],
-                    "predicted": predicted_class(model, s["max_score"]),
-                    "model": model.name, "version": model.version,
-                    **{k: v for k, v in series_rows[0].items() if k == "series_pseudonym"},
-                    **screening.series_flags(series_rows, entry["out_of_domain"])}
-            if per_image:
-                item.update(_group_findings(model, entry["results"], series_rows))
-            if model.task == "segmentation":
-                item["lesion_pixels"] = sum(r["lesion_pixels"] for r in series_rows)
-                segs = entry.get("seg") or []
-                item["seg"] = segs[0] if len(segs) == 1 else (segs or None)
-            series_entries.append(item)
-        study_positive = ([r["findings"] != "" for r in study_rows] if model.per_finding
-                          else None)
-        s = findings.summarise([r["score"] for e in entries for r in e["results"]], threshold,
-                               study_positive)
-        study = {"study": study_no, **_without_index(s),
-                 "max_image": study_rows[s["max_index"]]["study_image"],
-                 "predicted": predicted_class(model, s["max_score"]),
-                 "model": model.name, "version": model.version,
-                 **{k: v for k, v in study_rows[0].items() if k == "study_pseudonym"}}
-        study["finding"] = findings.finding_sentence(
-            s, finding=model.finding, model=label, max_image=study["max_image"])
-        if model.per_finding:
-            study.update(_group_findings(model, study_results, study_rows))
-            study["finding"] = findings.findings_sentence(study["findings"], model=label)
-        study.update(report=f"findings/study-{study_no:03d}.md", series=series_entries)
-        if skipped:
-            study["not_analysed"] = skipped
-        screening.mark_study(study)
-        if state.explain_with is not None:
-            study["explanation"] = explain_image(model, state.explain_with, state.out, study_no,
-                                                 study["max_image"],
-                                                 study_results[s["max_index"]])
-        fsio.write_text(state.out / study["report"], findings.render_study_report(
-            study, study_rows, model=model.describe(), threshold=threshold,
-            finding=model.finding, medzoo_version=__version__))
+        study, study_rows = _analysed_study(state, study_no, entries, skipped,
+                                            first_image=len(rows) + 1)
         rows.extend(study_rows)
         studies.append(study)
 
@@ -162,6 +104,73 @@ def write_outputs(state, rejected: list[tuple[str, str]], *, n_inputs: int) -> d
             else f"{r['name']} most probable" for r in model.findings)
     return {**counts, "threshold": threshold, "threshold_source": model.threshold_source,
             "model": model.name, "version": model.version, "seg_files": list(state.seg_files)}
+
+
+def _analysed_study(state, study_no: int, entries: list[dict], skipped: list[dict], *,
+                    first_image: int) -> tuple[dict, list[dict]]:
+    """The studies.json entry and predictions.csv rows of a study with scored series
+    (``entries``, closed series in order; ``skipped``: its not-analysed rows); writes its
+    findings report (and explanation map). ``first_image``: the number of its first row."""
+    model, threshold = state.model, state.model.threshold
+    label = findings.model_label(model.name, model.version)
+    study_rows, series_entries, study_results = [], [], []
+    for entry in entries:
+        series_rows = []
+        study_results.extend(entry["results"])
+        per_image = _image_findings(model, entry["results"])
+        for i, r in enumerate(entry["results"]):
+            row = {"image": first_image + len(study_rows), "study": study_no,
+                   "series": entry["number"], "study_image": len(study_rows) + 1,
+                   "slice": r["slice"], "frame": r["frame"], "rows": r["source"].rows,
+                   "columns": r["source"].columns, "score": f"{r['score']:.6f}",
+                   "predicted": predicted_class(model, r["score"]),
+                   **_pseudonyms(state.key, r["source"]),
+                   **state.screen.row(r, entry["out_of_domain"])}
+            if model.task == "segmentation":
+                row["lesion_pixels"] = r["lesion_pixels"]
+            if per_image:
+                row.update({k: v for k, v in per_image[i].items() if k != "positive"})
+            study_rows.append(row)
+            series_rows.append(row)
+        s = findings.summarise([r["score"] for r in entry["results"]], threshold,
+                               _positive(per_image))
+        item = {"series": entry["number"], **_without_index(s),
+                "max_image": series_rows[s["max_index"]]["study_image"],
+                "predicted": predicted_class(model, s["max_score"]),
+                "model": model.name, "version": model.version,
+                **{k: v for k, v in series_rows[0].items() if k == "series_pseudonym"},
+                **screening.series_flags(series_rows, entry["out_of_domain"])}
+        if per_image:
+            item.update(_group_findings(model, entry["results"], series_rows))
+        if model.task == "segmentation":
+            item["lesion_pixels"] = sum(r["lesion_pixels"] for r in series_rows)
+            segs = entry.get("seg") or []
+            item["seg"] = segs[0] if len(segs) == 1 else (segs or None)
+        series_entries.append(item)
+    study_positive = [r["findings"] != "" for r in study_rows] if model.per_finding else None
+    s = findings.summarise([r["score"] for e in entries for r in e["results"]], threshold,
+                           study_positive)
+    study = {"study": study_no, **_without_index(s),
+             "max_image": study_rows[s["max_index"]]["study_image"],
+             "predicted": predicted_class(model, s["max_score"]),
+             "model": model.name, "version": model.version,
+             **{k: v for k, v in study_rows[0].items() if k == "study_pseudonym"}}
+    study["finding"] = findings.finding_sentence(
+        s, finding=model.finding, model=label, max_image=study["max_image"])
+    if model.per_finding:
+        study.update(_group_findings(model, study_results, study_rows))
+        study["finding"] = findings.findings_sentence(study["findings"], model=label)
+    study.update(report=f"findings/study-{study_no:03d}.md", series=series_entries)
+    if skipped:
+        study["not_analysed"] = skipped
+    screening.mark_study(study)
+    if state.explain_with is not None:
+        study["explanation"] = explain_image(model, state.explain_with, state.out, study_no,
+                                             study["max_image"], study_results[s["max_index"]])
+    fsio.write_text(state.out / study["report"], findings.render_study_report(
+        study, study_rows, model=model.describe(), threshold=threshold,
+        finding=model.finding, medzoo_version=__version__))
+    return study, study_rows
 
 
 def _not_analysed_study(model, out: Path, study_no: int, skipped: list[dict]) -> dict:
