@@ -64,6 +64,7 @@ class Collector:
 
     @property
     def has_results(self) -> bool:
+        """At least one image was scored."""
         return any(entry["results"] for entry in self.closed)
 
     # -- bookkeeping

@@ -48,6 +48,7 @@ class ExportedModel:
         return self.classes[1] if len(self.classes) == 2 else "finding"
 
     def describe(self) -> dict:
+        """``name, version, architecture, task, classes, image_size``: studies.json's ``model``."""
         return {"name": self.name, "version": self.version, "architecture": self.architecture,
                 "task": self.task, "classes": list(self.classes),
                 "image_size": list(self.image_size)}
