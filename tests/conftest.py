@@ -12,6 +12,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 SIZE = 32
 
+# Native-volume fixtures (volumes-model): a contract dataset written directly, a 3D run, its export.
+from volume_data import volume_ds, volume_export, volume_run  # noqa: E402,F401
+
 
 @pytest.fixture(scope="session")
 def phantom_dicom(tmp_path_factory):

@@ -115,6 +115,14 @@ def predict(export_dir, dicom_dir, out_dir, *, runtime: str = "onnx", batch_size
     if isinstance(batch_size, bool) or int(batch_size) < 1:
         raise InputError(f"Argument `batch_size` must be a positive integer. "
                          f"Received: batch_size={batch_size}")
+    from medzoo.deploy.predict_volume import is_volume_export, predict_volumes
+
+    if is_volume_export(export_dir):  # 3D segmenter: series → SEG (deploy/predict_volume.py)
+        if runtime != "onnx" or key_file is not None or explain or threshold is not None:
+            raise InputError("--runtime savedmodel, --key-file, --explain and --threshold do not "
+                             "apply to volume models (sliding window through onnxruntime)")
+        return predict_volumes(export_dir, dicom_dir, out_dir,
+                               batch_size=min(int(batch_size), 4), progress=progress)
     model = load_export(export_dir, threshold)
     dicom_dir, out = Path(dicom_dir), Path(out_dir)
     if not dicom_dir.is_dir():

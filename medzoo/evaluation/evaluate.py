@@ -384,6 +384,12 @@ def evaluate(model_path, ds_dir, out_dir, *, split: str = "test", batch_size: in
     ds_dir, out_dir = Path(ds_dir), Path(out_dir)
     model = OnnxModel(model_path, threads=threads)
     meta = model.metadata
+    if meta.get("volume"):  # a 3D patch-trained segmenter: sliding window, metrics in mm
+        from medzoo.evaluation.volume_eval import evaluate_volumes
+
+        return evaluate_volumes(model, ds_dir, out_dir, split=split,
+                                batch_size=max(1, min(int(batch_size), 4)), n_boot=n_boot,
+                                seed=seed, progress=progress)
     task = meta.get("task")
     if task not in TASKS:
         raise InputError(f"{model.path}: expected medzoo.task metadata 'classification' or 'segmentation'. "

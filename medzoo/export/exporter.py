@@ -92,6 +92,15 @@ def export_run(run_dir, base, *, name: str | None = None, version: int | None = 
     final_dir = _new_version_dir(base, name, version)
     version, model_dir = int(final_dir.name), final_dir.parent
     data_dir = Path(data_dir or config["data"]["dir"])
+    if config.get("volume"):  # a 3D patch-trained segmenter: export/volume_export.py
+        from medzoo.export.volume_export import export_volume_run
+
+        if quantize:
+            raise InputError("--quantize is not available for volume (3D patch) models yet")
+        return export_volume_run(run_dir, config, final_dir, bless_if=bless_if,
+                                 baseline_metrics=_blessed_metrics(Path(baseline)) if baseline
+                                 else None, margin=margin, tolerance=tolerance,
+                                 data_dir=data_dir, opset=opset)
     model = saving.load_model(run_dir / "model.keras")
     input_shape = tuple(config["input_shape"])
     model_dir.mkdir(parents=True, exist_ok=True)

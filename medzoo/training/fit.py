@@ -156,6 +156,17 @@ def train(model: str, ds_dir, run_dir, *, epochs: int | None = None, batch_size:
     model_options = options.resolve(model, model_options)  # refused before anything is written
     ds_dir, run_dir = Path(ds_dir), Path(run_dir)
     info = manifest.read_dataset_info(ds_dir)
+    if _is_volume_dataset(info):  # native-spacing volumes: 3D patches (training/patch_fit.py)
+        from medzoo.training.patch_fit import train_patches
+
+        if gan or balance or loss != "ce" or threshold or strategy != "default":
+            raise InputError("--gan, --balance, --loss, --threshold and --strategy do not apply "
+                             "to patch training on a native-volume dataset")
+        return train_patches(model, ds_dir, run_dir, info=info, epochs=epochs,
+                             batch_size=batch_size, test_fold=test_fold, folds=folds, seed=seed,
+                             augment=augment, learning_rate=learning_rate, patience=patience,
+                             model_options=model_options, init_from=init_from, freeze=freeze,
+                             verbose=verbose)
     if entry.task == "segmentation" and not info.get("has_mask"):
         raise InputError(
             f"{ds_dir}: model {model!r} needs lesion masks; the dataset has none "
@@ -240,6 +251,12 @@ def train(model: str, ds_dir, run_dir, *, epochs: int | None = None, batch_size:
     _finish(run_dir, config)
     dist.cleanup()
     return config
+
+
+def _is_volume_dataset(info: dict) -> bool:
+    from medzoo.datasets.volume_records import is_volume_dataset
+
+    return is_volume_dataset(info)
 
 
 def training_datasets(ds_dir, parts: dict, config: dict, *, target: str):

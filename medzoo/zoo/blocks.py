@@ -106,3 +106,13 @@ def cnn_encoder(x, dims: int, widths, *, norm: str | None = "batch", name: str =
         x = conv_block(x, dims, width, norm=norm, repeats=1, name=f"{name}_stage{i}")
         x = _MAXPOOL[dims](2, name=f"{name}_pool{i}")(x)
     return _GAP[dims](name=f"{name}_features")(x)
+
+
+def softmax_head(x, dims: int, label_classes: int):
+    """The multi-class segmentation output ``mask``: a 1×1 conv to ``label_classes`` channels
+    (background + foreground classes) with a softmax over them, in float32."""
+    if int(label_classes) < 2:
+        raise ValueError("Argument `label_classes` must be >= 2 (background + at least one class). "
+                         f"Received: label_classes={label_classes}")
+    return conv(dims, int(label_classes), 1, activation="softmax", name="mask",
+                dtype="float32")(x)

@@ -187,3 +187,55 @@ class IoUScore(keras.metrics.MeanMetricWrapper):
 
     def get_config(self):
         return {"threshold": self.threshold, "name": self.name, "dtype": self.dtype}
+
+
+def multiclass_soft_dice(y_true, y_pred, smooth: float = 1e-5):
+    """Per-sample, per-class soft Dice ``(B, K)`` of one-hot ``y_true`` and softmax ``y_pred``
+    (both ``(B, *spatial, K)``)."""
+    y_true = ops.cast(y_true, y_pred.dtype)
+    axes = tuple(range(1, len(y_pred.shape) - 1))
+    intersection = ops.sum(y_true * y_pred, axis=axes)
+    total = ops.sum(y_true, axis=axes) + ops.sum(y_pred, axis=axes)
+    return (2.0 * intersection + smooth) / (total + smooth)
+
+
+@keras.saving.register_keras_serializable(package="medzoo")
+class DiceCELoss(keras.losses.Loss):
+    """Multi-class segmentation loss (nnU-Net's): categorical cross-entropy over voxels plus
+    1 − mean soft Dice over the foreground classes (background excluded, as nnU-Net does).
+
+    ``y_true``: one-hot ``(B, *spatial, K)``; ``y_pred``: softmax probabilities, same shape.
+    """
+
+    def __init__(self, smooth: float = 1e-5, ce_weight: float = 1.0, name: str = "dice_ce",
+                 **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.smooth = float(smooth)
+        self.ce_weight = float(ce_weight)
+
+    def call(self, y_true, y_pred):
+        y_true = ops.cast(y_true, y_pred.dtype)
+        ce = ops.mean(keras.losses.categorical_crossentropy(y_true, y_pred),
+                      axis=tuple(range(1, len(y_pred.shape) - 1)))
+        dice = multiclass_soft_dice(y_true, y_pred, self.smooth)[:, 1:]
+        return 1.0 - ops.mean(dice, axis=-1) + self.ce_weight * ce
+
+    def get_config(self):
+        return {**super().get_config(), "smooth": self.smooth, "ce_weight": self.ce_weight}
+
+
+@keras.saving.register_keras_serializable(package="medzoo")
+class ForegroundDice(keras.metrics.MeanMetricWrapper):
+    """Mean hard Dice over the foreground classes of argmax predictions (one-hot targets);
+    a class absent from both target and prediction of a sample counts as 1."""
+
+    def __init__(self, name: str = "dice", **kwargs):
+        super().__init__(fn=self._dice, name=name, **kwargs)
+
+    @staticmethod
+    def _dice(y_true, y_pred):
+        hard = ops.one_hot(ops.argmax(y_pred, axis=-1), y_pred.shape[-1], dtype=y_pred.dtype)
+        return ops.mean(multiclass_soft_dice(y_true, hard, smooth=1e-6)[:, 1:], axis=-1)
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype}

@@ -19,8 +19,10 @@ def _attention_gate(skip, gating, dims: int, filters: int, name: str):
 
 
 def build_unet(input_shape, *, depth: int = 3, base_width: int = 8, norm: str | None = "batch",
-               dropout: float = 0.0, attention: bool = False, name: str = "unet") -> keras.Model:
-    """Encoder–decoder with skip connections; output ``mask``: sigmoid lesion probability.
+               dropout: float = 0.0, attention: bool = False, label_classes: int | None = None,
+               name: str = "unet") -> keras.Model:
+    """Encoder–decoder with skip connections; output ``mask``: sigmoid lesion probability, or
+    with ``label_classes`` = K ≥ 2 (background + foreground classes) a K-channel softmax.
 
     Parameters
     ----------
@@ -34,6 +36,8 @@ def build_unet(input_shape, *, depth: int = 3, base_width: int = 8, norm: str | 
         Dropout rate in the bottleneck.
     attention : bool
         Additive attention gates on the skip connections (Attention U-Net).
+    label_classes : int or None
+        Multi-class segmentation: background + foreground classes (softmax head).
     """
     if depth < 1:
         raise ValueError(f"Argument `depth` must be >= 1. Received: depth={depth}")
@@ -58,8 +62,11 @@ def build_unet(input_shape, *, depth: int = 3, base_width: int = 8, norm: str | 
     # Lesions cover a few per cent of the image: start the sigmoid near that prior (bias −4 →
     # p ≈ 0.02, Lin et al. 2017) instead of 0.5 everywhere, so early steps learn lesions rather
     # than just suppressing the background.
-    outputs = blocks.conv(dims, 1, 1, activation="sigmoid", name="mask", dtype="float32",
-                          bias_initializer=keras.initializers.Constant(-4.0))(x)
+    if label_classes:
+        outputs = blocks.softmax_head(x, dims, label_classes)
+    else:
+        outputs = blocks.conv(dims, 1, 1, activation="sigmoid", name="mask", dtype="float32",
+                              bias_initializer=keras.initializers.Constant(-4.0))(x)
     return keras.Model(inputs, outputs, name=name)
 
 

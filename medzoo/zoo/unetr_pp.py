@@ -181,8 +181,12 @@ def transformer_block(x, dims: int, *, num_heads: int, proj_size: int, norm, dro
 @register("unetr_pp", task="segmentation")
 def unetr_pp(input_shape, num_classes: int, *, widths=(16, 32, 64), blocks_per_stage: int = 1,
              patch_size: int = 4, num_heads: int = 4, proj_size: int = 16,
-             norm: str | None = "batch", dropout: float = 0.1) -> keras.Model:
+             norm: str | None = "batch", dropout: float = 0.1,
+             label_classes: int | None = None) -> keras.Model:
     """UNETR++: transformer U-Net with efficient paired attention (Shaker et al. 2022), 2D or 3D.
+
+    Output ``mask``: sigmoid lesion probability, or with ``label_classes`` = K ≥ 2 a K-channel
+    softmax over background + foreground classes.
 
     Parameters
     ----------
@@ -200,6 +204,8 @@ def unetr_pp(input_shape, num_classes: int, *, widths=(16, 32, 64), blocks_per_s
         Normalisation: batch, group, layer or none.
     dropout : float
         Dropout rate in the transformer blocks.
+    label_classes : int or None
+        Multi-class segmentation: background + foreground classes (softmax head).
     """
     dims = blocks.spatial_dims_of(input_shape)
     if patch_size < 1 or blocks_per_stage < 1 or not widths:
@@ -227,5 +233,8 @@ def unetr_pp(input_shape, num_classes: int, *, widths=(16, 32, 64), blocks_per_s
     x = blocks.conv_transpose(dims, widths[0], factor=patch_size, name="up_patch")(x)
     x = layers.Add(name="skip_stem")([x, stem])
     x = blocks.conv_block(x, dims, widths[0], norm=norm, name="dec_full")
-    outputs = blocks.conv(dims, 1, 1, activation="sigmoid", name="mask", dtype="float32")(x)
+    if label_classes:
+        outputs = blocks.softmax_head(x, dims, label_classes)
+    else:
+        outputs = blocks.conv(dims, 1, 1, activation="sigmoid", name="mask", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="unetr_pp")

@@ -1,0 +1,190 @@
+"""Segmentation quality on held-out phantom volumes: medzoo 3D U-Net vs MONAI BasicUNet.
+
+Same volumes, same split (patients), same patch size, batch, patches per epoch, epochs,
+learning rate, the same foreground-oversampling rule (every third patch centred on a random
+voxel of a random foreground class) and no augmentation on either side; both predict the held-out
+volumes with a Gaussian sliding window (overlap 0.5) and both are scored by the same code
+(:func:`medzoo.evaluation.surface.volume_metrics`: Dice, HD95, ASD, NSD in mm).
+
+Three stages, two venvs (TensorFlow and torch are never installed together):
+
+    # 1. medzoo: phantom dataset, train, export, evaluate; volumes dumped for MONAI (/work/venv)
+    PYTHONPATH=$PWD python bench/volumes_quality.py medzoo --out /tmp/vq --patients 20 --epochs 20
+    # 2. MONAI: train BasicUNet on the same patches, predict the test volumes (/work/venv-bench)
+    PYTHONPATH=$PWD /work/venv-bench/bin/python bench/volumes_quality.py monai --out /tmp/vq --epochs 20
+    # 3. score MONAI's predictions with medzoo's metrics; print both (/work/venv)
+    PYTHONPATH=$PWD python bench/volumes_quality.py score --out /tmp/vq
+
+The phantoms are ``tests/volume_data.py``'s (an "organ" ellipsoid and a small "lesion" sphere,
+2 × 1 × 1 mm) until ``medzoo data synth --volumes`` and ``ingest --spacing`` are on main.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+for extra in (ROOT, ROOT / "tests"):
+    if str(extra) not in sys.path:
+        sys.path.insert(0, str(extra))
+
+PATCH = (16, 32, 32)
+BATCH = 2
+PATCHES_PER_VOLUME = 8
+LEARNING_RATE = 1e-3
+
+
+def stage_medzoo(args) -> None:
+    from medzoo.datasets import splits
+    from medzoo.datasets.volume_records import read_volume_records
+    from medzoo.evaluation.evaluate import evaluate
+    from medzoo.export.exporter import export_run
+    from medzoo.training.fit import train
+    from volume_data import write_volume_dataset
+
+    out = Path(args.out)
+    ds = write_volume_dataset(out / "ds", patients=args.patients, folds=5, seed=args.seed,
+                              patch_size=PATCH)
+    started = time.perf_counter()
+    config = train("unet", ds, out / "run", epochs=args.epochs, seed=args.seed, verbose=0,
+                   learning_rate=LEARNING_RATE, batch_size=BATCH, patience=args.epochs,
+                   model_options={"base_width": 8})
+    seconds = time.perf_counter() - started
+    export = export_run(out / "run", out / "models")
+    result = evaluate(export, ds, out / "eval", split="test", n_boot=200)
+    fold_of = splits.fold_assignment(ds, 5, args.seed)
+    npz = out / "npz"
+    npz.mkdir(exist_ok=True)
+    for rec in read_volume_records(ds):
+        np.savez(npz / f"{rec['record_id']}.npz", image=rec["image"][..., 0], labels=rec["mask"],
+                 spacing=np.array(rec["spacing"]), fold=fold_of[rec["record_id"]])
+    card = json.loads((export / "model_card.json").read_text())
+    summary = {"medzoo": {"train_seconds": round(seconds, 1), "epochs": config["epochs_run"],
+                          "parameters": card["model"]["parameters"], "test": result["metrics"],
+                          "n_test": result["n"]},
+               "split": {"test_fold": 0, "val_fold": 1}}
+    (out / "medzoo.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary["medzoo"], indent=2))
+
+
+def _sample(rng, volumes, locations, index):
+    """medzoo's rule (datasets/patches.py): every third patch on a random voxel of a random
+    foreground class present; the others anywhere."""
+    v = int(rng.integers(len(volumes)))
+    image, labels = volumes[v]
+    centre = None
+    if math.floor((index + 1) / 3 + 1e-9) > math.floor(index / 3 + 1e-9) and locations[v]:
+        cls = int(rng.choice(sorted(locations[v])))
+        flat = locations[v][cls][int(rng.integers(locations[v][cls].size))]
+        centre = np.unravel_index(int(flat), labels.shape)
+    if centre is None:
+        start = [int(rng.integers(0, s - p + 1)) for s, p in zip(labels.shape, PATCH)]
+    else:
+        start = [int(np.clip(c - p // 2, 0, s - p)) for c, s, p in zip(centre, labels.shape, PATCH)]
+    window = tuple(slice(a, a + p) for a, p in zip(start, PATCH))
+    return image[window], labels[window]
+
+
+def stage_monai(args) -> None:
+    import torch
+    from monai.inferers import sliding_window_inference
+    from monai.losses import DiceCELoss
+    from monai.networks.nets import BasicUNet
+
+    out = Path(args.out)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    data = {p.stem: np.load(p) for p in sorted((out / "npz").glob("*.npz"))}
+    train_ids = [k for k, d in data.items() if int(d["fold"]) not in (0, 1)]
+    test_ids = [k for k, d in data.items() if int(d["fold"]) == 0]
+    volumes = []
+    for k in train_ids:
+        image, labels = data[k]["image"].astype(np.float32), data[k]["labels"].astype(np.int64)
+        pads = [(0, max(p - s, 0)) for s, p in zip(labels.shape, PATCH)]
+        volumes.append((np.pad(image, pads), np.pad(labels, pads)))
+    locations = [{c: np.flatnonzero(lab == c) for c in (1, 2) if (lab == c).any()}
+                 for _, lab in volumes]
+    net = BasicUNet(spatial_dims=3, in_channels=1, out_channels=3,
+                    features=(8, 8, 16, 32, 64, 8))
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
+    optimizer = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
+    rng = np.random.default_rng(args.seed)
+    steps = math.ceil(PATCHES_PER_VOLUME * len(train_ids) / BATCH)
+    started = time.perf_counter()
+    drawn = 0
+    net.train()
+    for _ in range(args.epochs):
+        for _ in range(steps):
+            pairs = [_sample(rng, volumes, locations, drawn + i) for i in range(BATCH)]
+            drawn += BATCH
+            x = torch.from_numpy(np.stack([p[0] for p in pairs])[:, None].copy())
+            y = torch.from_numpy(np.stack([p[1] for p in pairs])[:, None].copy())
+            optimizer.zero_grad()
+            loss = loss_fn(net(x), y)
+            loss.backward()
+            optimizer.step()
+    seconds = time.perf_counter() - started
+    net.eval()
+    predictions = {}
+    with torch.inference_mode():
+        for k in test_ids:
+            x = torch.from_numpy(data[k]["image"].astype(np.float32)[None, None])
+            probs = sliding_window_inference(x, PATCH, BATCH, lambda b: torch.softmax(net(b), 1),
+                                             overlap=0.5, mode="gaussian", sigma_scale=0.125)
+            predictions[k] = probs[0].argmax(0).numpy().astype(np.uint8)
+    np.savez(out / "monai_predictions.npz", **predictions)
+    info = {"train_seconds": round(seconds, 1), "epochs": args.epochs,
+            "parameters": int(sum(p.numel() for p in net.parameters())), "n_test": len(test_ids)}
+    (out / "monai.json").write_text(json.dumps(info, indent=2) + "\n")
+    print(json.dumps(info, indent=2))
+
+
+def stage_score(args) -> None:
+    from medzoo.evaluation.surface import summarize, volume_metrics
+    from volume_data import LABEL_CLASSES
+
+    out = Path(args.out)
+    predictions = np.load(out / "monai_predictions.npz")
+    per_volume = []
+    for k in predictions.files:
+        ref = np.load(out / "npz" / f"{k}.npz")
+        per_volume.append(volume_metrics(predictions[k], ref["labels"], tuple(ref["spacing"]),
+                                         LABEL_CLASSES, tolerance_mm=2.0))
+    s = summarize(per_volume)
+    monai = json.loads((out / "monai.json").read_text())
+    medzoo = json.loads((out / "medzoo.json").read_text())["medzoo"]
+    rows = {"medzoo unet (Keras, ONNX)": {k: medzoo["test"][k] for k in
+                                          ("dice", "dice_organ", "dice_lesion", "hd95", "asd", "nsd")},
+            "MONAI BasicUNet (torch)": {"dice": s["mean"]["dice"],
+                                        "dice_organ": s["per_class"]["organ"]["dice"],
+                                        "dice_lesion": s["per_class"]["lesion"]["dice"],
+                                        "hd95": s["mean"]["hd95"], "asd": s["mean"]["asd"],
+                                        "nsd": s["mean"]["nsd"]}}
+    rows["medzoo unet (Keras, ONNX)"]["train_seconds"] = medzoo["train_seconds"]
+    rows["MONAI BasicUNet (torch)"]["train_seconds"] = monai["train_seconds"]
+    result = {"n_test_volumes": monai["n_test"], "epochs": monai["epochs"], "results": rows}
+    (out / "quality.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stage", choices=("medzoo", "monai", "score"))
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--patients", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    {"medzoo": stage_medzoo, "monai": stage_monai, "score": stage_score}[args.stage](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,538 @@
+"""``medzoo predict`` with a volume export: whole DICOM series → one multi-class DICOM SEG each.
+
+For every series (grouped by UIDs exactly as :mod:`medzoo.deploy.predict` groups them):
+
+1. the slices' geometry (:func:`medzoo.datasets.geometry.series_geometry`; uneven, missing or
+   mixed-orientation slices are rejected with the reason), the stored values through the
+   modality LUT (rescale slope/intercept);
+2. normalised per the export's plan (CT: clip + z-score with the training statistics; MR:
+   per-volume z-score) and resampled to the plan's target spacing (cubic);
+3. sliding-window inference through onnxruntime
+   (:func:`medzoo.evaluation.sliding_window.sliding_window_inference`, Gaussian blending);
+4. probabilities resampled back to the source grid class by class (linear), argmax there;
+5. one multi-frame DICOM SEG (``seg/series-NNN.dcm``, BINARY, one segment per foreground class,
+   every source slice referenced, empty frames kept) and the findings: per-structure volumes in
+   mL and, for lesion-like classes, connected components with their volume and longest diameter.
+
+Out dir (built in a hidden sibling and renamed into place): ``predictions.csv`` (one row per
+series and class), ``lesions.csv`` (one row per component), ``studies.json`` (what ``--send``
+reads), ``findings/study-NNN.md``, ``seg/series-NNN.dcm``, ``rejected.csv``. Studies and series
+are medzoo's counters; no UID, name or input path is written outside ``seg/`` (the SEG repeats
+its source study's identifiers by design, as in :mod:`medzoo.deploy.dicom_seg`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from medzoo import __version__, fsio
+from medzoo.errors import InputError
+
+__all__ = ["is_volume_export", "predict_volumes", "normalize", "resample_to_shape",
+           "target_shape", "structure_findings", "LESION_WORDS"]
+
+LESION_WORDS = ("lesion", "nodule", "tumor", "tumour", "metasta", "mass", "cyst")
+"""A class whose name holds one of these is counted lesion by lesion (connected components)."""
+
+REPORT_LESIONS = 20  # lesions listed in a study report; lesions.csv has every one
+
+PREDICTION_COLUMNS = ("study", "series", "class", "slices", "voxels", "volume_ml", "lesions",
+                      "max_diameter_mm", "seconds")
+LESION_COLUMNS = ("study", "series", "class", "lesion", "volume_ml", "diameter_mm", "first_slice",
+                  "last_slice")
+
+
+def is_volume_export(export_dir) -> bool:
+    """True for an export version dir of a 3D patch-trained segmenter (card ``volume`` section)."""
+    card = Path(export_dir) / "model_card.json"
+    if not card.is_file():
+        return False
+    try:
+        return isinstance(fsio.read_json(card).get("volume"), dict)
+    except (OSError, ValueError):
+        return False
+
+
+# --------------------------------------------------------------------------- preprocessing
+
+
+def normalize(volume: np.ndarray, normalization: dict) -> np.ndarray:
+    """Intensities as the training records hold them (plan ``normalization``).
+
+    ``{"scheme": "ct", "clip": [lo, hi], "mean": m, "std": s}`` → ``(clip(x) − m) / s``;
+    ``{"scheme": "zscore"}`` → per-volume ``(x − mean) / std``.
+
+    Raises
+    ------
+    InputError
+        An unknown scheme.
+    """
+    scheme = (normalization or {}).get("scheme")
+    x = volume.astype(np.float32, copy=True)
+    if scheme == "ct":
+        lo, hi = normalization.get("clip", (-np.inf, np.inf))
+        np.clip(x, lo, hi, out=x)
+        x -= np.float32(normalization.get("mean", 0.0))
+        x /= np.float32(max(float(normalization.get("std", 1.0)), 1e-6))
+        return x
+    if scheme == "zscore":
+        x -= np.float32(x.mean())
+        x /= np.float32(max(float(x.std()), 1e-6))
+        return x
+    raise InputError(f"plan normalization scheme must be 'ct' or 'zscore'. Received: {scheme!r}")
+
+
+def target_shape(shape, spacing, target_spacing) -> tuple[int, ...]:
+    """The grid size covering the same extent at ``target_spacing`` (at least 1 voxel)."""
+    return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, target_spacing))
+
+
+def resample_to_shape(array: np.ndarray, shape, *, order: int = 1) -> np.ndarray:
+    """Resample a 3-D array to ``shape`` over the same extent (voxel centres aligned the way
+    nnU-Net and ``skimage.transform.resize`` align them: ``grid_mode``), edges extended."""
+    array = np.asarray(array)
+    if tuple(array.shape) == tuple(shape):
+        return array
+    zoom = [n / o for n, o in zip(shape, array.shape)]
+    out = ndimage.zoom(array, zoom, order=order, mode="nearest", grid_mode=True,
+                       output=np.float32 if order else array.dtype)
+    if out.shape != tuple(shape):  # zoom rounds its output size itself: pin it
+        out = out[tuple(slice(0, n) for n in shape)]
+        out = np.pad(out, [(0, n - s) for n, s in zip(shape, out.shape)], mode="edge")
+    return out
+
+
+def _grid_resampler():
+    """``f(array, spacing, shape, target_spacing, order)``: volumes-data's
+    ``medzoo.datasets.resample.resample_to_shape`` (the grid ingest resampled the training
+    volumes on: voxel n at n × spacing from the origin) when it is installed, else the local
+    :func:`resample_to_shape` (same extent, centres aligned by ``grid_mode``)."""
+    try:
+        from medzoo.datasets.resample import resample_to_shape as shared
+    except ImportError:
+        return lambda array, spacing, shape, target, order: resample_to_shape(array, shape,
+                                                                             order=order)
+    return lambda array, spacing, shape, target, order: shared(array, spacing, shape, target,
+                                                               order=order)
+
+
+def _normalizer():
+    """The plan's intensity normalisation: ``medzoo.datasets.plan.normalize`` (what ingest
+    applied) when it is installed, else the local :func:`normalize` (same schemes)."""
+    try:
+        from medzoo.datasets.plan import normalize as shared
+    except ImportError:
+        return normalize
+    return shared
+
+
+# --------------------------------------------------------------------------- findings
+
+
+def _is_lesion_class(name: str) -> bool:
+    return any(word in name.lower() for word in LESION_WORDS)
+
+
+def _longest_diameter(points_mm: np.ndarray, limit: int = 1500) -> float:
+    """Largest distance between two voxel centres of a component (mm), on at most ``limit``
+    points (its surface voxels, evenly subsampled)."""
+    from scipy.spatial.distance import pdist
+
+    if len(points_mm) < 2:
+        return 0.0
+    if len(points_mm) > limit:
+        points_mm = points_mm[np.linspace(0, len(points_mm) - 1, limit).astype(int)]
+    return float(pdist(points_mm).max())
+
+
+def structure_findings(labels: np.ndarray, spacing, classes) -> dict:
+    """Per-class volume (mL) and, for lesion-like classes, connected components (26-connected)
+    with their volume and longest diameter (mm, between voxel centres).
+
+    Parameters
+    ----------
+    labels : (D, H, W) class indices on the source grid
+    spacing : (z, y, x) mm
+    classes : names, ``classes[0]`` the background
+
+    Returns
+    -------
+    ``{class: {"voxels", "volume_ml", "lesions": [{"lesion", "volume_ml", "diameter_mm",
+    "first_slice", "last_slice"}] or None}}``
+    """
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    structure = ndimage.generate_binary_structure(3, 3)
+    out = {}
+    for index, name in enumerate(classes):
+        if index == 0:
+            continue
+        mask = labels == index
+        entry = {"voxels": int(mask.sum()), "volume_ml": float(mask.sum()) * voxel_ml,
+                 "lesions": None}
+        if _is_lesion_class(name):
+            components, count = ndimage.label(mask, structure=structure)
+            lesions = []
+            for number, box in enumerate(ndimage.find_objects(components), start=1):
+                part = components[box] == number
+                surface = part & ~ndimage.binary_erosion(part, border_value=0)
+                points = (np.argwhere(surface) + [b.start for b in box]) * np.asarray(spacing)
+                lesions.append({"lesion": number, "volume_ml": float(part.sum()) * voxel_ml,
+                                "diameter_mm": _longest_diameter(points),
+                                "first_slice": int(box[0].start) + 1,
+                                "last_slice": int(box[0].stop)})
+            lesions.sort(key=lambda item: -item["volume_ml"])
+            for rank, item in enumerate(lesions, start=1):
+                item["lesion"] = rank
+            entry["lesions"] = lesions
+        out[name] = entry
+    return out
+
+
+# --------------------------------------------------------------------------- DICOM
+
+
+def _read(path, *, pixels: bool):
+    import pydicom
+
+    with warnings.catch_warnings():  # pydicom warnings may quote element values (PHI)
+        warnings.simplefilter("ignore")
+        return pydicom.dcmread(str(path), stop_before_pixels=not pixels)
+
+
+def _series_volume(headers, paths_by_uid: dict, geometry) -> np.ndarray:
+    """The series' values after the modality LUT, ``(D, H, W)`` float32 in geometry order."""
+    volume = np.empty(geometry.shape, np.float32)
+    for k, uid in enumerate(geometry.sop_uids):
+        ds = _read(paths_by_uid[uid], pixels=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pixels = ds.pixel_array
+        if pixels.shape != geometry.shape[1:]:
+            raise ValueError(f"slice of {pixels.shape} pixels in a series of "
+                             f"{geometry.shape[1:]}")
+        slope = float(ds.get("RescaleSlope", 1) or 1)
+        intercept = float(ds.get("RescaleIntercept", 0) or 0)
+        volume[k] = pixels.astype(np.float32) * slope + intercept
+    return volume
+
+
+def _segment_codes(name: str):
+    """SNOMED category and type of a structure class (a generic tissue code when unknown)."""
+    from pydicom.sr.codedict import codes
+
+    known = {"lung": codes.SCT.Lung, "lungs": codes.SCT.Lung, "heart": codes.SCT.Heart,
+             "mediastinum": codes.SCT.Mediastinum, "liver": codes.SCT.Liver,
+             "kidney": codes.SCT.Kidney, "organ": codes.SCT.Organ}
+    key = name.lower().replace("_", " ").strip()
+    if _is_lesion_class(key):
+        kind = codes.SCT.Nodule if "nodule" in key else codes.SCT.Lesion
+        return codes.SCT.MorphologicallyAbnormalStructure, kind
+    if key in known:
+        return codes.SCT.AnatomicalStructure, known[key]
+    return codes.SCT.Tissue, codes.SCT.Tissue
+
+
+def build_multiclass_segmentation(source_datasets, labels: np.ndarray, classes, *,
+                                  model_name: str, model_version, series_number: int = 1):
+    """A BINARY ``highdicom.seg.Segmentation`` with one segment per foreground class.
+
+    ``source_datasets`` are the series' slices in the order of ``labels``' first axis;
+    ``labels`` holds class indices (0 background); every frame is kept, so each segment has
+    one frame per source slice.
+    """
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=f"medzoo {model_name}", version=str(model_version),
+        family=codes.DCM.ArtificialIntelligence, source="medzoo")
+    segments = []
+    for number, name in enumerate(classes[1:], start=1):
+        category, kind = _segment_codes(name)
+        segments.append(hd.seg.SegmentDescription(
+            segment_number=number, segment_label=str(name)[:64],
+            segmented_property_category=category, segmented_property_type=kind,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm))
+    stacked = np.stack([labels == number for number in range(1, len(classes))], axis=-1)
+    return hd.seg.Segmentation(
+        source_images=list(source_datasets), pixel_array=stacked.astype(np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=segments, series_instance_uid=hd.UID(),
+        series_number=int(series_number), sop_instance_uid=hd.UID(), instance_number=1,
+        manufacturer="medzoo", manufacturer_model_name=f"medzoo {model_name}"[:64],
+        software_versions=f"medzoo {__version__}; model {model_name} v{model_version}"[:64],
+        device_serial_number="0", omit_empty_frames=False, content_label="STRUCTURES",
+        content_description=f"Automatic segmentation, medzoo {model_name} v{model_version}"[:64],
+        series_description=f"medzoo {model_name} v{model_version} (research use)"[:64])
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def predict_volumes(export_dir, dicom_dir, out_dir, *, batch_size: int = 2,
+                    overlap: float = 0.5, mirror_axes=(), progress: bool | None = None) -> dict:
+    """Segment every DICOM series under ``dicom_dir`` with a volume export; write ``out_dir``.
+
+    Parameters
+    ----------
+    export_dir : path-like
+        A volume export ``BASE/NAME/VERSION`` (``model.onnx`` + ``model_card.json``).
+    dicom_dir, out_dir : path-like
+        Input folder (walked recursively); a new or empty output folder.
+    batch_size : int
+        Windows per onnxruntime call.
+    overlap, mirror_axes : sliding-window overlap and mirroring axes (TTA).
+    progress : bool, optional
+        A line per series on stderr (None: only on a terminal).
+
+    Returns
+    -------
+    dict: ``inputs, predicted, rejected, ignored, images, studies, series, positive_studies,
+    rejected_by_reason, threshold, threshold_source, model, version, runtime, seg_files,
+    seconds_per_series, out``; ``inputs == predicted + rejected``.
+
+    Raises
+    ------
+    InputError
+        Not a volume export, no DICOM folder, an out dir holding files, or no usable series.
+    """
+    from medzoo.deploy import predict as P
+    from medzoo.evaluation.runtime import OnnxModel
+
+    export_dir, dicom_dir, out = Path(export_dir), Path(dicom_dir), Path(out_dir)
+    if not is_volume_export(export_dir):
+        raise InputError(f"{export_dir}: expected a volume export (model_card.json with a "
+                         "`volume` section). Received: none")
+    if not dicom_dir.is_dir():
+        raise InputError(f"DICOM dir {dicom_dir}: expected a folder. Received: no such folder")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(f"Output {out}: expected a new or empty folder. Received: it holds "
+                         "files; refusing to overwrite")
+    card = fsio.read_json(export_dir / "model_card.json")
+    model = OnnxModel(export_dir / "model.onnx")
+    files, ignored = P.discover(dicom_dir, skip=out)
+    if not files:
+        raise InputError(f"DICOM dir {dicom_dir}: expected DICOM files. Received: none "
+                         f"({ignored} other files ignored)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        summary = _predict(model, card, files, dicom_dir, staging, batch_size=int(batch_size),
+                           overlap=overlap, mirror_axes=mirror_axes,
+                           progress=sys.stderr.isatty() if progress is None else progress)
+        if out.exists():
+            out.rmdir()
+        os.rename(staging, out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    summary.update(ignored=ignored, runtime="onnx", out=str(out),
+                   seg_files=[str(out / "seg" / name) for name in summary.pop("seg_names")])
+    return summary
+
+
+def _predict(model, card: dict, files, dicom_dir: Path, out: Path, *, batch_size: int,
+             overlap: float, mirror_axes, progress: bool) -> dict:
+    from medzoo.datasets.geometry import series_geometry
+    from medzoo.deploy import predict as P
+    from medzoo.deploy.findings import DISCLAIMER
+    from medzoo.evaluation.sliding_window import sliding_window_inference
+
+    meta = model.metadata
+    plan, classes = meta["plan"], list(meta["label_classes"])
+    patch = [int(p) for p in plan["patch_size"]]
+    rejected: list[tuple[str, str]] = []
+
+    def reject(rel: str, reason: str):
+        rejected.append((rel, reason))
+        print(f"medzoo predict: rejected {rel}: {reason}", file=sys.stderr)
+
+    sources, seen_sop = [], set()
+    for order, path in enumerate(files):
+        rel = os.path.relpath(path, dicom_dir)
+        try:
+            src = P._scan(path, rel, order)
+        except Exception as exc:  # DicomRejected carries a PHI-free reason; others do not
+            reject(rel, getattr(exc, "reason", "cannot read header"))
+            continue
+        if src.sop_uid and src.sop_uid in seen_sop:
+            reject(rel, "duplicate SOPInstanceUID")
+            continue
+        seen_sop.add(src.sop_uid)
+        sources.append(src)
+
+    model_info = {"name": card["model"]["name"], "version": card["model"]["version"],
+                  "architecture": card["model"]["architecture"], "task": "segmentation",
+                  "classes": classes}
+    studies, prediction_rows, lesion_rows, seg_names, timings = [], [], [], [], []
+    series_counter = 0
+    for series_list in P._group(sources):
+        study_no = len(studies) + 1
+        study = {"study": study_no, "images": 0, "series": [], "max_score": 0.0,
+                 "positive": False, "positive_images": 0}
+        for objects in series_list:
+            started = time.perf_counter()
+            try:
+                result = _predict_series(model, objects, plan, classes, patch, batch_size,
+                                         overlap, mirror_axes, series_geometry,
+                                         sliding_window_inference)
+            except (ValueError, InputError) as exc:
+                reason = str(exc).splitlines()[0][:200]
+                for src in objects:
+                    reject(src.rel, f"series not analysed: {reason}")
+                continue
+            series_counter += 1
+            seg_name = f"series-{series_counter:03d}.dcm"
+            seg = build_multiclass_segmentation(
+                result["headers"], result["labels"], classes, model_name=model_info["name"],
+                model_version=model_info["version"], series_number=900 + series_counter)
+            with fsio.atomic_path(out / "seg" / seg_name, suffix=".dcm") as tmp:
+                seg.save_as(str(tmp), enforce_file_format=True)
+            seg_names.append(seg_name)
+            seconds = time.perf_counter() - started
+            timings.append(seconds)
+            found = result["findings"]
+            lesion_slices = result["lesion_slices"]
+            series_entry = {"series": series_counter, "slices": len(objects),
+                            "spacing_mm": [round(v, 4) for v in result["spacing"]],
+                            "structures": found, "max_lesion_probability": result["max_lesion_p"],
+                            "seg": f"seg/{seg_name}", "seconds": round(seconds, 3)}
+            study["series"].append(series_entry)
+            study["images"] += len(objects)
+            study["max_score"] = max(study["max_score"], result["max_lesion_p"])
+            study["positive_images"] += lesion_slices
+            study["positive"] |= lesion_slices > 0
+            for name, entry in found.items():
+                lesions = entry["lesions"]
+                prediction_rows.append({
+                    "study": study_no, "series": series_counter, "class": name,
+                    "slices": len(objects), "voxels": entry["voxels"],
+                    "volume_ml": f"{entry['volume_ml']:.4f}",
+                    "lesions": "" if lesions is None else len(lesions),
+                    "max_diameter_mm": "" if not lesions else
+                    f"{max(item['diameter_mm'] for item in lesions):.2f}",
+                    "seconds": f"{seconds:.3f}"})
+                for item in lesions or []:
+                    lesion_rows.append({"study": study_no, "series": series_counter,
+                                        "class": name, "lesion": item["lesion"],
+                                        "volume_ml": f"{item['volume_ml']:.4f}",
+                                        "diameter_mm": f"{item['diameter_mm']:.2f}",
+                                        "first_slice": item["first_slice"],
+                                        "last_slice": item["last_slice"]})
+            if progress:
+                print(f"medzoo predict: study {study_no} series {series_counter}: "
+                      f"{len(objects)} slices in {seconds:.1f} s", file=sys.stderr)
+        if study["series"]:
+            studies.append(study)
+            fsio.write_text(out / "findings" / f"study-{study_no:03d}.md",
+                            render_volume_report(study, model_info, DISCLAIMER))
+    if not studies:
+        raise InputError(f"No readable input: all {len(files)} input files were rejected "
+                         "(see the lines above)")
+    fsio.write_csv(out / "predictions.csv", prediction_rows, PREDICTION_COLUMNS)
+    fsio.write_csv(out / "lesions.csv", lesion_rows, LESION_COLUMNS)
+    fsio.write_csv(out / "rejected.csv", [{"path": p, "reason": r} for p, r in rejected],
+                   ("path", "reason"))
+    fsio.write_json(out / "studies.json", {"model": model_info, "threshold": 0.5,
+                                          "threshold_source": "argmax over classes",
+                                          "studies": studies})
+    by_reason: dict[str, int] = {}
+    for _, reason in rejected:
+        by_reason[reason] = by_reason.get(reason, 0) + 1
+    n_rejected = len({p for p, _ in rejected})
+    return {"inputs": len(files), "predicted": len(files) - n_rejected, "rejected": n_rejected,
+            "images": sum(s["images"] for s in studies), "studies": len(studies),
+            "series": series_counter, "positive_studies": sum(s["positive"] for s in studies),
+            "rejected_by_reason": by_reason, "threshold": 0.5,
+            "threshold_source": "argmax over classes", "model": model_info["name"],
+            "version": model_info["version"], "seg_names": seg_names,
+            "seconds_per_series": round(float(np.mean(timings)), 3) if timings else None}
+
+
+def _predict_series(model, objects, plan, classes, patch, batch_size, overlap, mirror_axes,
+                    series_geometry, sliding_window_inference) -> dict:
+    """One series through the whole chain; raises ValueError with a PHI-free reason."""
+    if any(src.frames > 1 for src in objects):
+        raise ValueError("multi-frame images: expected one slice per file")
+    if len(objects) < 2:
+        raise ValueError("a volume model needs at least 2 slices. Received: 1")
+    headers = [_read(src.path, pixels=False) for src in objects]
+    geometry = series_geometry(headers)
+    problem = geometry.check_regular()
+    if problem:
+        raise ValueError(problem)
+    if len(set(geometry.sop_uids)) != len(headers):
+        raise ValueError("slices without distinct SOPInstanceUIDs")
+    by_uid = {src.sop_uid: src.path for src in objects}
+    header_by_uid = {str(h.SOPInstanceUID): h for h in headers}
+    spacing = geometry.spacing
+    target = tuple(float(v) for v in plan["target_spacing"])
+    volume = _normalizer()(_series_volume(headers, by_uid, geometry), plan.get("normalization"))
+    shape = geometry.shape
+    work_shape = target_shape(shape, spacing, target)
+    to_grid = _grid_resampler()
+    work = to_grid(volume, spacing, work_shape, target, 3)[..., None]
+    del volume
+    probs = sliding_window_inference(work, patch, lambda b: model.predict(b, batch_size=batch_size),
+                                     overlap=overlap, batch_size=batch_size,
+                                     mirror_axes=mirror_axes)
+    del work
+    # Back to the source grid class by class: one float32 map at a time, never K of them.
+    best = np.full(shape, -1.0, np.float32)
+    labels = np.zeros(shape, np.uint8)
+    max_lesion_p = 0.0
+    for index, name in enumerate(classes):
+        up = to_grid(probs[..., index], target, shape, spacing, 1)
+        better = up > best
+        labels[better] = index
+        best[better] = up[better]
+        if _is_lesion_class(name):
+            max_lesion_p = max(max_lesion_p, float(up.max()))
+    del probs, best
+    findings = structure_findings(labels, spacing, classes)
+    lesion_indices = [i for i, name in enumerate(classes) if i and _is_lesion_class(name)]
+    lesion_slices = int(np.count_nonzero(np.isin(labels, lesion_indices).any(axis=(1, 2))))
+    return {"headers": [header_by_uid[uid] for uid in geometry.sop_uids], "labels": labels,
+            "spacing": spacing, "findings": findings, "lesion_slices": lesion_slices,
+            "max_lesion_p": round(max_lesion_p, 6)}
+
+
+def render_volume_report(study: dict, model: dict, disclaimer: str) -> str:
+    """``findings/study-NNN.md``: per series, each structure's volume and the lesions found."""
+    lines = [f"# Study {study['study']:03d}: findings", "",
+             f"Model {model['name']} v{model['version']} ({model['architecture']}, 3D "
+             f"segmentation of {', '.join(model['classes'][1:])}).", ""]
+    for series in study["series"]:
+        lines += [f"## Series {series['series']:03d} ({series['slices']} slices, spacing "
+                  f"{series['spacing_mm']} mm)", "", "| structure | volume (mL) | lesions | "
+                  "largest diameter (mm) |", "|---|---:|---:|---:|"]
+        for name, entry in series["structures"].items():
+            lesions = entry["lesions"]
+            count = "" if lesions is None else str(len(lesions))
+            widest = "" if not lesions else f"{max(l['diameter_mm'] for l in lesions):.1f}"
+            lines.append(f"| {name} | {entry['volume_ml']:.2f} | {count} | {widest} |")
+        listed = [(name, item) for name, entry in series["structures"].items()
+                  for item in entry["lesions"] or []]
+        if listed:
+            lines += ["", "Lesions (largest first):", ""]
+            lines += [f"- {name} {item['lesion']}: {item['volume_ml']:.3f} mL, longest diameter "
+                      f"{item['diameter_mm']:.1f} mm, slices {item['first_slice']}–"
+                      f"{item['last_slice']}" for name, item in listed[:REPORT_LESIONS]]
+            if len(listed) > REPORT_LESIONS:
+                lines.append(f"- … and {len(listed) - REPORT_LESIONS} smaller (lesions.csv lists "
+                             "all)")
+        else:
+            lines += ["", "No lesion found."]
+        lines += ["", f"DICOM SEG: `{series['seg']}`", ""]
+    lines += ["---", "", disclaimer, ""]
+    return "\n".join(lines)
