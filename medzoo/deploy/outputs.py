@@ -7,7 +7,11 @@
 from __future__ import annotations
 
 import collections
+import contextlib
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,14 +21,38 @@ from medzoo.datasets import deid
 from medzoo.deploy import findings, screening
 from medzoo.deploy.feeds import display, raw_feeds
 from medzoo.deploy.scoring import predicted_class, scores
+from medzoo.errors import InputError
 
-__all__ = ["write_outputs", "write_series_segs", "explain_image", "PREDICTION_COLUMNS",
-           "NOT_ANALYSED_COLUMNS"]
+__all__ = ["check_new_out_dir", "staged_out_dir", "write_outputs", "write_series_segs",
+           "explain_image", "PREDICTION_COLUMNS", "NOT_ANALYSED_COLUMNS"]
 
 NOT_ANALYSED_COLUMNS = ("study", "series", "files", "images", "modality", "reason")
 """``not_analysed.csv``: one row per series (or slice) that was read but not scored."""
 PREDICTION_COLUMNS = ("image", "study", "series", "study_image", "slice", "frame", "rows",
                       "columns", "score", "predicted")
+
+
+def check_new_out_dir(out: Path) -> None:
+    """Raise :class:`InputError` unless ``out`` is absent or an empty folder (never overwrite)."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(f"Output {out}: expected a new or empty folder. Received: it holds "
+                         "files; refusing to overwrite")
+
+
+@contextlib.contextmanager
+def staged_out_dir(out: Path):
+    """A hidden sibling folder to write into, renamed to ``out`` when the block succeeds (so the
+    out dir appears complete or not at all) and removed when it fails."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield staging
+        if out.exists():
+            out.rmdir()
+        os.rename(staging, out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_outputs(state, rejected: list[tuple[str, str]], *, n_inputs: int) -> dict:

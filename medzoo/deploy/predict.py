@@ -41,10 +41,7 @@ into the raw signature's feeds (:mod:`medzoo.deploy.feeds`), scores them in batc
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from medzoo.datasets import deid
@@ -52,9 +49,9 @@ from medzoo.deploy import screening
 from medzoo.deploy.collect import Batches, Collector
 from medzoo.deploy.exported import ExportedModel, load_export
 from medzoo.deploy.feeds import read_raw_feeds
-from medzoo.deploy.outputs import write_outputs
+from medzoo.deploy.outputs import check_new_out_dir, staged_out_dir, write_outputs
 from medzoo.deploy.runtimes import RUNTIMES, runner
-from medzoo.deploy.sources import discover, group, scan_files
+from medzoo.deploy.sources import group, input_files, scan_files
 from medzoo.errors import InputError
 
 __all__ = ["predict"]
@@ -127,32 +124,18 @@ def predict(export_dir, dicom_dir, out_dir, *, runtime: str = "onnx", batch_size
     dicom_dir, out = Path(dicom_dir), Path(out_dir)
     if not dicom_dir.is_dir():
         raise InputError(f"DICOM dir {dicom_dir}: expected a folder. Received: no such folder")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InputError(f"Output {out}: expected a new or empty folder. Received: it holds "
-                         "files; refusing to overwrite")
+    check_new_out_dir(out)
     key = None
     if key_file is not None:
         if not Path(key_file).expanduser().is_file():
             raise InputError(f"Pseudonym key file {key_file}: expected an existing key (the one "
                              "ingest used). Received: no such file")
         key = deid.load_or_create_key(key_file)
-    files, ignored = discover(dicom_dir, skip=out)
-    if not files:
-        raise InputError(f"DICOM dir {dicom_dir}: expected DICOM files. Received: none "
-                         f"({ignored} other files ignored)")
+    files, ignored = input_files(dicom_dir, skip=out)
     run = runner(runtime, model.version_dir)
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
+    with staged_out_dir(out) as staging:
         summary = _predict(model, run, files, dicom_dir, staging, int(batch_size), key, progress,
                            explain, allow_out_of_domain)
-        if out.exists():
-            out.rmdir()
-        os.rename(staging, out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     summary.update(ignored=ignored, runtime=runtime, out=str(out))
     return summary
 

@@ -13,8 +13,10 @@ from pathlib import Path
 
 from medzoo.datasets import dicom
 from medzoo.datasets.domain import header_facts
+from medzoo.errors import InputError
 
-__all__ = ["Source", "NOT_DICOM_SUFFIXES", "discover", "scan", "scan_files", "group"]
+__all__ = ["Source", "NOT_DICOM_SUFFIXES", "discover", "input_files", "scan", "scan_files",
+           "group"]
 
 NOT_DICOM_SUFFIXES = frozenset({
     ".csv", ".tsv", ".txt", ".json", ".md", ".html", ".xml", ".yaml", ".yml", ".log", ".pdf",
@@ -62,6 +64,15 @@ def discover(dicom_dir: Path, skip: Path | None = None) -> tuple[list[Path], int
                 ignored += 1
                 continue
             files.append(path)
+    return files, ignored
+
+
+def input_files(dicom_dir: Path, skip: Path | None = None) -> tuple[list[Path], int]:
+    """:func:`discover`, raising :class:`InputError` when it finds no input file."""
+    files, ignored = discover(dicom_dir, skip=skip)
+    if not files:
+        raise InputError(f"DICOM dir {dicom_dir}: expected DICOM files. Received: none "
+                         f"({ignored} other files ignored)")
     return files, ignored
 
 
