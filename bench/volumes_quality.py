@@ -57,7 +57,7 @@ def stage_medzoo(args) -> None:
                    learning_rate=LEARNING_RATE, batch_size=BATCH, patience=args.epochs,
                    model_options={"base_width": 8})
     seconds = time.perf_counter() - started
-    export = export_run(out / "run", out / "models")
+    export = export_run(out / "run", out / "models", evaluator=evaluate)
     result = evaluate(export, ds, out / "eval", split="test", n_boot=200)
     fold_of = splits.fold_assignment(ds, 5, args.seed)
     npz = out / "npz"

@@ -120,6 +120,8 @@ def volume_run(volume_ds, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def volume_export(volume_run, tmp_path_factory):
+    from medzoo.evaluation.evaluate import evaluate
     from medzoo.export.exporter import export_run
 
-    return export_run(volume_run, tmp_path_factory.mktemp("models"), bless_if=["dice>=0.0"])
+    return export_run(volume_run, tmp_path_factory.mktemp("models"), bless_if=["dice>=0.0"],
+                      evaluator=evaluate)

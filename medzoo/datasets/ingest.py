@@ -863,8 +863,10 @@ def ingest(dicom_dir, labels_csv, out, size=64, window="auto", workers=1, folds=
         series folder).
     out : path-like
         Dataset dir to create; must not exist yet (or be empty).
-    size : int
-        Stored images are ``size × size`` (bilinear, as ``tf.image.resize``).
+    size : int or "auto"
+        Stored images are ``size × size`` (bilinear, as ``tf.image.resize``); ``"auto"`` chooses
+        it from the data (:func:`medzoo.datasets.plan2d.plan_size`) and stores the plan in
+        dataset.json under ``plan``.
     window : "auto", a CT preset (lung, mediastinum, brain, bone, abdomen), "C,W", (C, W), or
         a list of these, one per input column.
     workers : int
@@ -933,7 +935,8 @@ def ingest(dicom_dir, labels_csv, out, size=64, window="auto", workers=1, folds=
                               workers=workers, **(volume_options or {}))
     dicom_dir = Path(dicom_dir)
     out = Path(out)
-    size = int(size)
+    auto_size = str(size) == "auto"
+    size = 64 if auto_size else int(size)  # auto: replaced by the plan once labels are read
     if size < 1:
         raise InputError(f"Argument `size` must be a positive integer. Received: size={size}")
     if color not in dicom.COLOR_MODES:
@@ -947,6 +950,14 @@ def ingest(dicom_dir, labels_csv, out, size=64, window="auto", workers=1, folds=
     if not dicom_dir.is_dir():
         raise InputError(f"DICOM dir {dicom_dir}: expected a folder. Received: no such folder")
     rows = manifest.read_labels(labels_csv)
+    size_plan = None
+    if auto_size and not volume:
+        from medzoo.datasets import plan2d
+
+        size_plan = plan2d.plan_size(rows)
+        size = size_plan["image_size"]
+        image_hw = (size, size)
+        preprocess.check_size(specs, *image_hw)
     input_names = [name for name, _ in rows[0].columns]
     raw_windows = _windows(window, len(input_names))
     windows = [parse_window(w) for w in raw_windows]
@@ -984,6 +995,8 @@ def ingest(dicom_dir, labels_csv, out, size=64, window="auto", workers=1, folds=
         "series_issues": "reject" if volume else series_issues,
         "multi_label": multi_label,
     }
+    if size_plan is not None:
+        settings["plan"] = size_plan
     out.parent.mkdir(parents=True, exist_ok=True)
     digest = resume.fingerprint(labels_csv, (f for p in plan for f in p.files), dict(
         settings, schema=SCHEMA_VERSION, dicom_dir=str(dicom_dir.resolve()), folds=int(folds),
@@ -1205,6 +1218,8 @@ def _run(plan, dicom_dir, work, options, workers, classes, has_mask, folds, seed
     }
     if settings["multi_label"]:
         info["multi_label"] = True
+    if settings.get("plan"):
+        info["plan"] = settings["plan"]
     _write_text(tmp / "dataset.json", json.dumps(info, indent=2) + "\n")
     return dict(counts, workers_started=run_stats.get("workers_started", 0),
                 resumed_files=state["files"] if state is not None else 0)

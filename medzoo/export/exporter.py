@@ -100,7 +100,7 @@ def export_run(run_dir, base, *, name: str | None = None, version: int | None = 
         return export_volume_run(run_dir, config, final_dir, bless_if=bless_if,
                                  baseline_metrics=_blessed_metrics(Path(baseline)) if baseline
                                  else None, margin=margin, tolerance=tolerance,
-                                 data_dir=data_dir, opset=opset)
+                                 data_dir=data_dir, opset=opset, evaluator=evaluator)
     model = saving.load_model(run_dir / "model.keras")
     input_shape = tuple(config["input_shape"])
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -144,7 +144,8 @@ def export_run(run_dir, base, *, name: str | None = None, version: int | None = 
         baseline_metrics = _blessed_metrics(Path(baseline)) if baseline else None
         blessed, reasons = blessing.decide(metrics.get("metrics", {}), list(bless_if or []),
                                            parity_passed=report["passed"],
-                                           baseline=baseline_metrics, margin=margin)
+                                           baseline=baseline_metrics, margin=margin,
+                                           evaluation=metrics)
         model_card = card.build_card(
             config=config, name=name, version=version, parameters=int(model.count_params()),
             signatures=signatures, metrics=metrics, parity=report, blessed=blessed,

@@ -16,6 +16,7 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -70,7 +71,8 @@ def parity_patches(data_dir: Path, config: dict, n: int = 4) -> np.ndarray:
 
 def export_volume_run(run_dir: Path, config: dict, final_dir: Path, *, bless_if=None,
                       baseline_metrics=None, margin: float = 0.0, tolerance: float | None = None,
-                      data_dir: Path, opset: int | None = None) -> Path:
+                      data_dir: Path, opset: int | None = None,
+                      evaluator: Callable | None = None) -> Path:
     """Write the export of a volume run into ``final_dir`` (a new version dir); return it.
 
     SavedModel (``serve_float``) + ``model.onnx`` + ``parity.json`` (Keras vs SavedModel vs
@@ -127,11 +129,11 @@ def export_volume_run(run_dir: Path, config: dict, final_dir: Path, *, bless_if=
                                      f"{comparisons[worst]:.3g}, expected at most {limit:g}")
         fsio.write_json(staging / "parity.json", report)
 
-        metrics = _validation_metrics(staging / "model.onnx", data_dir, config)
+        metrics = _validation_metrics(staging / "model.onnx", data_dir, config, evaluator)
         blessed, reasons = blessing.decide(metrics.get("metrics", {}), list(bless_if or []),
                                            parity_passed=True, baseline=baseline_metrics,
-                                           margin=margin)
-        reasons[0] = "parity: SavedModel and ONNX match Keras on validation patches"
+                                           margin=margin, evaluation=metrics)
+        reasons[1] = "parity: SavedModel and ONNX match Keras on validation patches"
         model_card = card.build_card(
             config=config, name=name, version=version, parameters=int(model.count_params()),
             signatures=[SIGNATURE], metrics=metrics, parity=report, blessed=blessed,
@@ -185,13 +187,18 @@ def render_volume_markdown(model_card: dict) -> str:
             f"- Inference: {volume['inference']}\n")
 
 
-def _validation_metrics(onnx_path: Path, data_dir: Path, config: dict) -> dict:
+def _validation_metrics(onnx_path: Path, data_dir: Path, config: dict,
+                        evaluator: Callable | None) -> dict:
+    """Sliding-window metrics of the exported ONNX model on the validation fold, or a note.
+
+    ``evaluator`` is :func:`medzoo.evaluation.evaluate.evaluate` (it recognises a volume model by
+    its ONNX metadata and runs the sliding window); export never imports evaluation itself.
+    """
+    if evaluator is None:
+        return {"split": None, "note": "no evaluator given to the export; no validation metrics"}
     if not (data_dir / "dataset.json").exists():
         return {"split": None, "note": "dataset not found; no validation metrics"}
-    from medzoo.evaluation.runtime import OnnxModel
-    from medzoo.evaluation.volume_eval import evaluate_volumes
-
     with tempfile.TemporaryDirectory() as scratch:
-        result = evaluate_volumes(OnnxModel(onnx_path), data_dir, scratch,
-                                  split=f"fold:{config['val_fold']}", n_boot=200)
+        result = evaluator(onnx_path, data_dir, scratch, split=f"fold:{config['val_fold']}",
+                           n_boot=200, charts=False)
     return {"split": f"validation fold {config['val_fold']}", **result}
