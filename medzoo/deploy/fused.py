@@ -13,12 +13,9 @@ reason), also under the study in ``studies.json``, so that every input file is s
 
 from __future__ import annotations
 
-import sys
-
-import numpy as np
-
-from medzoo.datasets import dicom
 from medzoo.deploy import pairing
+from medzoo.deploy.collect import Batches
+from medzoo.deploy.feeds import read_raw_feeds
 
 __all__ = ["score_fused"]
 
@@ -28,41 +25,27 @@ def score_fused(model, run, studies, state, batch_size: int, bar) -> None:
 
     Parameters
     ----------
-    model : medzoo.deploy.predict.ExportedModel
+    model : medzoo.deploy.exported.ExportedModel
         With two or more declared ``inputs``.
     run : callable
         The runtime: feeds dict → outputs dict.
     studies : list
-        Studies → series → objects, as :func:`medzoo.deploy.predict._group` returns them.
-    state : medzoo.deploy.predict._Collector
+        Studies → series → objects, as :func:`medzoo.deploy.sources.group` returns them.
+    state : medzoo.deploy.collect.Collector
         Receives the scores (under the lead series) and the not-analysed entries.
     batch_size : int
     bar : tqdm progress bar (one step per object).
     """
     from medzoo.datasets.ingest import parse_window
-    from medzoo.deploy.predict import raw_feeds
 
     inputs = list(model.inputs)
     windows = [parse_window(d.get("window") or "auto") for d in inputs]
-    pending: list[tuple] = []
+    batches = Batches(run, state, batch_size)
     cache: dict = {}  # path → raw feeds, or the reason it could not be read
-
-    def flush():
-        if pending:
-            feeds = {k: np.stack([item[3][k] for item in pending]) for k in pending[0][3]}
-            state.take(pending, run(feeds))
-            pending.clear()
 
     def read(src, window):
         if src.path not in cache:
-            try:
-                cache[src.path] = raw_feeds(src.path, window)
-            except dicom.DicomRejected as exc:
-                cache[src.path] = exc.reason
-            except MemoryError:
-                cache[src.path] = "image too large to decode"
-            except Exception:
-                cache[src.path] = "cannot decode"
+            cache[src.path] = read_raw_feeds(src.path, window)
         return cache[src.path]
 
     for study_no, series_list in enumerate(studies, start=1):
@@ -102,14 +85,7 @@ def score_fused(model, run, studies, state, batch_size: int, bar) -> None:
                 for frame, partners in entries:
                     feeds = _combine(inputs, obj, frame, partners, lead_feeds, cache)
                     accounted.update(id(p) for p, _ in partners)
-                    shapes = [v.shape for k, v in feeds.items() if k.endswith("pixels")]
-                    if pending and [v.shape for k, v in pending[0][3].items()
-                                    if k.endswith("pixels")] != shapes:
-                        flush()
-                    pending.append((key, obj, frame, feeds))
-                    state.queued(key)
-                    if len(pending) >= batch_size:
-                        flush()
+                    batches.add(key, obj, frame, feeds)
                 state.object_done(key)
         leads = {p.series[0] for p in plan.pairings}
         for index, objects in enumerate(series_list):
@@ -132,7 +108,7 @@ def score_fused(model, run, studies, state, batch_size: int, bar) -> None:
                 _not_analysed(state, study_no, index, series_list, left,
                               f"the {_label(inputs[0])} image it pairs with was rejected",
                               accounted, counted)
-    flush()
+    batches.flush()
 
 
 def _not_analysed(state, study_no, series_index, series_list, objects, reason, accounted,
@@ -141,14 +117,10 @@ def _not_analysed(state, study_no, series_index, series_list, objects, reason, a
     rejected (a multi-frame file may be scored in part)."""
     files = [o for o in objects if id(o) not in accounted and id(o) not in counted]
     counted.update(id(o) for o in files)
-    if files:  # the user's own relative path, as for rejected files
-        more = (f" and {len(files) - 1} more file{'s' if len(files) > 2 else ''}"
-                if len(files) > 1 else "")
-        print(f"medzoo predict: not analysed: {files[0].rel}{more}: {reason}", file=sys.stderr)
-    state.not_analysed.append({
-        "study": study_no, "series": series_index + 1, "files": len(files),
-        "images": images if images is not None else sum(o.frames for o in objects),
-        "modality": series_list[series_index][0].modality or None, "reason": reason})
+    state.list_not_analysed(
+        study_no, series_index + 1, files,
+        images=images if images is not None else sum(o.frames for o in objects),
+        modality=series_list[series_index][0].modality or None, reason=reason)
 
 
 def _slices(objects) -> list[tuple]:

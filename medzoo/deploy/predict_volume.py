@@ -32,10 +32,7 @@ its source study's identifiers by design, as in :mod:`medzoo.deploy.dicom_seg`).
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -320,7 +317,8 @@ def predict_volumes(export_dir, dicom_dir, out_dir, *, batch_size: int = 2,
     InputError
         Not a volume export, no DICOM folder, an out dir holding files, or no usable series.
     """
-    from medzoo.deploy import predict as P
+    from medzoo.deploy.outputs import check_new_out_dir, staged_out_dir
+    from medzoo.deploy.sources import input_files
     from medzoo.evaluation.runtime import OnnxModel
 
     export_dir, dicom_dir, out = Path(export_dir), Path(dicom_dir), Path(out_dir)
@@ -329,30 +327,17 @@ def predict_volumes(export_dir, dicom_dir, out_dir, *, batch_size: int = 2,
                          "`volume` section). Received: none")
     if not dicom_dir.is_dir():
         raise InputError(f"DICOM dir {dicom_dir}: expected a folder. Received: no such folder")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InputError(f"Output {out}: expected a new or empty folder. Received: it holds "
-                         "files; refusing to overwrite")
+    check_new_out_dir(out)
     from medzoo.deploy.screening import Screen
 
     card = fsio.read_json(export_dir / "model_card.json")
     model = OnnxModel(export_dir / "model.onnx")
     screen = Screen(export_dir, allow_out_of_domain)
-    files, ignored = P.discover(dicom_dir, skip=out)
-    if not files:
-        raise InputError(f"DICOM dir {dicom_dir}: expected DICOM files. Received: none "
-                         f"({ignored} other files ignored)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
+    files, ignored = input_files(dicom_dir, skip=out)
+    with staged_out_dir(out) as staging:
         summary = _predict(model, card, files, dicom_dir, staging, batch_size=int(batch_size),
                            overlap=overlap, mirror_axes=mirror_axes, screen=screen,
                            progress=sys.stderr.isatty() if progress is None else progress)
-        if out.exists():
-            out.rmdir()
-        os.rename(staging, out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     summary.update(ignored=ignored, runtime="onnx", out=str(out),
                    seg_files=[str(out / "seg" / name) for name in summary.pop("seg_names")])
     return summary
@@ -366,8 +351,9 @@ def _predict(model, card: dict, files, dicom_dir: Path, out: Path, *, batch_size
              overlap: float, mirror_axes, progress: bool, screen) -> dict:
     from medzoo.datasets.geometry import series_geometry
     from medzoo.deploy import findings as F
-    from medzoo.deploy import predict as P
+    from medzoo.deploy.outputs import NOT_ANALYSED_COLUMNS
     from medzoo.deploy.findings import DISCLAIMER
+    from medzoo.deploy.sources import group, scan_files
     from medzoo.evaluation.sliding_window import sliding_window_inference
 
     meta = model.metadata
@@ -379,19 +365,12 @@ def _predict(model, card: dict, files, dicom_dir: Path, out: Path, *, batch_size
         rejected.append((rel, reason))
         print(f"medzoo predict: rejected {rel}: {reason}", file=sys.stderr)
 
-    sources, seen_sop = [], set()
-    for order, path in enumerate(files):
-        rel = os.path.relpath(path, dicom_dir)
-        try:
-            src = P._scan(path, rel, order)
-        except Exception as exc:  # DicomRejected carries a PHI-free reason; others do not
-            reject(rel, getattr(exc, "reason", "cannot read header"))
-            continue
-        if src.sop_uid and src.sop_uid in seen_sop:
-            reject(rel, "duplicate SOPInstanceUID")
-            continue
-        seen_sop.add(src.sop_uid)
-        sources.append(src)
+    sources = []
+    for rel, src, reason in scan_files(files, dicom_dir):
+        if src is None:
+            reject(rel, reason)
+        else:
+            sources.append(src)
 
     model_info = {"name": card["model"]["name"], "version": card["model"]["version"],
                   "architecture": card["model"]["architecture"], "task": "segmentation",
@@ -410,7 +389,7 @@ def _predict(model, card: dict, files, dicom_dir: Path, out: Path, *, batch_size
                 "images": sum(o.frames for o in objects),
                 "modality": ", ".join(modalities) or None, "reason": "; ".join(reasons)}
 
-    for series_list in P._group(sources):
+    for series_list in group(sources):
         study_no = len(studies) + 1
         study = {"study": study_no, "images": 0, "series": [], "max_score": 0.0,
                  "positive": False, "positive_images": 0}
@@ -499,7 +478,7 @@ def _predict(model, card: dict, files, dicom_dir: Path, out: Path, *, batch_size
     fsio.write_csv(out / "lesions.csv", lesion_rows, LESION_COLUMNS)
     fsio.write_csv(out / "rejected.csv", [{"path": p, "reason": r} for p, r in rejected],
                    ("path", "reason"))
-    fsio.write_csv(out / "not_analysed.csv", not_analysed, P.NOT_ANALYSED_COLUMNS)
+    fsio.write_csv(out / "not_analysed.csv", not_analysed, NOT_ANALYSED_COLUMNS)
     fsio.write_json(out / "studies.json", {"model": model_info, "threshold": 0.5,
                                           "threshold_source": "argmax over classes",
                                           "studies": studies, **screen.document()})

@@ -17,7 +17,6 @@ in ``rejected.csv`` dropped), and checked against ``studies.json``'s image count
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from medzoo import __version__, fsio
@@ -43,25 +42,16 @@ def open_target(url: str, *, auth_file=None, insecure: bool = False, calling_aet
 
 def study_sources(out_dir, dicom_dir) -> dict[int, list[Path]]:
     """Study counter of a predict out dir → the source files predict scored for that study."""
-    from medzoo.deploy import predict as P
+    from medzoo.deploy.sources import discover, group, scan_files
 
     out, dicom_dir = Path(out_dir), Path(dicom_dir)
     rejected = {row["path"] for row in fsio.read_csv(out / "rejected.csv")}
-    files, _ = P.discover(dicom_dir, skip=out)
-    sources, seen = [], set()
-    for order, path in enumerate(files):
-        rel = os.path.relpath(path, dicom_dir)
-        try:
-            src = P._scan(path, rel, order)
-        except Exception:  # predict rejected it too (listed in rejected.csv)
-            continue
-        if src.sop_uid and src.sop_uid in seen:
-            continue
-        seen.add(src.sop_uid)
-        sources.append(src)
+    files, _ = discover(dicom_dir, skip=out)
+    # files predict rejected at the header scan are listed in rejected.csv too
+    sources = [src for _, src, _ in scan_files(files, dicom_dir) if src is not None]
     document = fsio.read_json(out / "studies.json")
     numbered, frames = {}, {}
-    for series_list in P._group(sources):
+    for series_list in group(sources):
         used = [s for objs in series_list for s in objs if s.rel not in rejected]
         if used:
             numbered[len(numbered) + 1] = [s.path for s in used]

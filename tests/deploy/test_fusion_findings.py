@@ -14,7 +14,8 @@ from medzoo import fsio
 from medzoo.datasets import manifest
 from medzoo.datasets.ingest import ingest
 from medzoo.datasets.synth import write_synthetic
-from medzoo.deploy.predict import load_export, predict
+from medzoo.deploy.exported import load_export
+from medzoo.deploy.predict import predict
 from medzoo.evaluation.evaluate import evaluate
 from medzoo.export.exporter import export_run
 from medzoo.training.fit import train
