@@ -18,7 +18,8 @@ from medzoo.errors import MedzooError
 EXAMPLES = """examples:
   medzoo demo --out demo-out
   medzoo data synth phantoms --patients 60 --seed 0
-  medzoo data ingest phantoms --labels phantoms/labels.csv --out ds --size 64
+  medzoo data ingest phantoms --labels phantoms/labels.csv --out ds
+  medzoo train auto --data ds --out runs/auto
   medzoo train cnn --data ds --out runs/cnn --epochs 12
   medzoo export runs/cnn --out models --bless-if "auc>=0.85"
   medzoo evaluate models/cnn/1 --data ds --out eval
@@ -56,8 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out")
     p.add_argument("--patients", type=int, default=60)
     p.add_argument("--modality", default="ct", choices=["ct", "mr", "cr", "us", "mixed"])
-    p.add_argument("--size", type=int, help="rows and columns of each image (default 64; "
-                                            "192 with --volumes)")
+    p.add_argument("--size", type=int, default=None,
+                   help="rows and columns of each image (default: 64 easy and medium, 192 hard; "
+                        "192 with --volumes)")
     p.add_argument("--slices", type=int, help="slices per patient (default 4; 40 with --volumes)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--volumes", action="store_true",
@@ -73,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="findings nodule and ground_glass independently (label nodule|ground_glass)")
     p.add_argument("--positive-fraction", type=float, metavar="F",
                    help="fraction of patients with a finding, e.g. 0.1 for 1:9 (default: balanced)")
+    _add_difficulty_arguments(p)
     p = _add(data_sub, "ingest", "DICOM folder + labels.csv → dataset dir (TFRecord shards); "
              "a killed ingest resumes when the same command is run again",
              "medzoo data ingest phantoms --labels phantoms/labels.csv --out ds")
@@ -81,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="labels.csv: path,label[,mask]; more inputs as path_<name> columns "
                         "(required unless --layout msd)")
     p.add_argument("--out", required=True)
-    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--size", type=_size_or_auto, default="auto",
+                   help="image size in px, or auto (default): chosen from the native size, the "
+                        "smallest findings in the masks and a time budget (dataset.json `plan`)")
     p.add_argument("--window", action="append", metavar="WINDOW",
                    help="auto (default), lung, mediastinum, brain, bone, abdomen, or "
                         "CENTER,WIDTH (write --window=-600,1500); once, or once per input column")
@@ -167,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--test-fold", type=int, default=0)
     p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--schedule", default="cosine", choices=["cosine", "constant"],
+                   help="cosine (default): 1-epoch warm-up then cosine decay; constant: the seed's")
     p.add_argument("--augment", action="store_true")
     p.add_argument("--init-from", help="earlier run dir to start matching layers from")
     p.add_argument("--freeze-encoder", action="store_true",
@@ -328,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(sub, "demo", "the whole chain on generated data, in a few minutes",
              "medzoo demo --out demo-out")
     p.add_argument("--out", default="medzoo-demo")
+    p.add_argument("--difficulty", default="medium", choices=["easy", "medium", "hard"],
+                   help="phantom difficulty (default medium: the models differ, the tests are defined)")
     p.add_argument("--patients", type=int, default=60)
     p.add_argument("--seed", type=int, default=0)
     return parser
@@ -349,7 +358,10 @@ def _ingest_msd(args) -> int:
     if args.records_per_shard < 1:
         raise MedzooError(f"--records-per-shard must be a positive integer. "
                           f"Received: {args.records_per_shard}")
-    summary = ingest_msd(args.dicom_dir, args.out, folds=args.folds, seed=args.seed,
+    summary = ingest_msd(args.dicom_dir, args.out, spacing=args.spacing or "auto",
+                         memory_gb=args.memory_gb, patch_size=args.patch_size,
+                         batch_size=args.plan_batch_size, normalization=args.normalization,
+                         folds=args.folds, seed=args.seed,
                          key_file=args.key_file, strict=args.strict,
                          records_per_shard=args.records_per_shard)
     print(f"ingested {summary['loaded']} of {summary['inputs']} cases ({summary['layout']}, "
@@ -376,19 +388,75 @@ def _cmd_models(args) -> int:
     return 0
 
 
+def _read_plan(ds_dir) -> dict | None:
+    try:
+        with open(os.path.join(ds_dir, "dataset.json"), encoding="utf-8") as handle:
+            return json.load(handle).get("plan")
+    except (OSError, ValueError):
+        return None
+
+
+def _size_or_auto(text: str):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a size in pixels or auto. Received: {text!r}") from None
+
+
+def _add_difficulty_arguments(p) -> None:
+    g = p.add_argument_group("difficulty (docs/difficulty.md); explicit knobs override the level")
+    g.add_argument("--difficulty", default="easy", choices=["easy", "medium", "hard"],
+                   help="easy: the seed's phantom; medium/hard: small low-contrast lesions "
+                        "among vessel-like dots, blur, noise, anatomy and scanner variation")
+    g.add_argument("--lesion-contrast", type=float, metavar="HU", help="lesion minus lung, HU")
+    g.add_argument("--lesion-radius", metavar="LOW,HIGH", help="lesion radius range, mm")
+    g.add_argument("--distractors", type=int, metavar="N", help="vessel-like dots per patient")
+    g.add_argument("--distractor-radius", metavar="LOW,HIGH", help="dot radius range, mm")
+    g.add_argument("--blur", type=float, metavar="MM", help="Gaussian blur sigma, mm")
+    g.add_argument("--noise", type=float, metavar="HU", help="noise sigma, HU")
+    g.add_argument("--anatomy", type=float, metavar="F", help="body/lung shape jitter (0-0.3)")
+    g.add_argument("--scanner", type=float, metavar="F",
+                   help="per-patient gain/noise variation and offset F*100 HU (0-0.5)")
+    g.add_argument("--label-noise", type=float, metavar="F",
+                   help="fraction of patients whose label is flipped (masks keep the truth)")
+
+
+def _difficulty_knobs(args) -> dict:
+    def pair(text, flag):
+        if text is None:
+            return None
+        try:
+            low, high = (float(v) for v in text.split(","))
+        except ValueError:
+            raise MedzooError(f"{flag} expects LOW,HIGH in mm, e.g. 5,9. Received: {text!r}") from None
+        return low, high
+
+    return {"lesion_contrast_hu": args.lesion_contrast,
+            "lesion_radius_mm": pair(args.lesion_radius, "--lesion-radius"),
+            "distractors": args.distractors,
+            "distractor_radius_mm": pair(args.distractor_radius, "--distractor-radius"),
+            "blur_mm": args.blur, "noise_hu": args.noise, "anatomy": args.anatomy,
+            "scanner": args.scanner, "label_noise": args.label_noise}
+
+
 def _cmd_data(args) -> int:
     if args.data_command == "synth" and args.volumes:
         return _synth_volumes(args)
     if args.data_command == "synth":
+        from medzoo.datasets.difficulty import DEFAULT_SIZE
         from medzoo.datasets.synth import write_synthetic
 
         try:
             summary = write_synthetic(args.out, patients=args.patients, modality=args.modality,
-                                      size=args.size or 64, slices=args.slices or 4,
-                                      seed=args.seed,
+                                      size=args.size or DEFAULT_SIZE[args.difficulty],
+                                      slices=args.slices or 4, seed=args.seed,
                                       compress=args.compress, paired=args.paired,
                                       classes=args.classes, multi_label=args.multi_label,
-                                      positive_fraction=args.positive_fraction)
+                                      positive_fraction=args.positive_fraction,
+                                      difficulty=args.difficulty, knobs=_difficulty_knobs(args))
         except ValueError as exc:  # out-of-range sizes, classes or fractions: bad usage
             raise MedzooError(str(exc)) from None
         print(f"wrote {summary['files']} DICOM files for {summary['patients']} patients "
@@ -424,6 +492,9 @@ def _cmd_data(args) -> int:
         warned = f", {summary['warnings']} series warnings" if summary.get("warnings") else ""
         print(f"ingested {summary['loaded']} of {summary['inputs']} inputs "
               f"({summary['records']} {what}), rejected {summary['rejected']}{warned} → {args.out}")
+        plan = _read_plan(args.out)
+        if plan and plan.get("kind") == "2d":
+            print(f"--size auto chose {plan['image_size']} px: {plan['reason']}")
         return 1 if args.strict and summary["rejected"] else 0
     if args.data_command == "pull":
         return _data_pull(args)
@@ -530,14 +601,36 @@ def _threshold_rule(args) -> str | None:
     return f"sens:{args.target_sensitivity}"
 
 
+def _auto_model(ds_dir) -> str:
+    """``train auto``: the model the plan's data calls for (see docs/difficulty.md)."""
+    try:
+        with open(os.path.join(ds_dir, "dataset.json"), encoding="utf-8") as handle:
+            info = json.load(handle)
+    except (OSError, ValueError):
+        raise MedzooError(f"{ds_dir}: expected a dataset dir with dataset.json") from None
+    size = info.get("image_size", ["?"])[0]
+    if info.get("has_mask") and not info.get("multi_label") and len(info.get("classes", [])) == 2:
+        choice = "unet"
+        why = ("finding masks exist: a U-Net learns from every lesion pixel and scores the image "
+               "by its largest mask probability (medium phantoms: AUC 1.00 where cnn is near chance)")
+    else:
+        choice = "resnet"
+        why = "no finding masks: a residual CNN with batch normalisation"
+    print(f"train auto chose {choice} at {size} px (the dataset's plan): {why}")
+    return choice
+
+
 def _cmd_train(args) -> int:
     from medzoo.training.fit import train
     from medzoo.zoo.options import parse_pairs
 
+    if args.model == "auto":
+        args.model = _auto_model(args.data)
     config = train(args.model, args.data, args.out, epochs=args.epochs,
                    model_options=parse_pairs(args.option, [args.model])[args.model],
                    batch_size=args.batch_size, test_fold=args.test_fold, seed=args.seed,
                    augment=args.augment, learning_rate=args.learning_rate,
+                   schedule=args.schedule,
                    init_from=args.init_from, freeze=args.freeze_encoder, gan=args.gan,
                    gan_ratio=args.gan_ratio, balance=args.balance, loss=args.loss,
                    threshold=_threshold_rule(args), strategy=args.strategy)
@@ -719,7 +812,7 @@ def _cmd_report(args) -> int:
 def _cmd_demo(args) -> int:
     from medzoo.demo import run_demo
 
-    run_demo(args.out, patients=args.patients, seed=args.seed)
+    run_demo(args.out, patients=args.patients, seed=args.seed, difficulty=args.difficulty)
     return 0
 
 

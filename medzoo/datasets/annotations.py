@@ -300,8 +300,14 @@ def _code_keys(code) -> list:
     return [meaning, f"{scheme}:{value}" if scheme and value else "", value]
 
 
-def _read_seg(path: Path, geometry):
-    """Boolean masks (one per segment, on the series grid), their name keys and notes."""
+def open_seg(path: Path):
+    """``(highdicom Segmentation, segment numbers, name keys per segment)`` of a SEG file.
+
+    Raises
+    ------
+    AnnotationError
+        Unreadable or non-conformant, or no segments.
+    """
     try:
         import highdicom as hd
     except ImportError:
@@ -318,6 +324,14 @@ def _read_seg(path: Path, geometry):
     if not numbers:
         raise AnnotationError("DICOM SEG has no segments")
     names = [(str(d.segment_label), *_code_keys(d.segmented_property_type)) for d in descriptions]
+    return seg, numbers, names
+
+
+def _read_seg(path: Path, geometry):
+    """Boolean masks (one per segment, on the series grid), their name keys and notes."""
+    import highdicom as hd
+
+    seg, numbers, names = open_seg(path)
     if (int(seg.Rows), int(seg.Columns)) != (geometry.rows, geometry.columns):
         raise AnnotationError(f"SEG frames are {int(seg.Rows)}x{int(seg.Columns)}, the series' "
                               f"images {geometry.rows}x{geometry.columns}")

@@ -135,7 +135,16 @@ def _init_worker(options: Options):
     _WORKER["options"] = options
 
 
-def _load_mask(path: Path, rows: int, cols: int) -> np.ndarray:
+def _load_mask(path: Path, rows: int, cols: int, image_path=None) -> np.ndarray:
+    from medzoo.datasets import slice_masks
+
+    if image_path is not None and slice_masks.is_dicom_annotation(path):
+        from medzoo.datasets.annotations import AnnotationError
+
+        try:  # a DICOM SEG / RTSTRUCT: this image's frames (docs/annotations.md)
+            return slice_masks.read_slice_mask(path, image_path)
+        except AnnotationError as exc:
+            raise dicom.DicomRejected(f"mask: {exc}") from None
     if path.suffix.lower() == ".npy":
         try:
             mask = _read_npy(path)
@@ -463,7 +472,7 @@ def decode_task(task):
                 raise dicom.DicomRejected(
                     f"mask shape mismatch (expected one mask per frame for "
                     f"{img.frames.shape[0]} frames, received one {img.rows}x{img.columns} mask)")
-            stored = _load_mask(Path(mask_path), img.rows, img.columns)
+            stored = _load_mask(Path(mask_path), img.rows, img.columns, unit["paths"][0])
         except dicom.DicomRejected as exc:
             out.extend(("reject", p, exc.reason) for u in units for p in u["paths"])
             return out
@@ -863,8 +872,10 @@ def ingest(dicom_dir, labels_csv, out, size=64, window="auto", workers=1, folds=
         series folder).
     out : path-like
         Dataset dir to create; must not exist yet (or be empty).
-    size : int
-        Stored images are ``size × size`` (bilinear, as ``tf.image.resize``).
+    size : int or "auto"
+        Stored images are ``size × size`` (bilinear, as ``tf.image.resize``); ``"auto"`` chooses
+        it from the data (:func:`medzoo.datasets.plan2d.plan_size`) and stores the plan in
+        dataset.json under ``plan``.
     window : "auto", a CT preset (lung, mediastinum, brain, bone, abdomen), "C,W", (C, W), or
         a list of these, one per input column.
     workers : int
@@ -933,7 +944,8 @@ def ingest(dicom_dir, labels_csv, out, size=64, window="auto", workers=1, folds=
                               workers=workers, **(volume_options or {}))
     dicom_dir = Path(dicom_dir)
     out = Path(out)
-    size = int(size)
+    auto_size = str(size) == "auto"
+    size = 64 if auto_size else int(size)  # auto: replaced by the plan once labels are read
     if size < 1:
         raise InputError(f"Argument `size` must be a positive integer. Received: size={size}")
     if color not in dicom.COLOR_MODES:
@@ -947,6 +959,14 @@ def ingest(dicom_dir, labels_csv, out, size=64, window="auto", workers=1, folds=
     if not dicom_dir.is_dir():
         raise InputError(f"DICOM dir {dicom_dir}: expected a folder. Received: no such folder")
     rows = manifest.read_labels(labels_csv)
+    size_plan = None
+    if auto_size and not volume:
+        from medzoo.datasets import plan2d
+
+        size_plan = plan2d.plan_size(rows)
+        size = size_plan["image_size"]
+        image_hw = (size, size)
+        preprocess.check_size(specs, *image_hw)
     input_names = [name for name, _ in rows[0].columns]
     raw_windows = _windows(window, len(input_names))
     windows = [parse_window(w) for w in raw_windows]
@@ -984,6 +1004,8 @@ def ingest(dicom_dir, labels_csv, out, size=64, window="auto", workers=1, folds=
         "series_issues": "reject" if volume else series_issues,
         "multi_label": multi_label,
     }
+    if size_plan is not None:
+        settings["plan"] = size_plan
     out.parent.mkdir(parents=True, exist_ok=True)
     digest = resume.fingerprint(labels_csv, (f for p in plan for f in p.files), dict(
         settings, schema=SCHEMA_VERSION, dicom_dir=str(dicom_dir.resolve()), folds=int(folds),
@@ -1205,6 +1227,8 @@ def _run(plan, dicom_dir, work, options, workers, classes, has_mask, folds, seed
     }
     if settings["multi_label"]:
         info["multi_label"] = True
+    if settings.get("plan"):
+        info["plan"] = settings["plan"]
     _write_text(tmp / "dataset.json", json.dumps(info, indent=2) + "\n")
     return dict(counts, workers_started=run_stats.get("workers_started", 0),
                 resumed_files=state["files"] if state is not None else 0)

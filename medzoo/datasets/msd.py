@@ -15,30 +15,34 @@ by patient (one case = one patient, keyed by an HMAC pseudonym of the case name)
 dataset dir names a file or a case. Files whose names start with ``.`` (``._CASE.nii.gz``: macOS
 metadata shipped inside the Decathlon tarballs) are not cases.
 
+Planning and resampling are DICOM volume ingest's (:mod:`medzoo.datasets.volumes`): the cases'
+fingerprint (spacings, shapes, foreground intensities of channel 0) gives the plan
+(:func:`medzoo.datasets.plan.make_plan`: target spacing, normalisation, patch and batch size);
+each case is normalised channel by channel, resampled to the target spacing (cubic; label maps
+label-wise) and padded like a DICOM series (:func:`medzoo.datasets.volumes.fit_to_plan`).
 Records follow the native-volume contract (docs/internals.md "Native-spacing volumes"): ``image``
-``D×H×W×C`` float32 normalised per the plan, ``mask`` ``D×H×W`` class indices, ``spacing``
-(each case's own, z y x mm), ``origin``, ``direction`` (LPS) and the ``original_*`` grid (the
-same: nothing is resampled here). The array axes are the NIfTI's voxel axes reversed
-(``data[i, j, k]`` → ``array[k, j, i]``), so ``direction`` may be any orthonormal matrix.
+``D×H×W×C`` float32, ``mask`` ``D×H×W`` class indices, ``spacing`` (the target), ``origin``,
+``direction`` (LPS) and the ``original_*`` grid (the case's own). The array axes are the NIfTI's
+voxel axes reversed (``data[i, j, k]`` → ``array[k, j, i]``), so ``direction`` may be any
+orthonormal matrix; the stored grid keeps voxel (0, 0, 0) and the direction.
 """
 
 from __future__ import annotations
 
 import collections
 import json
-import math
 import os
 import re
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from medzoo import fsio
-from medzoo.datasets import deid, manifest, records, splits
+from medzoo.datasets import deid, manifest, records, splits, volume_dir, volumes
+from medzoo.datasets import plan as planning
 from medzoo.datasets.annotations import AnnotationError
+from medzoo.datasets.label_maps import SeriesRejected
 from medzoo.datasets.nifti import LPS_TO_RAS, load_nifti
 from medzoo.errors import InputError
 
@@ -47,9 +51,6 @@ SCHEMA_VERSION = 1
 GRID_TOLERANCE_MM = 0.1
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})\.nii(\.gz)?$")
 _CT_NAMES = {"ct"}
-#: Interim plan values until medzoo.datasets.plan decides them (see docs/annotations.md).
-MAX_PATCH = (64, 128, 128)
-PATCH_MULTIPLE = 16
 
 
 class CaseRejected(Exception):
@@ -236,50 +237,37 @@ def load_case(case, n_channels: int, label_classes) -> tuple[np.ndarray, np.ndar
     return image, labels, _grid(affine0, shape)
 
 
-def _plan(cases_meta, channel_names, label_classes, samples) -> dict:
-    """A plan in the contract's shape: no resampling (target = median spacing), CT clipping at
-    the foreground's 0.5/99.5 percentiles, else per-volume z-score; a patch that fits the median
-    shape, rounded down to a multiple of 16 (at most 64×128×128)."""
-    spacings = np.array([m["spacing"] for m in cases_meta])
-    shapes = np.array([m["shape"] for m in cases_meta])
-    median_spacing = [float(v) for v in np.median(spacings, axis=0)]
-    median_shape = [int(v) for v in np.median(shapes, axis=0)]
-    ct = bool(channel_names) and all(n.strip().lower() in _CT_NAMES for n in channel_names)
-    if ct:
-        values = np.concatenate(samples) if samples else np.zeros(1, np.float32)
-        lo, hi = (float(v) for v in np.percentile(values, [0.5, 99.5]))
-        clipped = np.clip(values, lo, hi)
-        normalization = {"scheme": "ct", "clip": [lo, hi], "mean": float(clipped.mean()),
-                         "std": float(clipped.std() or 1.0)}
-    else:
-        normalization = {"scheme": "zscore"}
-    patch = [max(PATCH_MULTIPLE, min(cap, s) // PATCH_MULTIPLE * PATCH_MULTIPLE)
-             for cap, s in zip(MAX_PATCH, median_shape)]
-    spread = spacings.max(0) / np.maximum(spacings.min(0), 1e-9)
-    return {"schema_version": 1, "modality": "CT" if ct else ",".join(channel_names),
-            "median_spacing": median_spacing, "target_spacing": median_spacing,
-            "anisotropic": bool(max(median_spacing) > 3 * min(median_spacing)),
-            "median_shape": median_shape, "normalization": normalization,
-            "patch_size": patch, "batch_size": 2, "memory_gb": 8.0,
-            "label_classes": list(label_classes), "foreground_oversample": 0.33,
-            "overrides": {}, "resampled": False,
-            "spacing_spread": [round(float(v), 4) for v in spread]}
+def _modality(channel_names) -> str:
+    """``CT`` when every channel is CT (the plan then clips and z-scores with the dataset's
+    statistics), else the channel names (per-volume z-score)."""
+    if channel_names and all(n.strip().lower() in _CT_NAMES for n in channel_names):
+        return "CT"
+    return ",".join(channel_names)
 
 
-def normalise(image: np.ndarray, normalization: dict) -> np.ndarray:
-    """Apply the plan's normalisation to ``(D, H, W, C)`` (z-score: per channel, per volume)."""
-    if normalization["scheme"] == "ct":
-        lo, hi = normalization["clip"]
-        return ((np.clip(image, lo, hi) - normalization["mean"])
-                / normalization["std"]).astype(np.float32)
-    mean = image.mean(axis=(0, 1, 2), keepdims=True)
-    std = image.std(axis=(0, 1, 2), keepdims=True)
-    return ((image - mean) / np.where(std > 0, std, 1.0)).astype(np.float32)
+def _normalise(image: np.ndarray, normalization: dict) -> np.ndarray:
+    """The plan's normalisation, channel by channel (z-score: each channel its own statistics)."""
+    for c in range(image.shape[-1]):
+        image[..., c] = planning.normalize(image[..., c], normalization)
+    return image
 
 
-def ingest_msd(root, out, *, folds: int = 5, seed: int = 0, key_file=None, strict: bool = False,
+def ingest_msd(root, out, *, spacing="auto", memory_gb: float = planning.DEFAULT_MEMORY_GB,
+               patch_size=None, batch_size=None, normalization=None, folds: int = 5,
+               seed: int = 0, key_file=None, strict: bool = False,
                records_per_shard: int = records.RECORDS_PER_SHARD) -> dict:
     """Ingest an MSD / nnU-Net raw folder (see the module docstring) into dataset dir ``out``.
+
+    Parameters
+    ----------
+    root, out : path-like
+        The raw folder; the dataset dir to create (new or empty).
+    spacing : "auto" or "Z,Y,X" or 3 floats
+        Target spacing in mm (auto: the plan's, from the cases' fingerprint).
+    memory_gb, patch_size, batch_size, normalization
+        Plan inputs and overrides (:func:`medzoo.datasets.plan.make_plan`).
+    folds, seed, key_file, strict, records_per_shard
+        As :func:`medzoo.datasets.volumes.ingest_volumes`.
 
     Returns
     -------
@@ -290,9 +278,12 @@ def ingest_msd(root, out, *, folds: int = 5, seed: int = 0, key_file=None, stric
     Raises
     ------
     InputError
-        Not such a folder, ``out`` not new/empty, no usable case, too few cases for the folds.
+        Not such a folder, ``out`` not new/empty, bad plan options, no usable case, too few
+        cases for the folds.
     """
     root, out = Path(root), Path(out)
+    target = volumes.parse_spacing(spacing)
+    patch_size = volumes.parse_triple(patch_size, "--patch-size")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"Output {out}: expected a new or empty folder. Received: it holds "
                          "existing files; refusing to overwrite")
@@ -301,49 +292,62 @@ def ingest_msd(root, out, *, folds: int = 5, seed: int = 0, key_file=None, stric
     channel_names = layout["channel_names"] or ["channel0"]
     key = deid.load_or_create_key(key_file)
     rejected, loaded, samples = [], [], []
+    sample_n = max(1000, planning.SAMPLE_VALUES // max(1, len(cases)))
 
     def reject(case, reason):
         rel = os.path.relpath(case["images"][0], root)
         rejected.append((case["row"], rel, reason))
         print(f"medzoo ingest: rejected {rel}: {reason}", file=sys.stderr)
 
-    rng = np.random.default_rng(seed)
-    for case in cases:  # pass 1: check every case, measure the plan's inputs
+    for case in cases:  # pass 1: check every case, measure the fingerprint
         try:
             image, labels, grid = load_case(case, len(channel_names), label_classes)
         except CaseRejected as e:
             reject(case, str(e))
             continue
-        fg = image[..., 0][labels > 0] if labels is not None and labels.any() else image[..., 0]
-        samples.append(rng.choice(fg.ravel(), size=min(fg.size, 10_000), replace=False))
+        samples.append(planning.foreground_sample(image[..., 0], labels, n=sample_n, seed=seed))
         # the image-level label (for stratified folds): the last label class present
         present = sorted(set(np.unique(labels).tolist()) - {0}) if labels is not None else []
-        loaded.append((case, grid, labels is not None,
-                       label_classes[present[-1]] if present else "empty"))
+        loaded.append((case, grid, label_classes[present[-1]] if present else "empty"))
     if not loaded:
         raise InputError(f"No readable input: all {len(cases)} cases in {root} were rejected "
                          "(see the lines above)")
-    plan = _plan([g for _, g, _, _ in loaded], channel_names, label_classes, samples)
-    has_mask = any(m for _, _, m, _ in loaded)
-    classes = manifest.order_classes(name for _, _, _, name in loaded)
+    fingerprint = planning.make_fingerprint([g["spacing"] for _, g, _ in loaded],
+                                            [g["shape"] for _, g, _ in loaded],
+                                            _modality(channel_names), samples)
+    try:
+        plan = planning.make_plan(fingerprint, memory_gb=memory_gb, target_spacing=target,
+                                  patch_size=patch_size, batch_size=batch_size,
+                                  normalization=normalization, label_classes=label_classes,
+                                  channels=len(channel_names))
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    print("medzoo ingest: plan\n" + planning.describe(plan), file=sys.stderr)
+    has_mask = any(case["label"] is not None for case, _, _ in loaded)
+    classes = manifest.order_classes(name for _, _, name in loaded)
     class_index = {c: i for i, c in enumerate(classes)}
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.msd-", dir=out.parent))
+    tmp, lock = volume_dir.work_dir(out)
     try:
-        index, totals = [], [0.0, 0.0, 0]
+        index, stats = [], [0.0, 0.0, 0]
         with records.ShardWriter(tmp / "shards", records_per_shard) as writer:
-            for case, grid, _, name in loaded:  # pass 2: write
+            for case, grid, name in loaded:  # pass 2: normalise, resample, write
                 image, labels, _ = load_case(case, len(channel_names), label_classes)
-                image = normalise(image, plan["normalization"])
-                if has_mask and labels is None:
-                    labels = np.zeros(image.shape[:3], np.uint8)
+                image = _normalise(image, plan["normalization"])
+                try:
+                    image, mask = volumes.fit_to_plan(image, labels, grid["spacing"], plan,
+                                                      len(label_classes))
+                except SeriesRejected as exc:
+                    reject(case, exc.reason)
+                    continue
                 record_id = f"r{len(index) + 1:06d}"
-                features = records.record_features(record_id, image, class_index[name], labels,
-                                                   spacing=grid["spacing"])
-                features.update(origin=grid["origin"], direction=grid["direction"],
-                                original_shape=grid["shape"], original_spacing=grid["spacing"],
-                                original_origin=grid["origin"])
-                writer.write(features)
+                writer.write(records.record_features(
+                    record_id, image, class_index[name], mask, spacing=plan["target_spacing"],
+                    geometry={"origin": grid["origin"], "direction": grid["direction"],
+                              "original_shape": grid["shape"],
+                              "original_spacing": grid["spacing"],
+                              "original_origin": grid["origin"]}))
+                volume_dir.add_pixel_stats(stats, image)
                 index.append({"record_id": record_id, "row": case["row"], "frame": 1,
                               "patient": deid.pseudonym(key, "patient", case["name"]),
                               "study": deid.pseudonym(key, "study", case["name"]),
@@ -352,24 +356,30 @@ def ingest_msd(root, out, *, folds: int = 5, seed: int = 0, key_file=None, stric
                               "window_center": 0.0, "window_width": 0.0,
                               "photometric": "MONOCHROME2",
                               "has_mask": int(case["label"] is not None),
-                              "voi": "plan", "slices": grid["shape"][0]})
-                totals[0] += float(image.sum(dtype=np.float64))
-                totals[1] += float(np.square(image, dtype=np.float64).sum())
-                totals[2] += image.size
+                              "voi": "plan", "slices": grid["shape"][0], "_files": 1,
+                              "_names": [name]})
+                del image, mask
+        if not index:
+            raise InputError(f"No readable input: all {len(cases)} cases in {root} were "
+                             "rejected (see the lines above)")
         assignment = _folds([r["patient"] for r in index], [r["label"] for r in index], folds,
                             seed)
         for rec in index:
             rec["fold"] = assignment[rec["patient"]]
         splits.check_grouped([r["patient"] for r in index], [r["fold"] for r in index])
-        summary = _write_tables(tmp, index, rejected, classes, label_classes, channel_names,
-                                plan, totals, len(cases), folds, seed, key, has_mask, layout)
-        if out.exists():
-            out.rmdir()
-        os.rename(tmp, out)
+        summary = volume_dir.write_dataset_tables(
+            tmp, index, rejected, classes, label_classes, plan, fingerprint, stats, len(cases),
+            folds, seed, key, has_mask, channels=len(channel_names),
+            extra_info={"source_layout": layout["layout"],
+                        "channel_names": list(channel_names)})
+        volume_dir.publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    summary.update(strict_failed=bool(strict and summary["rejected"]), out=str(out))
+    finally:
+        os.close(lock)
+    summary.update(layout=layout["layout"], channels=len(channel_names),
+                   strict_failed=bool(strict and summary["rejected"]), out=str(out))
     return summary
 
 
@@ -383,40 +393,3 @@ def _folds(patients, labels, folds: int, seed: int) -> dict:
                          f"patients. Received: {len(unique)} patients")
     order = np.random.default_rng(int(seed)).permutation(len(unique))
     return {unique[p]: n % int(folds) for n, p in enumerate(order)}
-
-
-def _write_tables(tmp, index, rejected, classes, label_classes, channel_names, plan, totals,
-                  n_inputs, folds, seed, key, has_mask, layout) -> dict:
-    cols = manifest.INDEX_COLUMNS + manifest.INDEX_EXTRA_COLUMNS
-    fsio.write_csv(tmp / "index.csv", ({c: rec[c] for c in cols} for rec in index), cols)
-    fsio.write_csv(tmp / "rejected.csv",
-                   ({"row": r, "path": p, "reason": why} for r, p, why in sorted(rejected)),
-                   ("row", "path", "reason"))
-    per_class = collections.Counter(classes[rec["label"]] for rec in index)
-    per_fold = collections.Counter(str(rec["fold"]) for rec in index)
-    counts = {"inputs": n_inputs, "loaded": len(index), "rejected": len(rejected),
-              "records": len(index), "per_class": {c: per_class[c] for c in classes},
-              "per_fold": {str(f): per_fold[str(f)] for f in range(folds)},
-              "patients": len({rec["patient"] for rec in index}),
-              "rejected_by_reason": dict(sorted(collections.Counter(
-                  why for _, _, why in rejected).items()))}
-    if counts["loaded"] + counts["rejected"] != n_inputs:  # the promise, checked
-        raise AssertionError(f"inputs {n_inputs} != loaded {counts['loaded']} + rejected "
-                             f"{counts['rejected']}")
-    total, total_sq, n = totals
-    mean = total / n
-    info = {"schema_version": SCHEMA_VERSION,
-            "task": "segmentation" if has_mask else "classification",
-            "kind": "volume", "spacing_mode": "native", "source_layout": layout["layout"],
-            "image_size": plan["median_shape"], "channels": len(channel_names),
-            "channel_names": list(channel_names), "classes": classes,
-            "label_classes": list(label_classes), "has_mask": has_mask, "window": None,
-            "folds": int(folds), "seed": int(seed), "counts": counts,
-            "modalities": {plan["modality"]: len(index)},
-            "pixel_stats": {"mean": round(mean, 6),
-                            "std": round(math.sqrt(max(0.0, total_sq / n - mean * mean)), 6)},
-            "key_fingerprint": deid.key_fingerprint(key), "input_columns": ["path"],
-            "plan": plan}
-    fsio.write_json(tmp / "plan.json", plan)
-    fsio.write_json(tmp / "dataset.json", info)
-    return dict(counts, layout=layout["layout"], channels=len(channel_names), plan=plan)

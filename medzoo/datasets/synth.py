@@ -237,7 +237,8 @@ def _atomic_bytes(path: Path, data: bytes):
 
 
 def write_synthetic(out, patients=60, modality="ct", size=64, slices=4, seed=0, compress=None,
-                    paired=False, classes=2, multi_label=False, positive_fraction=None):
+                    paired=False, classes=2, multi_label=False, positive_fraction=None,
+                    difficulty="easy", knobs=None):
     """Write ``patients`` synthetic chest series as DICOM plus ``labels.csv``.
 
     Parameters
@@ -271,6 +272,13 @@ def write_synthetic(out, patients=60, modality="ct", size=64, slices=4, seed=0, 
     positive_fraction : float, optional
         Fraction of patients with a finding (class imbalance, e.g. 0.1 for 1:9); default:
         classes in turn (balanced).
+    difficulty : {"easy", "medium", "hard"}
+        Preset of the difficulty knobs (see :mod:`medzoo.datasets.difficulty`); ``easy`` without
+        ``knobs`` is the seed's phantom, byte-identical for the same seed.
+    knobs : dict, optional
+        Explicit knobs over the preset (``lesion_contrast_hu``, ``lesion_radius_mm``,
+        ``distractors``, ``distractor_radius_mm``, ``blur_mm``, ``noise_hu``, ``anatomy``,
+        ``scanner``, ``label_noise``).
 
     Returns
     -------
@@ -298,6 +306,14 @@ def write_synthetic(out, patients=60, modality="ct", size=64, slices=4, seed=0, 
                          f"Received: patients={patients}, size={size}, slices={slices}")
     from pydicom.filewriter import dcmwrite
 
+    from medzoo.datasets import difficulty as _difficulty
+
+    level = _difficulty.resolve(difficulty, **(knobs or {}))
+    if level is not None and level["label_noise"] and (multi_label or len(names) != 2):
+        raise ValueError("Argument `label_noise` needs a two-class task. "
+                         f"Received: classes={classes}, multi_label={multi_label}")
+    flipped = 0
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows, phi_strings, folders = [], set(), []
@@ -316,6 +332,11 @@ def write_synthetic(out, patients=60, modality="ct", size=64, slices=4, seed=0, 
             one["density"] = FINDINGS.get(finding, 1.0)
             lesion = [*(lesion or []), one]
         store_params = {"slope": round(float(rng.uniform(0.5, 2.0)), 4)}
+        if level is not None:  # a stream of its own: easy's draws stay as they were
+            level_rng = np.random.default_rng([int(seed), p, 19])
+            level_params = _difficulty.patient(level_rng, level, size, slices, findings, FINDINGS)
+            if level_rng.random() < level["label_noise"]:
+                label, flipped = _difficulty.flipped(label, names), flipped + 1
         uids = {"study": _uid(seed, p, "study"), "series": _uid(seed, p, "series"),
                 "frame": _uid(seed, p, "frame")}
         folder = out / phi["PatientID"]
@@ -333,7 +354,11 @@ def write_synthetic(out, patients=60, modality="ct", size=64, slices=4, seed=0, 
             for j, m in enumerate(mods):
                 # co-registered: the same anatomy and lesion, noise of its own per modality
                 sub_rng = rng if j == 0 else np.random.default_rng([int(seed), p, k, 7])
-                values, mask = phantom_slice(sub_rng, size, lesion, k, m)
+                if level is None:
+                    values, mask = phantom_slice(sub_rng, size, lesion, k, m)
+                else:
+                    values, mask = _difficulty.phantom_slice(sub_rng, size, level_params, k, m,
+                                                             level, _TISSUE[m])
                 stored, tags = _store(values, m, store_params)
                 sop = dict(uids, sop=_uid(seed, p, "sop", k) if j == 0 else _uid(seed, p, m, k))
                 if j:
@@ -375,4 +400,5 @@ def write_synthetic(out, patients=60, modality="ct", size=64, slices=4, seed=0, 
         "labels_csv": str(out / "labels.csv"),
         "phi": sorted(phi_strings),
         "patient_folders": folders,
+        **({"difficulty": level, "labels_flipped": flipped} if level is not None else {}),
     }

@@ -27,13 +27,13 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from medzoo import fsio
-from medzoo.datasets import deid, dicom, manifest, plan as planning, records, resample, splits
+from medzoo.datasets import (deid, dicom, manifest, plan as planning, records, resample, splits,
+                             volume_dir)
 from medzoo.datasets.geometry import SeriesGeometry, series_geometry
 from medzoo.datasets.label_maps import (SeriesRejected, load_label_map, remap,
                                         resolve_label_classes)
@@ -254,36 +254,74 @@ def prepare_series(item: dict, plan: dict, label_classes, segment_map=None):
     """
     geometry: SeriesGeometry = item["geometry"]
     spacing = geometry.spacing
-    target = plan["target_spacing"]
     volume = _decode_series(item["files"], geometry)
     volume = planning.normalize(volume, plan["normalization"], copy=False)
-    shape = resample.target_shape(volume.shape, spacing, target)
-    pad_value = float(volume.min())
-    image = resample.resample_to_shape(volume, spacing, shape, target, order=3)
-    del volume
+    labels = None
     if item["row"].mask is not None:
         labels, classes = load_label_map(item["row"].mask, geometry, label_classes, segment_map)
         labels = remap(labels, classes, label_classes)
-        mask = resample.labels_to_shape(labels, spacing, shape, target,
-                                        n_classes=len(label_classes or classes))
-        del labels
+        n_classes = len(label_classes or classes)
     else:
-        mask = np.zeros(shape, np.uint8)
+        n_classes = None
+    image, mask = fit_to_plan(volume[..., None], labels, spacing, plan, n_classes)
+    del volume, labels
+    origin = geometry.affine()[:3, 3]
+    grid = {"origin": origin, "direction": geometry.direction(),
+            "original_shape": geometry.shape, "original_spacing": spacing,
+            "original_origin": origin}
+    return image, mask, grid
+
+
+def fit_to_plan(image, labels, spacing, plan: dict, n_classes=None):
+    """A normalised volume and its label map → the plan's target grid, ready to be a record.
+
+    The image is resampled with a cubic kernel (channel by channel), the label map label-wise
+    (:mod:`medzoo.datasets.resample`); a volume a little smaller than one patch is padded at
+    the far end (voxel (0, 0, 0), hence the origin, stays put), with each channel's minimum.
+
+    Parameters
+    ----------
+    image : ndarray
+        ``(D, H, W, C)`` float32, normalised per ``plan["normalization"]``.
+    labels : ndarray or None
+        ``(D, H, W)`` class indices; None: an all-background mask is returned.
+    spacing : 3-sequence
+        Source spacing (mm, z y x).
+    plan : dict
+        ``target_spacing`` and ``patch_size`` are used.
+    n_classes : int, optional
+        Classes of the label map (default: its maximum + 1).
+
+    Returns
+    -------
+    tuple
+        ``(image (D', H', W', C) float32, mask (D', H', W') uint8)``.
+
+    Raises
+    ------
+    SeriesRejected
+        The resampled volume covers less than :data:`MIN_PATCH_SHARE` of the patch along an
+        axis ("volume too small for one patch").
+    """
+    target = plan["target_spacing"]
+    shape = resample.target_shape(image.shape[:3], spacing, target)
     patch = plan["patch_size"]
     if any(n < MIN_PATCH_SHARE * p for n, p in zip(shape, patch)):
         raise SeriesRejected(f"volume too small for one patch (resampled "
                              f"{'x'.join(map(str, shape))} voxels, patch "
                              f"{'x'.join(map(str, patch))}; padding would fill more than half)")
     padded = [max(n, p) for n, p in zip(shape, patch)]
-    if padded != list(shape):  # pad at the far end: voxel (0, 0, 0) and the origin stay put
-        widths = [(0, p - n) for n, p in zip(shape, padded)]
-        image = np.pad(image, widths, constant_values=pad_value)
-        mask = np.pad(mask, widths, constant_values=0)
-    origin = geometry.affine()[:3, 3]
-    grid = {"origin": origin, "direction": geometry.direction(),
-            "original_shape": geometry.shape, "original_spacing": spacing,
-            "original_origin": origin}
-    return image[..., None], mask, grid
+    widths = [(0, p - n) for n, p in zip(shape, padded)]
+    out = np.empty((*padded, image.shape[3]), np.float32)
+    for c in range(image.shape[3]):
+        channel = image[..., c]
+        resampled = resample.resample_to_shape(channel, spacing, shape, target, order=3)
+        out[..., c] = np.pad(resampled, widths, constant_values=float(channel.min()))
+        del resampled
+    if labels is None:
+        return out, np.zeros(padded, np.uint8)
+    mask = resample.labels_to_shape(labels, spacing, shape, target, n_classes=n_classes)
+    return out, np.pad(mask, widths, constant_values=0)
 
 
 def _plan_from(items, label_classes, *, target_spacing, memory_gb, patch_size, batch_size,
@@ -433,7 +471,7 @@ def ingest_volumes(dicom_dir, labels_csv, out, *, spacing="auto", label_classes=
     class_index = {c: i for i, c in enumerate(classes)}
     has_mask = any(r.mask is not None for r in rows)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp, lock = _work_dir(out)
+    tmp, lock = volume_dir.work_dir(out)
     try:
         index, stats = [], [0.0, 0.0, 0]
         bar = _bar(None, "ingest", progress, total=len(items))
@@ -450,10 +488,7 @@ def ingest_volumes(dicom_dir, labels_csv, out, *, spacing="auto", label_classes=
                 writer.write(records.record_features(
                     record_id, image, label, mask, spacing=plan["target_spacing"],
                     geometry=grid))
-                for slab in image:  # slice by slice: no float64 copy of the volume
-                    stats[0] += float(slab.sum(dtype=np.float64))
-                    stats[1] += float(np.square(slab, dtype=np.float64).sum())
-                stats[2] += image.size
+                volume_dir.add_pixel_stats(stats, image)
                 center, width = _window_of(plan)
                 index.append({
                     "record_id": record_id, "row": row.row, "frame": 1,
@@ -473,16 +508,9 @@ def ingest_volumes(dicom_dir, labels_csv, out, *, spacing="auto", label_classes=
         for rec in index:
             rec["fold"] = by_patient[rec["patient"]]
         splits.check_grouped(patients, [rec["fold"] for rec in index])
-        summary = _write_tables(tmp, index, rejected, classes, label_classes, plan, fingerprint,
-                                stats, n_inputs, folds, seed, key, has_mask)
-        umask = os.umask(0)
-        os.umask(umask)
-        for path in [tmp, *tmp.rglob("*")]:  # mkdtemp/mkstemp make them private: as any file
-            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
-        (tmp / ".lock").unlink()
-        if out.exists():
-            out.rmdir()
-        os.rename(tmp, out)
+        summary = volume_dir.write_dataset_tables(tmp, index, rejected, classes, label_classes, plan,
+                                       fingerprint, stats, n_inputs, folds, seed, key, has_mask)
+        volume_dir.publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -490,33 +518,6 @@ def ingest_volumes(dicom_dir, labels_csv, out, *, spacing="auto", label_classes=
         os.close(lock)
     summary.update(strict_failed=bool(strict and summary["rejected"]), out=str(out))
     return summary
-
-
-def _work_dir(out: Path):
-    """A new hidden work folder beside OUT, flock'ed while this ingest runs, and its lock.
-
-    Work folders of OUT left by an ingest that was killed (their lock is free) are removed
-    first: a killed native ingest is not resumed, and its partial shards may be large.
-    """
-    import fcntl
-
-    for stale in out.parent.glob(f".{out.name}.volumes-*"):
-        try:
-            fd = os.open(stale / ".lock", os.O_RDWR)
-        except OSError:
-            continue  # no lock yet: being created right now
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            continue  # another ingest of OUT is running
-        else:
-            shutil.rmtree(stale, ignore_errors=True)
-        finally:
-            os.close(fd)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.volumes-", dir=out.parent))
-    lock = os.open(tmp / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    return tmp, lock
 
 
 def _prepare_task(item, plan, label_classes, segment_map):
@@ -569,57 +570,6 @@ def _window_of(plan) -> tuple[float, float]:
     return 0.0, 0.0
 
 
-def _write_tables(tmp, index, rejected, classes, label_classes, plan, fingerprint, stats,
-                  n_inputs, folds, seed, key, has_mask) -> dict:
-    cols = manifest.INDEX_COLUMNS + manifest.INDEX_EXTRA_COLUMNS
-    fsio.write_csv(tmp / "index.csv", ({c: rec[c] for c in cols} for rec in index), cols)
-    fsio.write_csv(tmp / "rejected.csv",
-                   ({"row": r, "path": p, "reason": why} for r, p, why in sorted(rejected)),
-                   ("row", "path", "reason"))
-    fsio.write_csv(tmp / "warnings.csv", [], ("row", "path", "reason"))
-    loaded = sum(rec["_files"] for rec in index)
-    per_class = {c: 0 for c in classes}
-    per_fold = {str(f): 0 for f in range(folds)}
-    for rec in index:
-        for name in rec["_names"]:
-            per_class[name] += 1
-        per_fold[str(rec["fold"])] += 1
-    by_reason = collections.Counter(reason for _, _, reason in rejected)
-    counts = {"inputs": n_inputs, "loaded": loaded, "rejected": len(rejected),
-              "records": len(index), "per_class": per_class, "per_fold": per_fold,
-              "patients": len({rec["patient"] for rec in index}),
-              "rejected_by_reason": dict(sorted(by_reason.items())), "warnings": 0}
-    if loaded + len(rejected) != n_inputs:  # the promise: every input accounted for once
-        raise AssertionError(f"inputs {n_inputs} != loaded {loaded} + rejected {len(rejected)}")
-    total, total_sq, n = stats
-    mean = total / n
-    info = {
-        "schema_version": SCHEMA_VERSION,
-        "task": "segmentation" if has_mask else "classification",
-        "kind": "volume",
-        "spacing_mode": "native",
-        "image_size": plan["median_shape"],
-        "channels": 1,
-        "classes": classes,
-        "label_classes": list(label_classes) if label_classes else ["background"],
-        "has_mask": has_mask,
-        "window": None,
-        "folds": int(folds),
-        "seed": int(seed),
-        "counts": counts,
-        "modalities": dict(sorted(collections.Counter(r["modality"] for r in index).items())),
-        "pixel_stats": {"mean": round(mean, 6),
-                        "std": round(math.sqrt(max(0.0, total_sq / n - mean * mean)), 6)},
-        "key_fingerprint": deid.key_fingerprint(key),
-        "input_columns": ["path"],
-        "plan": plan,
-    }
-    fsio.write_json(tmp / "plan.json", plan)
-    fsio.write_json(tmp / "fingerprint.json", fingerprint)
-    fsio.write_json(tmp / "dataset.json", info)
-    return dict(counts, plan=plan)
-
-
 def replan_dataset(ds_dir, *, memory_gb=None, patch_size=None, batch_size=None,
                    normalization=None, write: bool = False) -> dict:
     """A volume dataset's plan: as stored, or re-planned from its fingerprint.
@@ -652,7 +602,7 @@ def replan_dataset(ds_dir, *, memory_gb=None, patch_size=None, batch_size=None,
             memory_gb=stored["memory_gb"] if memory_gb is None else memory_gb,
             target_spacing=stored["target_spacing"], patch_size=patch_size,
             batch_size=batch_size, normalization=stored["normalization"]["scheme"],
-            label_classes=stored["label_classes"],
+            label_classes=stored["label_classes"], channels=int(info.get("channels", 1)),
             foreground_oversample=stored["foreground_oversample"])
     except ValueError as exc:
         raise InputError(str(exc)) from None

@@ -7,7 +7,8 @@ and with the reference annotation of that series under REF: a SEG or RTSTRUCT re
 same series, or a NIfTI named after the series folder (``REF/<folder name>.nii.gz``). Both are
 read onto the series' grid by :func:`medzoo.datasets.annotations.read_label_map` (one class
 list, one segment map), and each structure is scored: Dice, and HD95 (mm) — the larger of the
-two directed 95th percentiles of surface-to-surface distances, as MONAI computes it.
+two directed 95th percentiles of surface-to-surface distances, as MONAI computes it — by
+:mod:`medzoo.evaluation.surface` (the metrics of volume evaluation).
 
 No TensorFlow and no model: predictions are files. Per-structure results go to
 ``per_case.csv`` and ``metrics.json``; a prediction that cannot be paired or read is a line in
@@ -27,6 +28,7 @@ import numpy as np
 
 from medzoo import fsio
 from medzoo.errors import InputError
+from medzoo.evaluation.surface import binary_metrics
 
 
 
@@ -39,39 +41,13 @@ def _silenced():
 
 
 # ------------------------------------------------------------------------------ metrics
-def dice(pred: np.ndarray, ref: np.ndarray) -> float:
-    """Dice of two boolean masks; 1.0 when both are empty."""
-    pred, ref = np.asarray(pred, bool), np.asarray(ref, bool)
-    total = int(pred.sum()) + int(ref.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(pred, ref).sum()) / total
-
-
-def _surface(mask: np.ndarray) -> np.ndarray:
-    from scipy import ndimage
-
-    return mask & ~ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(
-        mask.ndim, 1), border_value=0)
-
-
-def hd95(pred: np.ndarray, ref: np.ndarray, spacing) -> float | None:
-    """95th-percentile Hausdorff distance in mm (max of both directions); 0.0 when both masks
-    are empty, None when exactly one is (undefined)."""
-    from scipy import ndimage
-
-    pred, ref = np.asarray(pred, bool), np.asarray(ref, bool)
-    if not pred.any() and not ref.any():
-        return 0.0
-    if not pred.any() or not ref.any():
-        return None
-    sp, sr = _surface(pred), _surface(ref)
-    to_ref = ndimage.distance_transform_edt(~sr, sampling=spacing)[sp]
-    to_pred = ndimage.distance_transform_edt(~sp, sampling=spacing)[sr]
-    return float(max(np.percentile(to_ref, 95), np.percentile(to_pred, 95)))
-
-
 def structure_metrics(pred_labels, pred_classes, ref_labels, ref_classes, spacing) -> dict:
     """``{class: {"dice", "hd95_mm", "pred_voxels", "ref_voxels"}}`` for every class the
     prediction declares (but background), matched to the reference's class of the same name.
+
+    Dice and HD95 are :func:`medzoo.evaluation.surface.binary_metrics`'s (one implementation
+    of the mm metrics); ``hd95_mm`` is 0.0 when both masks are empty and None when exactly one
+    is (undefined).
 
     Raises
     ------
@@ -86,7 +62,10 @@ def structure_metrics(pred_labels, pred_classes, ref_labels, ref_classes, spacin
             raise ValueError(f"predicted structure {name!r} is not a reference class (expected "
                              f"one of {list(ref_classes[1:])}; map it with --segment-map)")
         p, r = pred_labels == value, ref_labels == ref_classes.index(name)
-        out[name] = {"dice": dice(p, r), "hd95_mm": hd95(p, r, spacing),
+        m = binary_metrics(p, r, spacing)
+        # this report's conventions: HD95 0 when both masks are empty, None when one is
+        hd = m["hd95"] if math.isfinite(m["hd95"]) else (0.0 if m["dice"] == 1.0 else None)
+        out[name] = {"dice": m["dice"], "hd95_mm": hd,
                      "pred_voxels": int(p.sum()), "ref_voxels": int(r.sum())}
     return out
 

@@ -19,7 +19,7 @@ from medzoo import __version__, fsio
 from medzoo.errors import InputError
 from medzoo.evaluation.stats import describe
 
-__all__ = ["write_report", "render_report", "stat_sentences"]
+__all__ = ["write_report", "render_report", "stat_sentences", "verdict_sentences"]
 
 CHART_ORDER = ("comparison", "folds_accuracy", "folds_auc", "roc", "pr", "calibration", "confusion", "curves")
 CHART_CAPTIONS = {
@@ -167,8 +167,85 @@ def stat_sentences(stats: dict, alpha: float = 0.05) -> list[str]:
     return lines
 
 
-def _figures(folder: Path, is_cv: bool = False) -> str:
-    pngs = {p.stem: p for p in sorted(folder.glob("*.png"))}
+def _p_only(result: dict | None) -> float | None:
+    p = (result or {}).get("p_value")
+    return float(p) if isinstance(p, (int, float)) and math.isfinite(p) else None
+
+
+def _chance_verdict(model: str, stats: dict, alpha: float) -> str:
+    """One sentence: is ``model`` better than chance, on which evidence, with p."""
+    corrected = (stats.get("vs_chance_corrected") or {}).get(model) or {}
+    # fold AUC first; when every fold gave the same AUC (t undefined), fold accuracy
+    metric = next((m for m in ("auc", "accuracy") if _p_only(corrected.get(m)) is not None),
+                  "auc" if "auc" in corrected else next(iter(corrected), None))
+    r = corrected.get(metric) if metric else None
+    patients = (stats.get("vs_chance_patients") or {}).get(model)
+    if r is not None and _p_only(r) is not None:
+        p, mean, chance = _p_only(r), r.get("mean"), r.get("chance")
+        better = p < alpha and mean > chance
+        return (f"{model} is {'better than chance' if better else 'not shown to be better than chance'}: "
+                f"{metric.upper() if metric == 'auc' else metric} {mean:.3f} over {r.get('n')} folds vs "
+                f"chance {chance:.3f} (Nadeau–Bengio corrected t, {describe(r)}).")
+    if patients is not None and _p_only(patients) is not None:
+        p = _p_only(patients)
+        why = "every fold gave the same value, so the fold t-test is not defined; " if r else ""
+        return (f"{model} is {'better than chance' if p < alpha else 'not shown to be better than chance'}: "
+                f"{why}patient-level accuracy {patients.get('mean'):.3f} vs chance "
+                f"{patients.get('chance'):.3f} (exact binomial, {describe(patients)}).")
+    return f"{model}: no test against chance could be computed ({(r or {}).get('note', 'too few folds')})."
+
+
+def _pair_verdict(entry: dict, alpha: float) -> str:
+    """One sentence: which of two models is better (DeLong on pooled AUC first), with p."""
+    a, b = entry.get("a"), entry.get("b")
+    delong, t, mc = entry.get("delong") or {}, entry.get("corrected_resampled_ttest") or {}, entry.get("mcnemar") or {}
+    evidence = []
+    if _p_only(delong) is not None:
+        evidence.append(f"DeLong on pooled AUC {delong['auc_a']:.3f} vs {delong['auc_b']:.3f}, {describe(delong)}")
+    if _p_only(t) is not None:
+        evidence.append(f"corrected t on fold {entry.get('metric')}, {describe(t)}")
+    if _p_only(mc) is not None:
+        evidence.append(f"McNemar on pooled calls, {describe(mc)}")
+    if not evidence:
+        return f"{a} vs {b}: no comparison could be computed ({t.get('note', 'not defined')})."
+    decisive = next((r for r in (delong, t) if _p_only(r) is not None and _p_only(r) < alpha), None)
+    if decisive is None:
+        return f"{a} and {b} are not shown to differ ({'; '.join(evidence)})."
+    diff = decisive.get("effect_size") if decisive is delong else decisive.get("mean_difference")
+    if not isinstance(diff, (int, float)):
+        diff = (delong.get("effect_size") or 0.0)
+    better, worse = (a, b) if diff > 0 else (b, a)
+    return f"{better} is better than {worse} ({'; '.join(evidence)})."
+
+
+def verdict_sentences(stats: dict, alpha: float = 0.05) -> list[str]:
+    """The answer first: one sentence per model against chance, one per pair of models.
+
+    Against chance: the Nadeau–Bengio corrected t on fold AUC, or on fold accuracy when the AUC
+    test is not defined (every fold gave the same AUC); when neither is, the patient-level exact
+    binomial test.
+    Between models: DeLong's test on the pooled out-of-fold AUCs, then the corrected t on fold
+    scores; a model is called better when either is significant at ``alpha`` (the sign of that
+    test's difference says which), and both are quoted with McNemar's test on pooled calls.
+    """
+    lines = [_chance_verdict(model, stats, alpha) for model in (stats.get("vs_chance_corrected") or {})]
+    lines += [_pair_verdict(entry, alpha) for entry in stats.get("between_models") or []]
+    return lines
+
+
+def _lead_chart(folder: Path) -> tuple[str, str | None]:
+    """The chart under the verdict: per-fold AUC per model (per-fold accuracy without AUC)."""
+    for stem in ("folds_auc", "folds_accuracy"):
+        png = folder / f"{stem}.png"
+        if png.is_file():
+            data = base64.b64encode(png.read_bytes()).decode("ascii")
+            return (f'<figure><img alt="{stem}" src="data:image/png;base64,{data}">'
+                    f"<figcaption>{html.escape(CHART_CAPTIONS[stem])}</figcaption></figure>", stem)
+    return "", None
+
+
+def _figures(folder: Path, is_cv: bool = False, skip: str | None = None) -> str:
+    pngs = {p.stem: p for p in sorted(folder.glob("*.png")) if p.stem != skip}
     captions = {**CHART_CAPTIONS, **(CV_CAPTIONS if is_cv else {})}
     ordered = [pngs.pop(k) for k in CHART_ORDER if k in pngs] + list(pngs.values())
     parts = []
@@ -392,6 +469,12 @@ def render_report(folder) -> str:
                          "folds.csv, stats.json or table.csv. Received: none of them")
     is_cv = any(n not in ("metrics.json", "table.csv") for n in known)
     body = [f"<h1>medzoo {'cross-validation' if is_cv else 'evaluation'} report</h1>"]
+    lead = None
+    if is_cv and (folder / "stats.json").is_file():
+        verdict = verdict_sentences(fsio.read_json(folder / "stats.json"))
+        chart, lead = _lead_chart(folder)
+        body.append("<h2>Verdict</h2><ul class='tests'>"
+                    + "".join(f"<li>{html.escape(s)}</li>" for s in verdict) + "</ul>" + chart)
     if is_cv:
         body.append(_cv_section(folder))
     if (folder / "table.csv").is_file() and not (folder / "metrics.json").is_file():
@@ -401,7 +484,7 @@ def render_report(folder) -> str:
             body.append(_eval_section(json.loads((folder / "metrics.json").read_text())))
         except ValueError as exc:
             raise InputError(f"{folder / 'metrics.json'}: expected JSON. Received: {type(exc).__name__}")
-    figures = _figures(folder, is_cv)
+    figures = _figures(folder, is_cv, skip=lead)
     if figures:
         body.append("<h2>Charts</h2>" + figures)
     body.append(_explain_section(folder))

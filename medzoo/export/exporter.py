@@ -144,7 +144,8 @@ def export_run(run_dir, base, *, name: str | None = None, version: int | None = 
         baseline_metrics = _blessed_metrics(Path(baseline)) if baseline else None
         blessed, reasons = blessing.decide(metrics.get("metrics", {}), list(bless_if or []),
                                            parity_passed=report["passed"],
-                                           baseline=baseline_metrics, margin=margin)
+                                           baseline=baseline_metrics, margin=margin,
+                                           evaluation=metrics)
         model_card = card.build_card(
             config=config, name=name, version=version, parameters=int(model.count_params()),
             signatures=signatures, metrics=metrics, parity=report, blessed=blessed,

@@ -132,8 +132,8 @@ def export_volume_run(run_dir: Path, config: dict, final_dir: Path, *, bless_if=
         metrics = _validation_metrics(staging / "model.onnx", data_dir, config, evaluator)
         blessed, reasons = blessing.decide(metrics.get("metrics", {}), list(bless_if or []),
                                            parity_passed=True, baseline=baseline_metrics,
-                                           margin=margin)
-        reasons[0] = "parity: SavedModel and ONNX match Keras on validation patches"
+                                           margin=margin, evaluation=metrics)
+        reasons[1] = "parity: SavedModel and ONNX match Keras on validation patches"
         model_card = card.build_card(
             config=config, name=name, version=version, parameters=int(model.count_params()),
             signatures=[SIGNATURE], metrics=metrics, parity=report, blessed=blessed,

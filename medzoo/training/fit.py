@@ -87,7 +87,7 @@ def train(model: str, ds_dir, run_dir, *, epochs: int | None = None, batch_size:
           learning_rate: float = 1e-3, patience: int = 6, model_options: dict | None = None,
           init_from=None, freeze: bool = False, gan=None, gan_ratio: float = 1.0,
           balance: str | None = None, loss: str = "ce", threshold: str | None = None,
-          strategy: str = "default", verbose: int = 1) -> dict:
+          strategy: str = "default", verbose: int = 1, schedule: str = "cosine") -> dict:
     """Train zoo model ``model`` on ``ds_dir``; write the run dir; return its config.
 
     Parameters
@@ -97,6 +97,12 @@ def train(model: str, ds_dir, run_dir, *, epochs: int | None = None, batch_size:
     ds_dir, run_dir : path-like
         Dataset dir from ``medzoo data ingest``; run dir to create (or to resume after a crash).
     epochs, batch_size, learning_rate, patience : training schedule (early stopping on val loss).
+    schedule : {"cosine", "constant"}
+        Learning rate over the run: ``cosine`` (default) warms up linearly from a tenth of
+        ``learning_rate`` over the first epoch (at most a tenth of the run), then follows a
+        cosine down to 5 % of it, so the first large steps of a fresh network do not throw it
+        into a dead region and the last epochs settle; ``constant``, the seed's Adam at
+        ``learning_rate`` throughout.
     test_fold, folds : the held-out fold and the fold count (default: the dataset's).
     seed : weight initialisation and shuffling.
     augment : random flips/shifts in the input pipeline (image and mask alike).
@@ -185,6 +191,8 @@ def train(model: str, ds_dir, run_dir, *, epochs: int | None = None, batch_size:
     input_shape = (height, width, int(info["channels"]))
     classes = list(info["classes"])
     epochs = int(epochs or default_epochs(entry.task))
+    if schedule not in ("cosine", "constant"):  # before anything is written
+        raise InputError(f"--schedule must be cosine or constant. Received: {schedule!r}")
     dist = make_distribution(strategy)  # before any TensorFlow operation runs
     multi_label = bool(info.get("multi_label"))
     _check_imbalance_options(entry.task, classes, multi_label, balance, loss, threshold, gan)
@@ -235,7 +243,11 @@ def train(model: str, ds_dir, run_dir, *, epochs: int | None = None, batch_size:
         config["init_layers"] = transfer_weights(net, Path(init_from))
     if freeze:
         config["frozen_layers"] = freeze_encoder(net, model)
-    _compile(net, entry.task, learning_rate, loss=loss, multi_label=multi_label)
+    rate, config["schedule"] = learning_rate, schedule
+    if schedule == "cosine":
+        rate, config["lr_schedule"] = lr_schedule(learning_rate, epochs,
+                                                  -(-len(parts["train"]) // int(batch_size)))
+    _compile(net, entry.task, rate, loss=loss, multi_label=multi_label)
     class_weight = None
     if balance == "weights":
         class_weight = class_weights(ds_dir, parts["train"], len(classes))
@@ -307,7 +319,23 @@ def training_datasets(ds_dir, parts: dict, config: dict, *, target: str):
     return train_ds, val_ds
 
 
-def _compile(net, task: str, learning_rate: float, *, loss: str = "ce",
+def lr_schedule(learning_rate: float, epochs: int, steps_per_epoch: int):
+    """Linear warm-up (one epoch, at most a tenth of the run) then cosine decay to 5 %.
+
+    Returns the Keras schedule and its description for config.json.
+    """
+    import keras
+
+    total = max(1, int(epochs) * max(1, int(steps_per_epoch)))
+    warmup = min(max(1, int(steps_per_epoch)), max(1, total // 10))
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=learning_rate / 10.0, decay_steps=max(1, total - warmup), alpha=0.05,
+        warmup_target=learning_rate, warmup_steps=warmup)
+    return schedule, {"kind": "warmup_cosine", "peak": learning_rate, "warmup_steps": warmup,
+                      "total_steps": total, "final_fraction": 0.05}
+
+
+def _compile(net, task: str, learning_rate, *, loss: str = "ce",
              multi_label: bool = False) -> None:
     import keras
 

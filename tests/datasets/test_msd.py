@@ -175,3 +175,87 @@ def test_segment_map_flag_is_checked(tmp_path):
                            "Left Lung=lung,Nodule"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "must be NAME=CLASS items separated by commas. Received: 'Nodule'" in proc.stderr
+
+
+def _affine_z(z_mm):
+    affine = _affine()
+    affine[:3, 2] *= z_mm / 2.5
+    return affine
+
+
+def test_msd_cases_resampled_to_the_plan(tmp_path):
+    """Planning and resampling are DICOM volume ingest's: a case at twice the slice spacing is
+    resampled to the plan's target (image smooth, labels label-wise), keeps its source grid in
+    original_*, and an explicit --spacing resamples every case."""
+    root = tmp_path / "Task98_Spacing"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    for n in range(4):
+        image, labels = _case(n)
+        if n == 3:  # every other slice, 5 mm apart: its slice k is slice 2k of the full case
+            image, labels = image[:, :, ::2], labels[:, :, ::2]
+        affine = _affine_z(5.0 if n == 3 else 2.5)
+        _save(image * 10 - 900, root / "imagesTr" / f"case{n}_0000.nii.gz", affine)
+        _save(labels, root / "labelsTr" / f"case{n}.nii.gz", affine)
+    (root / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "CT"}, "labels": {"background": 0, "organ": 1, "tumour": 2}}))
+    ds = tmp_path / "ds"
+    summary = ingest_msd(root, ds, folds=2, key_file=tmp_path / "key")
+    assert (summary["inputs"], summary["loaded"], summary["rejected"]) == (4, 4, 0)
+    plan = json.loads((ds / "plan.json").read_text())
+    assert "resampled" not in plan and plan["resampling"]["labels"] == "label-wise linear"
+    np.testing.assert_allclose(plan["target_spacing"], [2.5, 0.7, 0.8])
+    fingerprint = json.loads((ds / "fingerprint.json").read_text())
+    np.testing.assert_allclose(fingerprint["spacings"][3], [5.0, 0.7, 0.8], rtol=1e-6)
+    assert fingerprint["shapes"][3] == [3, 16, 20]
+    recs = _read(ds)
+    parsed = [records.parse_record(r) for r in recs]
+    assert [p["image"].shape for p in parsed] == [(6, 16, 20, 1)] * 4
+    np.testing.assert_allclose(recs[3]["original_spacing"], [5.0, 0.7, 0.8], rtol=1e-6)
+    assert list(recs[3]["original_shape"]) == [3, 16, 20]
+    np.testing.assert_allclose(recs[3]["origin"], recs[3]["original_origin"])
+    # the stored grid keeps voxel (0, 0, 0): stored slice 2k lies on source slice k
+    image, labels = _case(3)
+    mask = parsed[3]["mask"]
+    np.testing.assert_array_equal(mask[0:5:2], labels.transpose(2, 1, 0)[0:5:2])
+    assert set(np.unique(mask).tolist()) == {0, 1, 2}  # label-wise: no fractional classes
+    norm = plan["normalization"]
+    expected = (np.clip(image * 10 - 900, *norm["clip"]) - norm["mean"]) / norm["std"]
+    np.testing.assert_allclose(parsed[3]["image"][0:5:2, ..., 0],
+                               expected.transpose(2, 1, 0)[0:5:2], atol=1e-3)
+
+    coarse = tmp_path / "coarse"
+    ingest_msd(root, coarse, spacing="2.5,1.4,1.6", patch_size="4,8,8", folds=2,
+               key_file=tmp_path / "key")
+    parsed = [records.parse_record(r) for r in _read(coarse)]
+    assert [p["image"].shape for p in parsed] == [(6, 8, 10, 1)] * 4
+    np.testing.assert_allclose(parsed[0]["spacing"], [2.5, 1.4, 1.6])
+    assert set(np.unique(parsed[1]["mask"]).tolist()) <= {0, 1, 2}
+    assert parsed[1]["mask"].any()
+    plan = json.loads((coarse / "plan.json").read_text())
+    assert plan["overrides"]["target_spacing"] == [2.5, 1.4, 1.6]
+
+
+def test_case_too_small_for_the_patch_is_rejected(tmp_path):
+    """A case that passes its checks but covers under half a patch once resampled is rejected
+    in the write pass with its reason: inputs = loaded + rejected still holds."""
+    root = tmp_path / "Dataset002_Small"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    for n in range(4):
+        image, labels = _case(n)
+        if n == 2:
+            image, labels = image[:6, :6], labels[:6, :6]
+        _save(image, root / "imagesTr" / f"case{n}_0000.nii.gz")
+        _save(labels, root / "labelsTr" / f"case{n}.nii.gz")
+    (root / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "T2"}, "labels": {"background": 0, "organ": 1, "tumour": 2}}))
+    ds = tmp_path / "ds"
+    summary = ingest_msd(root, ds, patch_size="4,16,16", folds=2, key_file=tmp_path / "key")
+    assert (summary["inputs"], summary["loaded"], summary["rejected"]) == (4, 3, 1)
+    assert _csv(ds / "rejected.csv") == [{
+        "row": "3", "path": "imagesTr/case2_0000.nii.gz",
+        "reason": "volume too small for one patch (resampled 6x6x6 voxels, patch 4x16x16; "
+                  "padding would fill more than half)"}]
+    recs = [records.parse_record(r) for r in _read(ds)]
+    assert [r["image"].shape for r in recs] == [(6, 16, 20, 1)] * 3

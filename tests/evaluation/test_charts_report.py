@@ -147,3 +147,53 @@ def test_stat_sentences_generic_fallback():
     lines = stat_sentences({"extra": {"deep": {"test": "DeLong test for correlated ROC AUCs", "statistic": 2.1,
                                                "df": None, "p_value": 0.0357}}})
     assert lines == ["extra / deep, DeLong test for correlated ROC AUCs: z=2.10, p=0.036"]
+
+
+def test_cv_report_opens_with_the_verdict_and_the_per_fold_chart(tmp_path):
+    from medzoo.evaluation import crossval
+    from medzoo.evaluation.report import verdict_sentences
+
+    from .test_crossval import _fake_cv
+
+    accs = {"cnn": [0.8, 0.85, 0.75], "unet": [0.55, 0.62, 0.5]}
+    out, rows = _fake_cv(tmp_path, list(accs), accs)
+    st = crossval.cv_statistics(list(accs), rows, out)
+    per_model = {m: {"accuracy": v, "sensitivity": v, "specificity": v} for m, v in accs.items()}
+    crossval._write_charts(out, list(accs), rows, per_model, st, seed=0)
+    (out / "stats.json").write_text(json.dumps(crossval._json_ready(st)))
+    verdict = verdict_sentences(crossval._json_ready(st))
+    auc_t = st["vs_chance_corrected"]["cnn"]["auc"]
+    assert verdict[0] == (f"cnn is better than chance: AUC 0.850 over 3 folds vs chance 0.500 "
+                          f"(Nadeau–Bengio corrected t, t(2)={auc_t['statistic']:.2f}, "
+                          f"p={auc_t['p_value']:.3f}).")
+    assert verdict[1].startswith("unet is not shown to be better than chance: AUC 0.607")
+    pair = st["between_models"][0]
+    delong, t = pair["delong"], pair["corrected_resampled_ttest"]
+    # pooled AUCs alone do not settle it here (DeLong p > 0.05); the fold accuracies do
+    assert delong["p_value"] > 0.05 and t["p_value"] < 0.05 and t["mean_difference"] > 0
+    assert verdict[2].startswith(f"cnn is better than unet (DeLong on pooled AUC "
+                                 f"{delong['auc_a']:.3f} vs {delong['auc_b']:.3f}, z=")
+    assert f"corrected t on fold accuracy, t(2)={t['statistic']:.2f}" in verdict[2]
+    text = write_report(out).read_text()
+    assert text.index("<h2>Verdict") < text.index("<h2>Statistical tests") < text.index("<h2>Charts")
+    first = re.search(r'<img alt="([a-z_]+)" src="data:image/png;base64,([^"]+)"', text)
+    assert first.group(1) == "folds_auc"
+    assert base64.b64decode(first.group(2)) == (out / "folds_auc.png").read_bytes()
+    assert text.count('alt="folds_auc"') == 1  # not repeated among the other charts
+
+
+def test_verdict_falls_back_when_every_fold_scored_the_same():
+    from medzoo.evaluation.report import verdict_sentences
+
+    acc = stats.corrected_one_sample_ttest([0.95, 1.0, 0.95], 0.5, [40] * 3, [20] * 3)
+    auc = stats.corrected_one_sample_ttest([1.0, 1.0, 1.0], 0.5, [40] * 3, [20] * 3)
+    assert auc["p_value"] is None or auc["p_value"] != auc["p_value"]  # not defined
+    st = {"vs_chance_corrected": {"unet": {"auc": auc, "accuracy": acc},
+                                  "flat": {"auc": auc}},
+          "vs_chance_patients": {"flat": stats.binomial_test(58, 60, 0.5)}}
+    st["vs_chance_patients"]["flat"].update(mean=58 / 60, chance=0.5)
+    unet, flat = verdict_sentences(st)
+    assert unet.startswith("unet is better than chance: accuracy 0.967 over 3 folds")
+    assert f"p={acc['p_value']:.4f}" in unet or f"p={acc['p_value']:.3f}" in unet
+    assert flat.startswith("flat is better than chance: every fold gave the same value, so the "
+                           "fold t-test is not defined; patient-level accuracy 0.967")

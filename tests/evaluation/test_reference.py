@@ -13,18 +13,27 @@ import pytest
 import volume_phantom as vp
 
 from medzoo.deploy.dicom_seg import build_segmentation
-from medzoo.evaluation.reference import dice, hd95
+from medzoo.evaluation.reference import structure_metrics
+
+
+def _scores(pred, ref, spacing):
+    """structure_metrics of two boolean masks as class 'nodule' → (dice, hd95_mm)."""
+    m = structure_metrics(np.asarray(pred, np.uint8), ["background", "nodule"],
+                          np.asarray(ref, np.uint8), ["background", "nodule"], spacing)["nodule"]
+    return m["dice"], m["hd95_mm"]
 
 
 def test_hd95_known_shift_and_brute_force():
+    """Dice and HD95 (through evaluation.surface) keep this report's conventions: HD95 0.0 when
+    both masks are empty, None when exactly one is."""
     ref = np.zeros((8, 20, 20), bool)
     ref[2:6, 5:15, 5:15] = True
     shifted = np.roll(ref, 1, axis=0)
-    assert hd95(shifted, ref, (2.5, 0.7, 0.8)) == pytest.approx(2.5)
-    assert dice(shifted, ref) == pytest.approx(2 * 300 / 800)
-    assert hd95(ref, ref, (2.5, 0.7, 0.8)) == 0.0 and dice(ref, ref) == 1.0
-    assert hd95(ref, np.zeros_like(ref), (1, 1, 1)) is None
-    assert hd95(np.zeros_like(ref), np.zeros_like(ref), (1, 1, 1)) == 0.0
+    dice, hd = _scores(shifted, ref, (2.5, 0.7, 0.8))
+    assert hd == pytest.approx(2.5) and dice == pytest.approx(2 * 300 / 800)
+    assert _scores(ref, ref, (2.5, 0.7, 0.8)) == (1.0, 0.0)
+    assert _scores(ref, np.zeros_like(ref), (1, 1, 1)) == (0.0, None)
+    assert _scores(np.zeros_like(ref), np.zeros_like(ref), (1, 1, 1)) == (1.0, 0.0)
     # against all pairwise surface distances of two random blobs
     rng = np.random.default_rng(0)
     a = rng.random((6, 12, 12)) > 0.7
@@ -37,7 +46,7 @@ def test_hd95_known_shift_and_brute_force():
     sa, sb = surf(a), surf(b)
     d = np.linalg.norm(sa[:, None] - sb[None], axis=-1)
     brute = max(np.percentile(d.min(1), 95), np.percentile(d.min(0), 95))
-    assert hd95(a, b, (2.0, 0.5, 0.7)) == pytest.approx(brute)
+    assert _scores(a, b, (2.0, 0.5, 0.7))[1] == pytest.approx(brute)
 
 
 def _nifti(labels, path):
@@ -89,7 +98,7 @@ def test_evaluate_predicted_segs_against_references(tmp_path):
     by_case = {r["case"]: r for r in rows}
     assert float(by_case["1"]["dice"]) == 1.0 and float(by_case["1"]["hd95_mm"]) == 0.0
     assert float(by_case["3"]["dice"]) == 1.0  # NIfTI reference, exact
-    expected = dice(shifted, nodule)
+    expected = _scores(shifted, nodule, (1, 1, 1))[0]
     assert float(by_case["2"]["dice"]) == pytest.approx(expected, abs=0.01)  # RTSTRUCT reference
     assert float(by_case["2"]["hd95_mm"]) == pytest.approx(2.5, abs=0.01)
     assert metrics["per_structure"]["lesion"]["n"] == 3

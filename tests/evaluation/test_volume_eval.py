@@ -37,6 +37,23 @@ def test_export_carries_the_plan_and_takes_patches(volume_export, volume_ds):
     assert "Target spacing: [2.0, 1.0, 1.0]" in (volume_export / "model_card.md").read_text()
 
 
+def test_default_blessing_judges_a_volume_export_by_its_validation_dice(volume_run, tmp_path):
+    """Without --bless-if the skill rule applies to 3D exports too: the sliding-window Dice's
+    patient-bootstrap CI lower bound must beat the Dice floor."""
+    from medzoo.evaluation.evaluate import evaluate
+    from medzoo.export import blessing
+    from medzoo.export.exporter import export_run
+
+    version = export_run(volume_run, tmp_path, evaluator=evaluate)
+    status = "BLESSED" if (version / "BLESSED").exists() else "NOT_BLESSED"
+    text = (version / status).read_text()
+    assert "rule: default" in text and "parity: SavedModel and ONNX match Keras" in text
+    assert "skill: dice=" in text and "95% CI lower bound" in text
+    card = json.loads((version / "model_card.json").read_text())
+    low = card["metrics"]["ci95"]["dice"][0]
+    assert (status == "BLESSED") == (low > blessing.DICE_FLOOR)
+
+
 def test_evaluate_writes_per_class_metrics_in_mm(volume_export, volume_ds, tmp_path):
     from medzoo.datasets.volume_records import read_volume_records
     from medzoo.evaluation.evaluate import evaluate
