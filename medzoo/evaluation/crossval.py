@@ -22,6 +22,12 @@ holding a rewritten ``dataset.json`` and ``index.csv`` (same records and pseudon
 and a link to the original shards. Its exports carry seed S, so evaluating them on the original
 dataset dir scores exactly the held-out fold.
 
+Native-volume datasets (``kind: "volume"``): each fold's export is evaluated through the sliding
+window (:func:`medzoo.evaluation.evaluate.evaluate`); a fold's figure is the mean Dice over the
+foreground classes, with per-class Dice and HD95/ASD/NSD beside it in ``folds.csv``; ``stats.json``
+compares models on the per-fold Dice (:func:`volume_cv_statistics`); no chance level, no pooled
+curves.
+
 The only evaluation module that reaches into training and export.
 """
 
@@ -40,10 +46,13 @@ import numpy as np
 from medzoo import fsio
 from medzoo.errors import InputError
 
-__all__ = ["run_cv", "run_fold", "fold_dir", "split_view", "cv_statistics"]
+__all__ = ["run_cv", "run_fold", "fold_dir", "split_view", "cv_statistics", "volume_cv_statistics"]
 
 CHART_METRICS = ("accuracy", "sensitivity", "specificity")
 SUMMARY_METRICS = ("accuracy", "sensitivity", "specificity", "auc", "balanced_accuracy", "dice")
+# native-volume datasets (kind "volume"): a fold's figure is its test volumes' mean Dice over the
+# foreground classes; per-class Dice and the mm surface metrics ride along in folds.csv
+VOLUME_METRICS = ("dice", "hd95", "asd", "nsd")
 CHANCE_METRICS = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "auc")
 BETWEEN_METRIC = "accuracy"
 CURVE_BAND_BOOT = 200
@@ -197,6 +206,7 @@ def run_cv(models, ds_dir, out_dir, *, folds: int = 5, epochs: int | None = None
         raise InputError(f"--repeats must be at least 1. Received: {repeats}")
     model_options = {m: dict((model_options or {}).get(m) or {}) for m in models}
     info = manifest.read_dataset_info(ds_dir)
+    volume = info.get("kind") == "volume"
     split_seeds = [int(info["seed"]) + r for r in range(repeats)]
     for split_seed in split_seeds:  # fails early on too few patients
         splits.fold_assignment(ds_dir, folds, split_seed)
@@ -224,11 +234,12 @@ def run_cv(models, ds_dir, out_dir, *, folds: int = 5, epochs: int | None = None
                 row = {"model": model, "repeat": repeat, "split_seed": split_seed, "fold": fold,
                        "n_test": result["n"], "n_train": counts.get("train"), "n_val": counts.get("val"),
                        "n_patients_test": result.get("n_patients")}
-                row.update({k: result["metrics"].get(k) for k in SUMMARY_METRICS
+                row.update({k: result["metrics"].get(k) for k in _fold_metrics(result, volume)
                             if isinstance(result["metrics"].get(k), (int, float))})
                 rows.append(row)
     id_columns = ["model", "repeat", "split_seed", "fold", "n_test", "n_train", "n_val", "n_patients_test"]
-    metric_columns = [m for m in SUMMARY_METRICS if any(m in r for r in rows)]
+    metric_columns = ([m for m in dict.fromkeys(k for r in rows for k in r) if m not in id_columns] if volume
+                      else [m for m in SUMMARY_METRICS if any(m in r for r in rows)])
     fsio.write_csv(out_dir / "folds.csv", rows, id_columns + metric_columns)
     per_model = {m: {k: [r[k] for r in rows if r["model"] == m and r.get(k) is not None]
                      for k in metric_columns} for m in models}
@@ -236,7 +247,8 @@ def run_cv(models, ds_dir, out_dir, *, folds: int = 5, epochs: int | None = None
     fsio.write_csv(out_dir / "summary.csv", _summary_rows(per_model),
                    ["model", "metric", "mean", "sd", "n_folds", "ci_low", "ci_high"])
     classes = list(info.get("classes") or [])
-    stats = cv_statistics(models, rows, out_dir, n_classes=len(classes))
+    stats = (volume_cv_statistics(models, rows) if volume
+             else cv_statistics(models, rows, out_dir, n_classes=len(classes)))
     fsio.write_json(out_dir / "stats.json", _json_ready(stats))
     _write_charts(out_dir, models, rows, per_model, stats, seed=seed)
     from medzoo.evaluation import report
@@ -244,6 +256,49 @@ def run_cv(models, ds_dir, out_dir, *, folds: int = 5, epochs: int | None = None
     report.write_report(out_dir)
     return {"folds": rows, "summary": per_model, "stats": stats,
             "lines": _lines(per_model, stats, out_dir)}
+
+
+def _fold_metrics(result: dict, volume: bool) -> tuple[str, ...]:
+    if not volume:
+        return SUMMARY_METRICS
+    classes = list(result.get("label_classes") or [])[1:]
+    return VOLUME_METRICS + tuple(f"dice_{c}" for c in classes)
+
+
+def volume_cv_statistics(models, rows: list[dict]) -> dict:
+    """Statistics of a CV run on native volumes: per-fold mean Dice between every pair of models.
+
+    There is no chance level for a Dice coefficient and no per-record score to pool, so
+    ``vs_chance`` stays empty and McNemar/DeLong are not computed; the per-fold tests (paired t,
+    Nadeau–Bengio corrected t, Wilcoxon) compare the folds' mean Dice as they compare accuracy
+    for classifiers.
+    """
+    from medzoo.evaluation import stats
+
+    note = {"p_value": None, "note": "not computed: segmentation of volumes (no per-record score)"}
+    result = {"n_records": int(sum(r["n_test"] for r in rows if r["model"] == models[0]
+                                   and r["repeat"] == 0)),
+              "class_shares": None, "prevalence": None, "chance_levels": {}, "vs_chance": {},
+              "vs_chance_corrected": {}, "between_models": [], "volume": True}
+    for a, b in itertools.combinations(models, 2):
+        ra = sorted((r for r in rows if r["model"] == a), key=lambda r: (r["repeat"], r["fold"]))
+        rb = sorted((r for r in rows if r["model"] == b), key=lambda r: (r["repeat"], r["fold"]))
+        va, vb = [r.get("dice", math.nan) for r in ra], [r.get("dice", math.nan) for r in rb]
+        n_train = [r["n_train"] for r in ra + rb]
+        n_test = [r["n_test"] for r in ra + rb]
+        result["between_models"].append({
+            "a": a, "b": b, "metric": "dice", "n_folds": len(va),
+            "paired_ttest": _safe(stats.paired_ttest, va, vb),
+            "corrected_resampled_ttest": _safe(stats.corrected_resampled_ttest, va, vb, n_train, n_test),
+            "wilcoxon": _safe(stats.wilcoxon_signed_rank, va, vb),
+            "mcnemar": {"test": "McNemar's test", **note},
+            "delong": {"test": "DeLong test for correlated ROC AUCs", **note}})
+    if len(result["between_models"]) > 1:
+        for key in ("corrected_resampled_ttest", "paired_ttest", "wilcoxon"):
+            p_values = [e[key].get("p_value") for e in result["between_models"]]
+            if all(isinstance(p, (int, float)) and math.isfinite(p) for p in p_values):
+                result[f"holm_{key}"] = stats.holm(p_values)
+    return result
 
 
 def _summary_rows(per_model: dict) -> list[dict]:
@@ -402,6 +457,13 @@ def _write_charts(out_dir: Path, models, rows, per_model, stats: dict, *, seed: 
     from medzoo.evaluation import charts
 
     chance = stats["chance_levels"]
+    if stats.get("volume"):  # Dice per class, and the folds' mean Dice
+        dice = [k for k in dict.fromkeys(k for m in models for k in per_model[m]) if k.startswith("dice")]
+        charts.plot_model_comparison(per_model, out_dir / "comparison.png", metrics=dice)
+        ordered = sorted(rows, key=lambda r: (r["repeat"], r["fold"]))
+        by_model = {m: {"dice": [r.get("dice", math.nan) for r in ordered if r["model"] == m]} for m in models}
+        charts.plot_fold_scatter(by_model, out_dir / "folds_dice.png", metric="dice")
+        return
     charts.plot_model_comparison(
         {m: {k: v for k, v in per_model[m].items() if k in CHART_METRICS} for m in models},
         out_dir / "comparison.png", chance={k: v for k, v in chance.items() if k in CHART_METRICS})
