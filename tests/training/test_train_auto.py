@@ -11,7 +11,9 @@ def test_train_auto_picks_unet_when_masks_exist(phantom_ds, tmp_path, capsys):
                      "--epochs", "1", "--batch-size", "8"]) == 0
     out = capsys.readouterr().out
     assert "train auto chose unet at 32 px" in out and "finding masks exist" in out
-    assert json.loads((run / "config.json").read_text())["model"] == "unet"
+    config = json.loads((run / "config.json").read_text())
+    # a 2D segmenter's default learning rate (classifiers keep 1e-3; docs/difficulty.md)
+    assert config["model"] == "unet" and config["learning_rate"] == 3e-3
 
 
 def test_train_auto_without_a_dataset_is_one_clear_error(tmp_path, capsys):
