@@ -95,7 +95,7 @@ def test_train_option_typo_exits_2_with_one_line_and_writes_nothing(tmp_path, ca
 def test_cv_options_are_checked_per_model_before_any_fold(tmp_path, capsys):
     args = ["cv", "cnn", "unet", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "cv")]
     assert cli.main(args + ["--option", "unet.widths=8,16"]) == 2
-    assert "Option `widths` must be one of: depth, base_width, norm, dropout, preset " \
+    assert "Option `widths` must be one of: depth, base_width, norm, dropout, label_classes, preset " \
            "(model 'unet')" in capsys.readouterr().err
     assert cli.main(args + ["--option", "vit.depth=2"]) == 2
     assert "`vit` must be one of the models given: cnn, unet" in capsys.readouterr().err
