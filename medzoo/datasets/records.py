@@ -429,7 +429,7 @@ def parse_record(features: dict) -> dict:
     return out
 
 
-def read_records(ds_dir, record_ids=None):
+def read_records(ds_dir, record_ids=None, parse=None):
     """Yield the dataset's records in stored order, without TensorFlow.
 
     Parameters
@@ -437,6 +437,9 @@ def read_records(ds_dir, record_ids=None):
     ds_dir : path-like
     record_ids : iterable of str, optional
         Only these records (default: all).
+    parse : callable, optional
+        Turns a decoded example into a record (default :func:`parse_record`; volumes use
+        ``medzoo.datasets.volume_records.parse_volume_record``).
 
     Yields
     ------
@@ -457,4 +460,4 @@ def read_records(ds_dir, record_ids=None):
             features = decode_example(data)
             if wanted is not None and features["record_id"][0].decode() not in wanted:
                 continue
-            yield parse_record(features)
+            yield (parse or parse_record)(features)

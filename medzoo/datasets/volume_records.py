@@ -15,7 +15,7 @@ import numpy as np
 
 from medzoo import fsio
 from medzoo.datasets.manifest import read_dataset_info
-from medzoo.datasets.records import decode_example, iter_tfrecord, parse_record, shard_paths
+from medzoo.datasets.records import parse_record, read_records
 from medzoo.errors import InputError
 
 __all__ = ["GEOMETRY_FEATURES", "is_volume_dataset", "read_plan", "parse_volume_record",
@@ -82,11 +82,4 @@ def parse_volume_record(features: dict) -> dict:
 def read_volume_records(ds_dir, record_ids=None):
     """Yield the volume records of a dataset dir (see :func:`parse_volume_record`), in stored
     order; only ``record_ids`` when given."""
-    read_dataset_info(ds_dir)
-    wanted = None if record_ids is None else set(record_ids)
-    for path in shard_paths(ds_dir):
-        for data in iter_tfrecord(path):
-            features = decode_example(data)
-            if wanted is not None and features["record_id"][0].decode() not in wanted:
-                continue
-            yield parse_volume_record(features)
+    return read_records(ds_dir, record_ids, parse=parse_volume_record)
