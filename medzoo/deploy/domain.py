@@ -156,20 +156,15 @@ def reasons(domain, facts: dict) -> list[str]:
                    f"trained on greyscale {', '.join(trained_photometric)})")
     elif trained_colour and not series_colour and facts.get("photometric"):
         out.append(f"greyscale image ({', '.join(facts['photometric'])}; trained on colour)")
-    spacing = domain.get("pixel_spacing_mm")
-    if spacing and facts.get("pixel_spacing"):
-        allowed = (spacing[0] / SPACING_FACTOR, spacing[1] * SPACING_FACTOR)
-        if _outside(facts["pixel_spacing"], allowed):
-            out.append(f"pixel spacing {_range_text(facts['pixel_spacing'])} mm outside "
-                       f"{_g(allowed[0])}–{_g(allowed[1])} mm (training "
-                       f"{_range_text(spacing)} mm, ÷/× {SPACING_FACTOR:g})")
-    slices = domain.get("slice_spacing_mm")
-    if slices and facts.get("slice_spacing"):
-        allowed = (slices[0] / SPACING_FACTOR, slices[1] * SPACING_FACTOR)
-        if _outside(facts["slice_spacing"], allowed):
-            out.append(f"slice spacing {_range_text(facts['slice_spacing'])} mm outside "
-                       f"{_g(allowed[0])}–{_g(allowed[1])} mm (training "
-                       f"{_range_text(slices)} mm, ÷/× {SPACING_FACTOR:g})")
+    for what, trained_key, fact_key in (("pixel spacing", "pixel_spacing_mm", "pixel_spacing"),
+                                        ("slice spacing", "slice_spacing_mm", "slice_spacing")):
+        trained = domain.get(trained_key)
+        if trained and facts.get(fact_key):
+            allowed = (trained[0] / SPACING_FACTOR, trained[1] * SPACING_FACTOR)
+            if _outside(facts[fact_key], allowed):
+                out.append(f"{what} {_range_text(facts[fact_key])} mm outside "
+                           f"{_g(allowed[0])}–{_g(allowed[1])} mm (training "
+                           f"{_range_text(trained)} mm, ÷/× {SPACING_FACTOR:g})")
     for key in ("rows", "columns"):
         trained_span = domain.get(key)
         if trained_span and facts.get(key):
