@@ -20,8 +20,10 @@ from pathlib import Path
 import numpy as np
 
 
-def held_out_auc(run_dir: Path, ds_dir: Path) -> float:
+def held_out_scores(run_dir: Path, ds_dir: Path) -> dict:
+    """Held-out AUC (and, for segmenters, mean Dice over records with a mask, as evaluate)."""
     from medzoo.datasets import records, splits
+    from medzoo.evaluation.metrics import dice_per_image
     from medzoo.roc import roc_auc
     from medzoo.training.fit import read_config
     from medzoo.zoo import saving
@@ -34,7 +36,18 @@ def held_out_auc(run_dir: Path, ds_dir: Path) -> float:
     out = np.asarray(model.predict(np.stack([r["image"] for r in recs]), verbose=0))
     # segmenters: the image's score is the largest mask probability (as medzoo evaluate)
     scores = out.reshape(len(out), -1).max(1) if out.ndim == 4 else out[:, 1]
-    return float(roc_auc(np.array([int(r["label"]) for r in recs]), scores))
+    result = {"auc": float(roc_auc(np.array([int(r["label"]) for r in recs]), scores))}
+    if out.ndim == 4 and all(r.get("mask") is not None for r in recs):
+        truth = np.stack([np.asarray(r["mask"]).reshape(out.shape[1:3]) for r in recs]) > 0
+        result["dice"] = float(dice_per_image(out[..., 0] >= 0.5, truth).mean())
+    return result
+
+
+def _mean_sd(values) -> str:
+    if not values:
+        return "–"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.3f} ± {sd:.3f}"
 
 
 def main(argv=None) -> int:
@@ -76,16 +89,17 @@ def main(argv=None) -> int:
                 started = time.monotonic()
                 config = train(model, root / "ds", root / model, epochs=args.epochs, seed=seed,
                                verbose=0, **extra)
-                auc = held_out_auc(root / model, root / "ds")
+                scores = held_out_scores(root / model, root / "ds")
                 print(json.dumps({"level": level, "seed": seed, "model": model, "size": size,
-                                  "auc": round(auc, 4), "epochs_run": config["epochs_run"],
+                                  **{k: round(v, 4) for k, v in scores.items()},
+                                  "epochs_run": config["epochs_run"],
                                   "seconds": round(time.monotonic() - started, 1)}), flush=True)
-                results.setdefault((level, model, size), []).append(auc)
-    print("| level | model | size | held-out AUC (mean ± sd) | seeds |")
-    print("|---|---|---|---|---|")
-    for (level, model, size), aucs in results.items():
-        sd = statistics.stdev(aucs) if len(aucs) > 1 else 0.0
-        print(f"| {level} | {model} | {size} | {statistics.mean(aucs):.3f} ± {sd:.3f} | {len(aucs)} |")
+                results.setdefault((level, model, size), []).append(scores)
+    print("| level | model | size | held-out AUC (mean ± sd) | held-out Dice (mean ± sd) | seeds |")
+    print("|---|---|---|---|---|---|")
+    for (level, model, size), runs in results.items():
+        cells = [_mean_sd([r[k] for r in runs if k in r]) for k in ("auc", "dice")]
+        print(f"| {level} | {model} | {size} | {cells[0]} | {cells[1]} | {len(runs)} |")
     return 0
 
 

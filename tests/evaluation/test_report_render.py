@@ -1,6 +1,7 @@
 """report.html renders in a real browser: headless Chromium screenshots it and the page is not blank.
 
-Skipped when no Chromium is installed (``apt-get install chromium``); CI installs it.
+Skipped when no Chromium is installed (``apt-get install chromium``); CI installs it and sets
+MEDZOO_REQUIRE_CHROMIUM=1, under which a missing browser fails these tests instead.
 """
 
 import json
@@ -20,8 +21,16 @@ from .test_crossval import _fake_cv
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 CHROMIUM = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on PATH (apt-get install -y chromium) "
-                                                          "to render report.html headless")
+_MISSING = "no Chromium on PATH (apt-get install -y chromium) to render report.html headless"
+# CI sets MEDZOO_REQUIRE_CHROMIUM=1: there a missing browser fails the render tests, never skips them
+pytestmark = pytest.mark.skipif(CHROMIUM is None and os.environ.get("MEDZOO_REQUIRE_CHROMIUM") != "1",
+                                reason=_MISSING)
+
+
+@pytest.fixture(autouse=True)
+def _require_chromium():
+    if CHROMIUM is None:
+        pytest.fail(f"MEDZOO_REQUIRE_CHROMIUM=1 but {_MISSING}", pytrace=False)
 
 
 def _screenshot(html_path, png_path, width=1200, height=2000):
