@@ -28,28 +28,33 @@ reads), ``findings/study-NNN.md``, ``seg/series-NNN.dcm``, ``rejected.csv``,
 ``not_analysed.csv``. Studies and series
 are medzoo's counters; no UID, name or input path is written outside ``seg/`` (the SEG repeats
 its source study's identifiers by design, as in :mod:`medzoo.deploy.dicom_seg`).
+
+This module orchestrates; the steps live beside it: :mod:`medzoo.deploy.volume_grid` (reading,
+normalising and resampling a series), :mod:`medzoo.deploy.volume_findings` (volumes, lesions,
+the report) and :mod:`medzoo.deploy.volume_seg` (the DICOM SEG).
 """
 
 from __future__ import annotations
 
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from medzoo import __version__, fsio
+from medzoo.deploy.volume_findings import (LESION_WORDS, is_lesion_class, render_volume_report,
+                                           structure_findings)
+from medzoo.deploy.volume_grid import (grid_resampler, normalize, normalizer, read_dicom,
+                                       resample_to_shape, series_volume, target_shape)
+from medzoo.deploy.volume_seg import build_multiclass_segmentation
 from medzoo.errors import InputError
 
+# normalize ... build_multiclass_segmentation moved to the volume_* modules; still importable
+# from here, where callers and tests have always found them.
 __all__ = ["is_volume_export", "predict_volumes", "normalize", "resample_to_shape",
-           "target_shape", "structure_findings", "LESION_WORDS"]
-
-LESION_WORDS = ("lesion", "nodule", "tumor", "tumour", "metasta", "mass", "cyst")
-"""A class whose name holds one of these is counted lesion by lesion (connected components)."""
-
-REPORT_LESIONS = 20  # lesions listed in a study report; lesions.csv has every one
+           "target_shape", "structure_findings", "LESION_WORDS", "build_multiclass_segmentation",
+           "render_volume_report"]
 
 PREDICTION_COLUMNS = ("study", "series", "class", "slices", "voxels", "volume_ml", "lesions",
                       "max_diameter_mm", "seconds", "out_of_domain")
@@ -66,220 +71,6 @@ def is_volume_export(export_dir) -> bool:
         return isinstance(fsio.read_json(card).get("volume"), dict)
     except (OSError, ValueError):
         return False
-
-
-# --------------------------------------------------------------------------- preprocessing
-
-
-def normalize(volume: np.ndarray, normalization: dict) -> np.ndarray:
-    """Intensities as the training records hold them (plan ``normalization``).
-
-    ``{"scheme": "ct", "clip": [lo, hi], "mean": m, "std": s}`` → ``(clip(x) − m) / s``;
-    ``{"scheme": "zscore"}`` → per-volume ``(x − mean) / std``.
-
-    Raises
-    ------
-    InputError
-        An unknown scheme.
-    """
-    scheme = (normalization or {}).get("scheme")
-    x = volume.astype(np.float32, copy=True)
-    if scheme == "ct":
-        lo, hi = normalization.get("clip", (-np.inf, np.inf))
-        np.clip(x, lo, hi, out=x)
-        x -= np.float32(normalization.get("mean", 0.0))
-        x /= np.float32(max(float(normalization.get("std", 1.0)), 1e-6))
-        return x
-    if scheme == "zscore":
-        x -= np.float32(x.mean())
-        x /= np.float32(max(float(x.std()), 1e-6))
-        return x
-    raise InputError(f"plan normalization scheme must be 'ct' or 'zscore'. Received: {scheme!r}")
-
-
-def target_shape(shape, spacing, target_spacing) -> tuple[int, ...]:
-    """The grid size covering the same extent at ``target_spacing`` (at least 1 voxel)."""
-    return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, target_spacing))
-
-
-def resample_to_shape(array: np.ndarray, shape, *, order: int = 1) -> np.ndarray:
-    """Resample a 3-D array to ``shape`` over the same extent (voxel centres aligned the way
-    nnU-Net and ``skimage.transform.resize`` align them: ``grid_mode``), edges extended."""
-    array = np.asarray(array)
-    if tuple(array.shape) == tuple(shape):
-        return array
-    zoom = [n / o for n, o in zip(shape, array.shape)]
-    out = ndimage.zoom(array, zoom, order=order, mode="nearest", grid_mode=True,
-                       output=np.float32 if order else array.dtype)
-    if out.shape != tuple(shape):  # zoom rounds its output size itself: pin it
-        out = out[tuple(slice(0, n) for n in shape)]
-        out = np.pad(out, [(0, n - s) for n, s in zip(shape, out.shape)], mode="edge")
-    return out
-
-
-def _grid_resampler():
-    """``f(array, spacing, shape, target_spacing, order)``: volumes-data's
-    ``medzoo.datasets.resample.resample_to_shape`` (the grid ingest resampled the training
-    volumes on: voxel n at n × spacing from the origin) when it is installed, else the local
-    :func:`resample_to_shape` (same extent, centres aligned by ``grid_mode``)."""
-    try:
-        from medzoo.datasets.resample import resample_to_shape as shared
-    except ImportError:
-        return lambda array, spacing, shape, target, order: resample_to_shape(array, shape,
-                                                                             order=order)
-    return lambda array, spacing, shape, target, order: shared(array, spacing, shape, target,
-                                                               order=order)
-
-
-def _normalizer():
-    """The plan's intensity normalisation: ``medzoo.datasets.plan.normalize`` (what ingest
-    applied) when it is installed, else the local :func:`normalize` (same schemes)."""
-    try:
-        from medzoo.datasets.plan import normalize as shared
-    except ImportError:
-        return normalize
-    return shared
-
-
-# --------------------------------------------------------------------------- findings
-
-
-def _is_lesion_class(name: str) -> bool:
-    return any(word in name.lower() for word in LESION_WORDS)
-
-
-def _longest_diameter(points_mm: np.ndarray, limit: int = 1500) -> float:
-    """Largest distance between two voxel centres of a component (mm), on at most ``limit``
-    points (its surface voxels, evenly subsampled)."""
-    from scipy.spatial.distance import pdist
-
-    if len(points_mm) < 2:
-        return 0.0
-    if len(points_mm) > limit:
-        points_mm = points_mm[np.linspace(0, len(points_mm) - 1, limit).astype(int)]
-    return float(pdist(points_mm).max())
-
-
-def structure_findings(labels: np.ndarray, spacing, classes) -> dict:
-    """Per-class volume (mL) and, for lesion-like classes, connected components (26-connected)
-    with their volume and longest diameter (mm, between voxel centres).
-
-    Parameters
-    ----------
-    labels : (D, H, W) class indices on the source grid
-    spacing : (z, y, x) mm
-    classes : names, ``classes[0]`` the background
-
-    Returns
-    -------
-    ``{class: {"voxels", "volume_ml", "lesions": [{"lesion", "volume_ml", "diameter_mm",
-    "first_slice", "last_slice"}] or None}}``
-    """
-    voxel_ml = float(np.prod(spacing)) / 1000.0
-    structure = ndimage.generate_binary_structure(3, 3)
-    out = {}
-    for index, name in enumerate(classes):
-        if index == 0:
-            continue
-        mask = labels == index
-        entry = {"voxels": int(mask.sum()), "volume_ml": float(mask.sum()) * voxel_ml,
-                 "lesions": None}
-        if _is_lesion_class(name):
-            components, count = ndimage.label(mask, structure=structure)
-            lesions = []
-            for number, box in enumerate(ndimage.find_objects(components), start=1):
-                part = components[box] == number
-                surface = part & ~ndimage.binary_erosion(part, border_value=0)
-                points = (np.argwhere(surface) + [b.start for b in box]) * np.asarray(spacing)
-                lesions.append({"lesion": number, "volume_ml": float(part.sum()) * voxel_ml,
-                                "diameter_mm": _longest_diameter(points),
-                                "first_slice": int(box[0].start) + 1,
-                                "last_slice": int(box[0].stop)})
-            lesions.sort(key=lambda item: -item["volume_ml"])
-            for rank, item in enumerate(lesions, start=1):
-                item["lesion"] = rank
-            entry["lesions"] = lesions
-        out[name] = entry
-    return out
-
-
-# --------------------------------------------------------------------------- DICOM
-
-
-def _read(path, *, pixels: bool):
-    import pydicom
-
-    with warnings.catch_warnings():  # pydicom warnings may quote element values (PHI)
-        warnings.simplefilter("ignore")
-        return pydicom.dcmread(str(path), stop_before_pixels=not pixels)
-
-
-def _series_volume(headers, paths_by_uid: dict, geometry) -> np.ndarray:
-    """The series' values after the modality LUT, ``(D, H, W)`` float32 in geometry order."""
-    volume = np.empty(geometry.shape, np.float32)
-    for k, uid in enumerate(geometry.sop_uids):
-        ds = _read(paths_by_uid[uid], pixels=True)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            pixels = ds.pixel_array
-        if pixels.shape != geometry.shape[1:]:
-            raise ValueError(f"slice of {pixels.shape} pixels in a series of "
-                             f"{geometry.shape[1:]}")
-        slope = float(ds.get("RescaleSlope", 1) or 1)
-        intercept = float(ds.get("RescaleIntercept", 0) or 0)
-        volume[k] = pixels.astype(np.float32) * slope + intercept
-    return volume
-
-
-def _segment_codes(name: str):
-    """SNOMED category and type of a structure class (a generic tissue code when unknown)."""
-    from pydicom.sr.codedict import codes
-
-    known = {"lung": codes.SCT.Lung, "lungs": codes.SCT.Lung, "heart": codes.SCT.Heart,
-             "mediastinum": codes.SCT.Mediastinum, "liver": codes.SCT.Liver,
-             "kidney": codes.SCT.Kidney, "organ": codes.SCT.Organ}
-    key = name.lower().replace("_", " ").strip()
-    if _is_lesion_class(key):
-        kind = codes.SCT.Nodule if "nodule" in key else codes.SCT.Lesion
-        return codes.SCT.MorphologicallyAbnormalStructure, kind
-    if key in known:
-        return codes.SCT.AnatomicalStructure, known[key]
-    return codes.SCT.Tissue, codes.SCT.Tissue
-
-
-def build_multiclass_segmentation(source_datasets, labels: np.ndarray, classes, *,
-                                  model_name: str, model_version, series_number: int = 1):
-    """A BINARY ``highdicom.seg.Segmentation`` with one segment per foreground class.
-
-    ``source_datasets`` are the series' slices in the order of ``labels``' first axis;
-    ``labels`` holds class indices (0 background); every frame is kept, so each segment has
-    one frame per source slice.
-    """
-    import highdicom as hd
-    from pydicom.sr.codedict import codes
-
-    algorithm = hd.AlgorithmIdentificationSequence(
-        name=f"medzoo {model_name}", version=str(model_version),
-        family=codes.DCM.ArtificialIntelligence, source="medzoo")
-    segments = []
-    for number, name in enumerate(classes[1:], start=1):
-        category, kind = _segment_codes(name)
-        segments.append(hd.seg.SegmentDescription(
-            segment_number=number, segment_label=str(name)[:64],
-            segmented_property_category=category, segmented_property_type=kind,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=algorithm))
-    stacked = np.stack([labels == number for number in range(1, len(classes))], axis=-1)
-    return hd.seg.Segmentation(
-        source_images=list(source_datasets), pixel_array=stacked.astype(np.uint8),
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=segments, series_instance_uid=hd.UID(),
-        series_number=int(series_number), sop_instance_uid=hd.UID(), instance_number=1,
-        manufacturer="medzoo", manufacturer_model_name=f"medzoo {model_name}"[:64],
-        software_versions=f"medzoo {__version__}; model {model_name} v{model_version}"[:64],
-        device_serial_number="0", omit_empty_frames=False, content_label="STRUCTURES",
-        content_description=f"Automatic segmentation, medzoo {model_name} v{model_version}"[:64],
-        series_description=f"medzoo {model_name} v{model_version} (research use)"[:64])
 
 
 # --------------------------------------------------------------------------- the command
@@ -508,7 +299,7 @@ def _predict_series(model, objects, plan, classes, patch, batch_size, overlap, m
         raise ValueError("multi-frame images: expected one slice per file")
     if len(objects) < 2:
         raise ValueError("a volume model needs at least 2 slices. Received: 1")
-    headers = [_read(src.path, pixels=False) for src in objects]
+    headers = [read_dicom(src.path, pixels=False) for src in objects]
     geometry = series_geometry(headers)
     problem = geometry.check_regular()
     if problem:
@@ -519,15 +310,15 @@ def _predict_series(model, objects, plan, classes, patch, batch_size, overlap, m
     header_by_uid = {str(h.SOPInstanceUID): h for h in headers}
     spacing = geometry.spacing
     target = tuple(float(v) for v in plan["target_spacing"])
-    values = _series_volume(headers, by_uid, geometry)
+    values = series_volume(headers, by_uid, geometry)
     reasons += screen.volume_reasons(geometry.slice_spacing, values[len(values) // 2])
     if reasons and not screen.allow:
         raise _NotAnalysed(*reasons)
-    volume = _normalizer()(values, plan.get("normalization"))
+    volume = normalizer()(values, plan.get("normalization"))
     del values
     shape = geometry.shape
     work_shape = target_shape(shape, spacing, target)
-    to_grid = _grid_resampler()
+    to_grid = grid_resampler()
     work = to_grid(volume, spacing, work_shape, target, 3)[..., None]
     del volume
     probs = sliding_window_inference(work, patch, lambda b: model.predict(b, batch_size=batch_size),
@@ -543,51 +334,12 @@ def _predict_series(model, objects, plan, classes, patch, batch_size, overlap, m
         better = up > best
         labels[better] = index
         best[better] = up[better]
-        if _is_lesion_class(name):
+        if is_lesion_class(name):
             max_lesion_p = max(max_lesion_p, float(up.max()))
     del probs, best
     findings = structure_findings(labels, spacing, classes)
-    lesion_indices = [i for i, name in enumerate(classes) if i and _is_lesion_class(name)]
+    lesion_indices = [i for i, name in enumerate(classes) if i and is_lesion_class(name)]
     lesion_slices = int(np.count_nonzero(np.isin(labels, lesion_indices).any(axis=(1, 2))))
     return {"headers": [header_by_uid[uid] for uid in geometry.sop_uids], "labels": labels,
             "spacing": spacing, "findings": findings, "lesion_slices": lesion_slices,
             "max_lesion_p": round(max_lesion_p, 6)}
-
-
-def render_volume_report(study: dict, model: dict, disclaimer: str) -> str:
-    """``findings/study-NNN.md``: per series, each structure's volume and the lesions found."""
-    lines = [f"# Study {study['study']:03d}: findings", "",
-             f"Model {model['name']} v{model['version']} ({model['architecture']}, 3D "
-             f"segmentation of {', '.join(model['classes'][1:])}).", ""]
-    for series in study["series"]:
-        lines += [f"## Series {series['series']:03d} ({series['slices']} slices, spacing "
-                  f"{series['spacing_mm']} mm)", ""]
-        if series.get("out_of_domain"):
-            lines += [f"**OUT OF DOMAIN ({'; '.join(series['out_of_domain'])}; segmented only "
-                      "because of --allow-out-of-domain)**", ""]
-        lines += ["| structure | volume (mL) | lesions | "
-                  "largest diameter (mm) |", "|---|---:|---:|---:|"]
-        for name, entry in series["structures"].items():
-            lesions = entry["lesions"]
-            count = "" if lesions is None else str(len(lesions))
-            widest = "" if not lesions else f"{max(l['diameter_mm'] for l in lesions):.1f}"
-            lines.append(f"| {name} | {entry['volume_ml']:.2f} | {count} | {widest} |")
-        listed = [(name, item) for name, entry in series["structures"].items()
-                  for item in entry["lesions"] or []]
-        if listed:
-            lines += ["", "Lesions (largest first):", ""]
-            lines += [f"- {name} {item['lesion']}: {item['volume_ml']:.3f} mL, longest diameter "
-                      f"{item['diameter_mm']:.1f} mm, slices {item['first_slice']}–"
-                      f"{item['last_slice']}" for name, item in listed[:REPORT_LESIONS]]
-            if len(listed) > REPORT_LESIONS:
-                lines.append(f"- … and {len(listed) - REPORT_LESIONS} smaller (lesions.csv lists "
-                             "all)")
-        else:
-            lines += ["", "No lesion found."]
-        lines += ["", f"DICOM SEG: `{series['seg']}`", ""]
-    if study.get("not_analysed"):
-        from medzoo.deploy.findings import _not_analysed_lines
-
-        lines += [*_not_analysed_lines(study["not_analysed"]), ""]
-    lines += ["---", "", disclaimer, ""]
-    return "\n".join(lines)

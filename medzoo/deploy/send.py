@@ -121,13 +121,17 @@ def build_report(source_paths, study: dict, *, model: dict, threshold: float, fi
         observation_context=hd.sr.ObservationContext(observer_device_context=device),
         procedure_reported=hd.sr.CodedConcept("363679005", "SCT", "Imaging procedure"),
         imaging_measurements=groups)
+    # The disclaimer is a TEXT item of the report tree: the SR IOD has no Image Comments, and a
+    # reader that shows the report shows its content items.
+    report[0].ContentSequence.append(hd.sr.TextContentItem(
+        name=codes.DCM.Comment, value=f"p >= {threshold:g}: {DISCLAIMER}",
+        relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence, content=report[0], series_instance_uid=hd.UID(),
         series_number=series_number, sop_instance_uid=hd.UID(), instance_number=1,
         manufacturer="medzoo", is_complete=True, is_final=False, is_verified=False)
     sr.SeriesDescription = f"medzoo {label} findings (research use)"[:64]
     sr.SoftwareVersions = f"medzoo {__version__}"
-    sr.add_new(0x00204000, "LT", f"p >= {threshold:g}: {DISCLAIMER}")  # Image Comments
     return sr
 
 

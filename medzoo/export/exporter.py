@@ -7,9 +7,6 @@ half-written export is never visible; an existing version is never overwritten.
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -19,15 +16,7 @@ import numpy as np
 
 from medzoo import __version__, fsio
 from medzoo.errors import InputError
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-def existing_versions(model_dir: Path) -> list[int]:
-    """Integer version folders under ``BASE/NAME`` (hidden temp folders are not versions)."""
-    if not model_dir.is_dir():
-        return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+from medzoo.export.versions import new_version_dir, staged_version
 
 
 def export_run(run_dir, base, *, name: str | None = None, version: int | None = None,
@@ -89,8 +78,8 @@ def export_run(run_dir, base, *, name: str | None = None, version: int | None = 
                                 tolerance=tolerance, opset=opset)
     config = read_config(run_dir)
     name = name or config["model"]
-    final_dir = _new_version_dir(base, name, version)
-    version, model_dir = int(final_dir.name), final_dir.parent
+    final_dir = new_version_dir(base, name, version)
+    version = int(final_dir.name)
     data_dir = Path(data_dir or config["data"]["dir"])
     if config.get("volume"):  # a 3D patch-trained segmenter: export/volume_export.py
         from medzoo.export.volume_export import export_volume_run
@@ -103,9 +92,7 @@ def export_run(run_dir, base, *, name: str | None = None, version: int | None = 
                                  data_dir=data_dir, opset=opset, evaluator=evaluator)
     model = saving.load_model(run_dir / "model.keras")
     input_shape = tuple(config["input_shape"])
-    model_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{version}.partial-", dir=model_dir))
-    try:
+    with staged_version(final_dir) as staging:
         preprocessing = config["data"].get("preprocessing") or []
         declared = inputs.declared_inputs(_dataset_info(data_dir), int(input_shape[-1]))
         signatures = saved_model.write_saved_model(model, staging, task=config["task"],
@@ -163,10 +150,6 @@ def export_run(run_dir, base, *, name: str | None = None, version: int | None = 
                         + inputs.render_markdown(declared, model_card["findings"]))
         fsio.write_text(staging / ("BLESSED" if blessed else "NOT_BLESSED"),
                         "\n".join(reasons) + "\n")
-        _publish(staging, final_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     return final_dir
 
 
@@ -190,21 +173,6 @@ def _dataset_info(data_dir: Path) -> dict | None:
         return None
 
 
-def _new_version_dir(base: Path, name: str, version: int | None) -> Path:
-    """``base/name/version`` for a new export (next free version by default); never existing."""
-    if not _NAME.match(name):
-        raise InputError(f"--name must be letters, digits, '_', '.', '-'. Received: {name!r}")
-    versions = existing_versions(base / name)
-    version = int(version) if version is not None else (versions[-1] + 1 if versions else 1)
-    if version < 1:
-        raise InputError(f"--version must be a positive integer. Received: {version}")
-    final_dir = base / name / str(version)
-    if final_dir.exists():
-        raise InputError(f"{final_dir}: version {version} exists already; exports are never "
-                         "overwritten (omit --version to take the next one)")
-    return final_dir
-
-
 def export_generator(gan_run, base, *, name: str = "gan", version: int | None = None,
                      tolerance: float | None = None, opset: int | None = None) -> Path:
     """Export a GAN run's generator like any model: SavedModel + ONNX + parity + card.
@@ -221,16 +189,14 @@ def export_generator(gan_run, base, *, name: str = "gan", version: int | None = 
     from medzoo.training.gan import load_generator
 
     generator, gan_config = load_generator(gan_run)
-    final_dir = _new_version_dir(Path(base), name, version)
+    final_dir = new_version_dir(Path(base), name, version)
     latent_dim = int(generator.inputs[0].shape[-1])
     spec = [tf.TensorSpec((None, latent_dim), tf.float32, name="latent"),
             tf.TensorSpec((None,), tf.int32, name="label")]
     serve = tf.function(lambda latent, label: {"image": generator([latent, label],
                                                                   training=False)},
                         input_signature=spec)
-    final_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.partial-", dir=final_dir.parent))
-    try:
+    with staged_version(final_dir) as staging:
         tf.get_logger().setLevel("ERROR")
         archive = keras.export.ExportArchive()
         archive.track(generator)
@@ -275,18 +241,7 @@ def export_generator(gan_run, base, *, name: str = "gan", version: int | None = 
             "artefacts": card.artefact_hashes(staging)})
         fsio.write_text(staging / "NOT_BLESSED",
                         "generator: synthetic images are for augmentation, not diagnosis\n")
-        _publish(staging, final_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     return final_dir
-
-
-def _publish(staging: Path, final_dir: Path) -> None:
-    """Rename the finished staging folder into place; never replace an existing version."""
-    if final_dir.exists():
-        raise InputError(f"{final_dir}: appeared while exporting; not overwritten")
-    os.rename(staging, final_dir)
 
 
 def parity_inputs(data_dir: Path, config: dict, n: int = 8) -> tuple[dict, dict]:

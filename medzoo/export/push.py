@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from medzoo.errors import InputError
+from medzoo.export.versions import staged_version
 
 
 def push(version_dir, serving_dir) -> Path:
@@ -33,19 +32,11 @@ def push(version_dir, serving_dir) -> Path:
     target = target_parent / version_dir.name
     if target.exists():
         raise InputError(f"{target}: exists already; a pushed version is never overwritten")
-    target_parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{version_dir.name}.partial-", dir=target_parent))
-    try:
+    with staged_version(target, doing="pushing") as staging:
         for item in sorted(version_dir.iterdir()):
             if item.name == "saved_model.pb":
                 continue
             copy = shutil.copytree if item.is_dir() else shutil.copy2
             copy(item, staging / item.name)
         shutil.copy2(version_dir / "saved_model.pb", staging / "saved_model.pb")
-        if target.exists():
-            raise InputError(f"{target}: appeared while pushing; not overwritten")
-        os.rename(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     return target

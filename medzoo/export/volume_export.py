@@ -15,7 +15,6 @@ resample and normalise a series exactly as the training data was. The training d
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -93,15 +92,14 @@ def export_volume_run(run_dir: Path, config: dict, final_dir: Path, *, bless_if=
     import tf2onnx
 
     from medzoo.export import blessing, card, parity, saved_model
-    from medzoo.export.exporter import _publish, _versions
+    from medzoo.export.exporter import _versions
+    from medzoo.export.versions import staged_version
     from medzoo.zoo import saving
 
     model = saving.load_model(run_dir / "model.keras")
     input_shape = tuple(config["input_shape"])
     name, version = final_dir.parent.name, int(final_dir.name)
-    final_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{version}.partial-", dir=final_dir.parent))
-    try:
+    with staged_version(final_dir) as staging:
         tf.get_logger().setLevel("ERROR")
         serve = _serving_function(model, input_shape)
         archive = keras.export.ExportArchive()
@@ -150,10 +148,6 @@ def export_volume_run(run_dir: Path, config: dict, final_dir: Path, *, bless_if=
                         + render_volume_markdown(model_card))
         fsio.write_text(staging / ("BLESSED" if blessed else "NOT_BLESSED"),
                         "\n".join(reasons) + "\n")
-        _publish(staging, final_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     return final_dir
 
 

@@ -78,6 +78,17 @@ def dataset_fingerprint(ds_dir) -> str:
     return digest.hexdigest()
 
 
+def data_section(ds_dir: Path, info: dict, parts: dict) -> dict:
+    """A run config's ``data``: the dataset trained on (folder, fingerprint, ``dataset.json``'s
+    window, size, preprocessing, key fingerprint and pixel statistics) and the records per part."""
+    return {"dir": str(ds_dir.resolve()), "fingerprint": dataset_fingerprint(ds_dir),
+            "window": info.get("window"), "image_size": list(info["image_size"]),
+            "preprocessing": info.get("preprocessing") or [],
+            "key_fingerprint": info.get("key_fingerprint"),
+            "counts": {k: len(v) for k, v in parts.items()},
+            "pixel_stats": info.get("pixel_stats")}
+
+
 def default_epochs(task: str) -> int:
     return 20 if task == "classification" else 15
 
@@ -221,12 +232,7 @@ def train(model: str, ds_dir, run_dir, *, epochs: int | None = None, batch_size:
         "model_options": model_options or {},
         "input_shape": list(input_shape),
         "classes": classes,
-        "data": {"dir": str(ds_dir.resolve()), "fingerprint": dataset_fingerprint(ds_dir),
-                 "window": info.get("window"), "image_size": list(info["image_size"]),
-                 "preprocessing": info.get("preprocessing") or [],
-                 "key_fingerprint": info.get("key_fingerprint"),
-                 "counts": {k: len(v) for k, v in parts.items()},
-                 "pixel_stats": info.get("pixel_stats")},
+        "data": data_section(ds_dir, info, parts),
         "folds": folds, "split_seed": split_seed, "test_fold": test_fold,
         "val_fold": (test_fold + 1) % folds,
         "seed": seed, "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,

@@ -66,7 +66,7 @@ def series_dir(tmp_path_factory):
 
 
 def test_predict_writes_one_multiclass_seg_per_series_on_the_source_grid(volume_export, series_dir,
-                                                                          tmp_path):
+                                                                          tmp_path, dciodvfy):
     from medzoo.deploy.predict import predict
 
     out = tmp_path / "pred"
@@ -88,6 +88,7 @@ def test_predict_writes_one_multiclass_seg_per_series_on_the_source_grid(volume_
                   for item in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
     assert referenced == {str(ds.SOPInstanceUID) for ds in sources}
     assert seg.StudyInstanceUID == sources[0].StudyInstanceUID
+    assert dciodvfy(summary["seg_files"][0]) == ("Segmentation", [], [])
 
     frames = seg.pixel_array.reshape(int(seg.NumberOfFrames), 32, 32)
     segment_of = [int(f.SegmentIdentificationSequence[0].ReferencedSegmentNumber)

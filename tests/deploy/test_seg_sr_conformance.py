@@ -63,11 +63,24 @@ def test_predict_seg_and_sr_pass_dciodvfy(mixed_predictions, dciodvfy):
     out = mixed_predictions["out"]
     found = {}
     for path in sorted((out / "seg").glob("*.dcm")) + mixed_predictions["sr"]:
-        iod, errors, _ = dciodvfy(path)
-        assert errors == [], path.relative_to(out)
+        iod, errors, warnings = dciodvfy(path)
+        assert (errors, warnings) == ([], []), path.relative_to(out)
         found[iod] = found.get(iod, 0) + 1
     # one SEG for the complete series, one per image for the legacy one; an SR per study
     assert found == {"Segmentation": 3, "Comprehensive3DSR": 2}
+
+
+def test_sr_carries_the_disclaimer_in_its_content_tree(mixed_predictions):
+    from medzoo.deploy.findings import DISCLAIMER
+
+    threshold = json.loads((mixed_predictions["out"] / "studies.json").read_text())["threshold"]
+    for path in mixed_predictions["sr"]:
+        sr = hd.sr.srread(path)
+        assert "ImageComments" not in sr  # not an attribute of the SR IOD
+        comments = [item.TextValue for item in sr.ContentSequence
+                    if item.ValueType == "TEXT" and item.RelationshipType == "CONTAINS"
+                    and item.ConceptNameCodeSequence[0].CodeValue == "121106"]
+        assert comments == [f"p >= {threshold:g}: {DISCLAIMER}"]
 
 
 def test_legacy_series_gets_a_seg_per_image_that_reads_back(mixed_predictions, key_file):
@@ -131,8 +144,7 @@ def test_secondary_capture_sources_get_valid_segs(phantom_dicom, dciodvfy, tmp_p
     assert len(segs) == len(headers)
     for n, (seg, header) in enumerate(zip(segs, headers)):
         seg.save_as(tmp_path / f"seg-{n}.dcm", enforce_file_format=True)
-        iod, errors, _ = dciodvfy(tmp_path / f"seg-{n}.dcm")
-        assert (iod, errors) == ("Segmentation", [])
+        assert dciodvfy(tmp_path / f"seg-{n}.dcm") == ("Segmentation", [], [])
         back = hd.seg.segread(tmp_path / f"seg-{n}.dcm")
         (uid,) = [u for _, _, u in back.get_source_image_uids()]
         assert uid == header.SOPInstanceUID
