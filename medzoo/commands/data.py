@@ -80,7 +80,8 @@ def add_data(sub) -> None:
                         "dataset.json) ingested as native volumes; see docs/annotations.md")
     p.add_argument("--segment-map", type=segment_map_type, metavar="NAME=CLASS,...",
                    help="SEG segment / RTSTRUCT ROI names (or coded properties) → label classes "
-                        "for series masks, e.g. 'Left Lung=lung,Right Lung=lung,Couch=-'")
+                        "for series masks, e.g. 'Left Lung=lung,Right Lung=lung,Couch=-'; 2D "
+                        "masks are binary: NAME=- leaves a segment out of them")
     p.add_argument("--strict", action="store_true", help="exit 1 when any input is rejected")
     p.add_argument("--records-per-shard", type=int, default=1024, metavar="N",
                    help="records per TFRecord shard (multi-worker training shards by file: "
@@ -173,7 +174,7 @@ def cmd_data(args) -> int:
                          volumes=args.volumes, denoise=args.denoise, enhance=args.enhance,
                          standardize=args.standardize, series_issues=args.series_issues,
                          records_per_shard=args.records_per_shard, spacing=args.spacing,
-                         volume_options=volume_options)
+                         volume_options=volume_options, segment_map=args.segment_map)
         what = "volumes" if args.volumes or args.spacing else "images"
         warned = f", {summary['warnings']} series warnings" if summary.get("warnings") else ""
         print(f"ingested {summary['loaded']} of {summary['inputs']} inputs "

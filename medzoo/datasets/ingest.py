@@ -134,11 +134,24 @@ def _windows(window, n_columns):
     return specs
 
 
+def _parse_segment_map(segment_map) -> dict:
+    """``segment_map`` as a dict (text is parsed); a bad item is an :class:`InputError`."""
+    from medzoo.datasets.annotations import parse_segment_map
+
+    if not isinstance(segment_map, str):
+        return dict(segment_map or {})
+    try:
+        return parse_segment_map(segment_map)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
 def ingest(dicom_dir, labels_csv, out, size=64, window="auto", workers=1, folds=5, seed=0,
            key_file=None, strict=False, records_per_shard=records.RECORDS_PER_SHARD,
            progress=None, *, color="grey", volumes=None, denoise=None, enhance=None,
            standardize=None, series_issues="warn", parallel="auto",
-           file_timeout=FILE_TIMEOUT_SECONDS, spacing=None, volume_options=None) -> dict:
+           file_timeout=FILE_TIMEOUT_SECONDS, spacing=None, volume_options=None,
+           segment_map=None) -> dict:
     """Ingest DICOM files listed in labels.csv into a dataset dir.
 
     Parameters
@@ -188,6 +201,12 @@ def ingest(dicom_dir, labels_csv, out, size=64, window="auto", workers=1, folds=
         :func:`medzoo.datasets.volumes.ingest_volumes`, given ``volume_options`` (its keyword
         arguments: label_classes, memory_gb, patch_size, batch_size, normalization,
         segment_map).
+    segment_map : dict or str, optional
+        SEG segment / RTSTRUCT ROI names (or coded properties) → classes, as
+        :func:`medzoo.datasets.annotations.parse_segment_map` reads them. 2D: a row whose
+        ``mask`` is a DICOM SEG or RTSTRUCT gets a binary mask of the segments not mapped to
+        ``-`` (:func:`medzoo.datasets.slice_masks.read_slice_mask`); with ``spacing``, it is
+        passed on to the volume ingest (unless ``volume_options`` has its own).
 
     Returns
     -------
@@ -208,6 +227,10 @@ def ingest(dicom_dir, labels_csv, out, size=64, window="auto", workers=1, folds=
                              f"both. Received: --spacing {spacing} --volumes {volumes}")
         from medzoo.datasets.volumes import ingest_volumes
 
+        volume_options = dict(volume_options or {})
+        if segment_map is not None:
+            volume_options.setdefault("segment_map", segment_map)
+
         unused = [name for name, value in (("--denoise", denoise), ("--enhance", enhance),
                                            ("--standardize", standardize)) if value]
         unused += ["--color rgb"] if color != "grey" else []
@@ -220,7 +243,7 @@ def ingest(dicom_dir, labels_csv, out, size=64, window="auto", workers=1, folds=
         return ingest_volumes(dicom_dir, labels_csv, out, spacing=spacing, folds=folds,
                               seed=seed, key_file=key_file, strict=strict,
                               records_per_shard=records_per_shard, progress=progress,
-                              workers=workers, **(volume_options or {}))
+                              workers=workers, **volume_options)
     dicom_dir = Path(dicom_dir)
     out = Path(out)
     auto_size = str(size) == "auto"
@@ -231,6 +254,7 @@ def ingest(dicom_dir, labels_csv, out, size=64, window="auto", workers=1, folds=
         raise InputError(f"--color must be grey or rgb. Received: {color!r}")
     if series_issues not in ("warn", "reject"):
         raise InputError(f"Series issues must be 'warn' or 'reject'. Received: {series_issues!r}")
+    segment_map = _parse_segment_map(segment_map)
     volume = parse_volume(volumes)
     specs = preprocess.parse_specs(denoise, enhance, standardize)
     image_hw = (volume[1], volume[2]) if volume else (size, size)
@@ -266,7 +290,8 @@ def ingest(dicom_dir, labels_csv, out, size=64, window="auto", workers=1, folds=
     key = deid.load_or_create_key(key_file)
     options = Options(key=key, size=image_hw, windows=tuple(windows), color=color,
                       volume_depth=volume[0] if volume else None, preprocessing=tuple(specs),
-                      series_issues=series_issues, file_timeout=float(file_timeout))
+                      series_issues=series_issues, file_timeout=float(file_timeout),
+                      segment_map=tuple(segment_map.items()))
     plan = plan_rows(rows, labels_csv, volume=volume is not None)
 
     per_channel = 3 if color == "rgb" else 1
@@ -289,7 +314,7 @@ def ingest(dicom_dir, labels_csv, out, size=64, window="auto", workers=1, folds=
     digest = resume.fingerprint(labels_csv, (f for p in plan for f in p.files), dict(
         settings, schema=SCHEMA_VERSION, dicom_dir=str(dicom_dir.resolve()), folds=int(folds),
         seed=int(seed), records_per_shard=int(records_per_shard), file_timeout=file_timeout,
-        key=deid.key_fingerprint(key)))
+        key=deid.key_fingerprint(key), **({"segment_map": segment_map} if segment_map else {})))
     with resume.WorkDir(out, digest) as work:
         umask = os.umask(0)
         os.umask(umask)

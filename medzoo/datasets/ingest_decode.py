@@ -40,6 +40,7 @@ class Options:
     preprocessing: tuple = ()
     series_issues: str = "warn"  # 2D: "warn" (warnings.csv) or "reject"
     file_timeout: float = FILE_TIMEOUT_SECONDS  # seconds per file; 0: no limit
+    segment_map: tuple = ()  # 2D DICOM masks: ((segment or ROI name, class), ...); "-" leaves out
 
 
 _WORKER: dict = {}
@@ -208,7 +209,8 @@ def decode_task(task):
                 raise dicom.DicomRejected(
                     f"mask shape mismatch (expected one mask per frame for "
                     f"{img.frames.shape[0]} frames, received one {img.rows}x{img.columns} mask)")
-            stored = load_mask(Path(mask_path), img.rows, img.columns, unit["paths"][0])
+            stored = load_mask(Path(mask_path), img.rows, img.columns, unit["paths"][0],
+                               segment_map=dict(opts.segment_map))
         except dicom.DicomRejected as exc:
             out.extend(("reject", p, exc.reason) for u in units for p in u["paths"])
             return out

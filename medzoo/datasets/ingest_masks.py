@@ -19,7 +19,7 @@ import numpy as np
 from medzoo.datasets import dicom
 
 
-def load_mask(path: Path, rows: int, cols: int, image_path=None) -> np.ndarray:
+def load_mask(path: Path, rows: int, cols: int, image_path=None, segment_map=None) -> np.ndarray:
     """The mask a row names, at the image's native ``rows × cols``.
 
     Parameters
@@ -31,6 +31,9 @@ def load_mask(path: Path, rows: int, cols: int, image_path=None) -> np.ndarray:
     image_path : path-like, optional
         The row's image; a DICOM mask is read only with it (its frames are matched by SOP
         Instance UID).
+    segment_map : dict, optional
+        A DICOM mask's segment / ROI names → classes; ``NAME=-`` leaves that segment out of the
+        (binary) mask (:func:`medzoo.datasets.slice_masks.read_slice_mask`).
 
     Returns
     -------
@@ -48,7 +51,7 @@ def load_mask(path: Path, rows: int, cols: int, image_path=None) -> np.ndarray:
         from medzoo.datasets.annotations import AnnotationError
 
         try:  # a DICOM SEG / RTSTRUCT: this image's frames (docs/annotations.md)
-            return slice_masks.read_slice_mask(path, image_path)
+            return slice_masks.read_slice_mask(path, image_path, segment_map=segment_map)
         except AnnotationError as exc:
             raise dicom.DicomRejected(f"mask: {exc}") from None
     if path.suffix.lower() == ".npy":
