@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1] / "medzoo"
 # Position of each package in the chain; a module may import only what stands at its position
 # or before it. Base modules stand before every package and import none of them.
 LAYERS = {"datasets": 1, "pacs": 1, "zoo": 2, "training": 3, "export": 4, "evaluation": 5,
-          "deploy": 6, "cli": 7, "demo": 7, "__main__": 7}
+          "deploy": 6, "cli": 7, "commands": 7, "demo": 7, "__main__": 7}
 BASE = {"__init__", "errors", "fsio", "roc", "figures"}
 
 

@@ -196,7 +196,7 @@ def test_workers_decode_without_tensorflow(synth_ct, key_file):
     options = ingest_mod.Options(key=b"k" * 32, size=(32, 32), windows=("auto",))
     tasks = [([("path", [f], False)], None) for f in files]
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=ingest_mod._init_worker, initargs=(options,)) as pool:
+                             initializer=ingest_mod.init_worker, initargs=(options,)) as pool:
         outcomes = pool.submit(ingest_mod.decode_chunk, tasks).result()
         assert [[kind for kind, _, _ in o] for o in outcomes] == [["ok"], ["ok"]]
         assert outcomes[0][0][2]["image"].shape == (32, 32, 1)
@@ -231,7 +231,9 @@ def test_this_process_and_a_worker_share_the_chunks_in_input_order(synth_ct, mon
     plan = ingest_mod.plan_rows(read_labels(src / "labels.csv"), src / "labels.csv")
     tasks, _ = ingest_mod.planned_tasks(plan)
     options = ingest_mod.Options(key=b"k" * 32, size=(32, 32), windows=("auto",))
-    monkeypatch.setattr(ingest_mod, "FILES_PER_CHUNK", 1)  # 24 chunks to hand out
+    from medzoo.datasets import ingest_schedule
+
+    monkeypatch.setattr(ingest_schedule, "FILES_PER_CHUNK", 1)  # 24 chunks to hand out
     alone = list(ingest_mod.iter_outcomes(tasks, options, workers=1))
     stats: dict = {}
     shared = list(ingest_mod.iter_outcomes(tasks, options, workers=2, parallel="always",
@@ -374,12 +376,12 @@ def test_pydicom_warnings_quoting_identifiers_are_not_shown(tmp_path, synth_ct, 
 
 def test_a_mask_of_structured_or_text_dtype_is_rejected_not_fatal(tmp_path):
     from medzoo.datasets.dicom import DicomRejected
-    from medzoo.datasets.ingest import _load_mask
+    from medzoo.datasets.ingest_masks import load_mask
 
     for name, array in (("structured.npy", np.zeros((4, 4), dtype=[("a", "i4"), ("b", "f4")])),
                         ("text.npy", np.full((4, 4), "x"))):
         np.save(tmp_path / name, array)
         with pytest.raises(DicomRejected, match="expected a numeric array"):
-            _load_mask(tmp_path / name, 4, 4)
+            load_mask(tmp_path / name, 4, 4)
     np.save(tmp_path / "ok.npy", np.eye(4, dtype=bool))
-    assert _load_mask(tmp_path / "ok.npy", 4, 4).sum() == 4
+    assert load_mask(tmp_path / "ok.npy", 4, 4).sum() == 4

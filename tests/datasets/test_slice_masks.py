@@ -154,3 +154,61 @@ def test_rtstruct_contour_fills_its_image_only(tmp_path):
     with pytest.raises(AnnotationError, match="RTSTRUCT contours need the image's plane "
                                               "geometry"):
         read_slice_mask(path, sorted(cr.glob("*/IM0001.dcm"))[0])
+
+
+def _write_two_segment_seg(path, dataset, nodule, couch):
+    """A BINARY SEG of one image with two segments: 'Nodule' (1) and 'Couch' (2)."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name="test", version="1", family=codes.DCM.ArtificialIntelligence)
+    descriptions = [hd.seg.SegmentDescription(
+        segment_number=number, segment_label=label, segmented_property_category=codes.SCT.Organ,
+        segmented_property_type=prop, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algorithm)
+        for number, label, prop in ((1, "Nodule", codes.SCT.Nodule), (2, "Couch", codes.SCT.Bone))]
+    seg = hd.seg.Segmentation(
+        source_images=[dataset], pixel_array=np.stack([nodule, couch], axis=-1)[None].astype(np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=9,
+        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="test",
+        manufacturer_model_name="test", software_versions="1", device_serial_number="1")
+    seg.save_as(str(path))
+
+
+def test_cli_segment_map_leaves_a_segment_out_of_2d_masks(tmp_path, capsys):
+    """`medzoo data ingest --segment-map` reaches 2D rows whose mask is a SEG: the stored mask is
+    every segment by default, and without the segments mapped to `-`."""
+    from medzoo import cli
+
+    root = tmp_path / "dicom"
+    write_synthetic(root, patients=2, modality="ct", size=SIZE, slices=1, seed=3)
+    rows = _rows(root / "labels.csv")
+    lesion = next(r for r in rows if r["label"] == "lesion")
+    nodule = np.load(root / lesion["mask"]) > 0
+    couch = np.zeros((SIZE, SIZE), bool)
+    couch[-4:, :] = True  # a strip the nodule does not reach
+    assert nodule.any() and not (nodule & couch).any()
+    _write_two_segment_seg(root / "seg.dcm", pydicom.dcmread(root / lesion["path"]), nodule, couch)
+    lesion["mask"] = "seg.dcm"
+    with open(root / "labels_seg.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["path", "label", "mask"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+    def stored_lesion_mask(out, *extra):
+        args = ["data", "ingest", str(root), "--labels", str(root / "labels_seg.csv"), "--out",
+                str(out), "--size", str(SIZE), "--folds", "2", "--key-file",
+                str(tmp_path / "key"), *extra]
+        assert cli.main(args) == 0
+        assert "ingested 2 of 2 inputs (2 images), rejected 0" in capsys.readouterr().out
+        index = _rows(out / "index.csv")
+        record = next(r["record_id"] for r in index if r["has_mask"] == "1" and r["label"] == "1")
+        return _masks(out)[record]
+
+    every_segment = stored_lesion_mask(tmp_path / "all")
+    np.testing.assert_array_equal(every_segment, (nodule | couch).astype(np.uint8))
+    without_couch = stored_lesion_mask(tmp_path / "nodule", "--segment-map", "Couch=-,Nodule=lesion")
+    np.testing.assert_array_equal(without_couch, nodule.astype(np.uint8))
+    assert int(without_couch.sum()) == int(nodule.sum()) > 0
