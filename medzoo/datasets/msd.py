@@ -33,7 +33,6 @@ import collections
 import json
 import os
 import re
-import shutil
 import sys
 from pathlib import Path
 
@@ -326,9 +325,7 @@ def ingest_msd(root, out, *, spacing="auto", memory_gb: float = planning.DEFAULT
     has_mask = any(case["label"] is not None for case, _, _ in loaded)
     classes = manifest.order_classes(name for _, _, name in loaded)
     class_index = {c: i for i, c in enumerate(classes)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp, lock = volume_dir.work_dir(out)
-    try:
+    with volume_dir.building(out) as tmp:
         index, stats = [], [0.0, 0.0, 0]
         with records.ShardWriter(tmp / "shards", records_per_shard) as writer:
             for case, grid, name in loaded:  # pass 2: normalise, resample, write
@@ -372,12 +369,6 @@ def ingest_msd(root, out, *, spacing="auto", memory_gb: float = planning.DEFAULT
             folds, seed, key, has_mask, channels=len(channel_names),
             extra_info={"source_layout": layout["layout"],
                         "channel_names": list(channel_names)})
-        volume_dir.publish(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        os.close(lock)
     summary.update(layout=layout["layout"], channels=len(channel_names),
                    strict_failed=bool(strict and summary["rejected"]), out=str(out))
     return summary
