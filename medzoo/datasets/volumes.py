@@ -60,6 +60,11 @@ def _bar(iterable, desc: str, progress, **kw):
                disable=None if progress is None else not progress, **kw)
 
 
+def sample_slices(n: int) -> np.ndarray:
+    """Indices of up to :data:`SAMPLE_SLICES` slices of ``n``, evenly spaced, first and last."""
+    return np.unique(np.linspace(0, n - 1, min(SAMPLE_SLICES, n)).round().astype(int))
+
+
 def parse_spacing(spacing):
     """``"auto"`` → None; ``"Z,Y,X"`` or a 3-sequence → three positive floats (mm).
 
@@ -202,9 +207,7 @@ def fingerprint_series(row, label_classes, key: bytes, segment_map=None, sample_
     if row.mask is not None:
         labels, classes = load_label_map(row.mask, geometry, label_classes, segment_map)
         labels = remap(labels, classes, label_classes)
-    picks = np.unique(np.linspace(0, len(sorted_files) - 1, min(SAMPLE_SLICES,
-                                                                len(sorted_files))).round()
-                      .astype(int))
+    picks = sample_slices(len(sorted_files))
     values, fg, sampled = [], [], {}
     for k in picks:
         try:
