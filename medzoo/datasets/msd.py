@@ -25,6 +25,10 @@ Records follow the native-volume contract (docs/internals.md "Native-spacing vol
 ``direction`` (LPS) and the ``original_*`` grid (the case's own). The array axes are the NIfTI's
 voxel axes reversed (``data[i, j, k]`` → ``array[k, j, i]``), so ``direction`` may be any
 orthonormal matrix; the stored grid keeps voxel (0, 0, 0) and the direction.
+
+``dataset.json`` ``domain`` is DICOM volume ingest's schema, from what the NIfTI files and the
+channel names know (:mod:`medzoo.datasets.msd_domain`): the modality where a channel's name says
+it, spacing, size and stored intensities of every slice of every written case.
 """
 
 from __future__ import annotations
@@ -373,8 +377,7 @@ def ingest_msd(root, out, *, spacing="auto", memory_gb: float = planning.DEFAULT
             folds, seed, key, has_mask, channels=len(channel_names),
             extra_info={"source_layout": layout["layout"],
                         "channel_names": list(channel_names),
-                        "domain": dict(domain.summary(), channels=msd_domain.describe_channels(
-                            channel_names, codes))})
+                        "domain": msd_domain.summary(domain, channel_names, codes)})
     summary.update(layout=layout["layout"], channels=len(channel_names),
                    strict_failed=bool(strict and summary["rejected"]), out=str(out))
     return summary

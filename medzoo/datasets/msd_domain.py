@@ -35,6 +35,7 @@ _MR_NAMES = {"mr", "mri", "cinemri", "t1", "t1w", "t1c", "t1ce", "t1gd", "t1wce"
              "t2", "t2w", "t2flair", "flair", "pd", "pdw", "adc", "dwi", "hbv", "swi"}
 MODALITY_CODES = {"ct": "CT", "pet": "PT", "pt": "PT", **{n: "MR" for n in _MR_NAMES}}
 """Channel names (lower case, without spaces, ``-`` and ``_``) that say a DICOM modality."""
+NIFTI_UNIT = "value as stored in the NIfTI (after scl_slope / scl_inter)"
 
 
 def channel_modality(name) -> str | None:
@@ -88,6 +89,13 @@ def case_facts(image: np.ndarray, spacing, codes) -> list[dict]:
     return facts
 
 
-def describe_channels(channel_names, codes) -> list[dict]:
-    """``[{"name", "modality"}]`` per channel, ``"unknown"`` where the name says none."""
-    return [{"name": str(n), "modality": c or UNKNOWN} for n, c in zip(channel_names, codes)]
+def summary(accumulator, channel_names, codes) -> dict:
+    """The ``domain`` section: ``accumulator.summary()`` (:class:`medzoo.datasets.domain.
+    DomainAccumulator` of :func:`case_facts`), the intensity unit a NIfTI has, and
+    ``channels``: ``[{"name", "modality"}]``, ``"unknown"`` where the name says no modality."""
+    out = accumulator.summary()
+    if out.get("intensity"):
+        out["intensity"]["unit"] = NIFTI_UNIT
+    out["channels"] = [{"name": str(n), "modality": c or UNKNOWN}
+                       for n, c in zip(channel_names, codes)]
+    return out

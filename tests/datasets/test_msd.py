@@ -150,6 +150,7 @@ def _check_mr_domain(domain, images):
     assert domain["sop_classes"] == {} and domain["slice_thickness_mm"] is None
     values = np.concatenate([np.r_[im.ravel(), im.ravel() * 0.5 + 100] for im in images])
     intensity = domain["intensity"]
+    assert intensity["unit"] == "value as stored in the NIfTI (after scl_slope / scl_inter)"
     assert intensity["pixels_sampled"] == values.size  # 6 slices: all sampled, every pixel
     _assert_percentiles(intensity, values)
     lo, hi = intensity["image_median"]  # slice medians: channel 0 ≈ 0, channel 1 ≈ 100
