@@ -18,8 +18,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 from monai_2d import auc, dice  # noqa: E402  (numpy-only helpers; torch is imported in main)
 
 
-def main(argv=None) -> int:
-    run_dir, ds_dir = (Path(a) for a in (argv or sys.argv[1:]))
+def predict_held_out(run_dir: Path, ds_dir: Path):
+    """The run's test-fold records (its own folds and split seed), predicted by its model.
+
+    Returns
+    -------
+    config, images, outputs, labels, truth
+        ``truth``: the records' masks as booleans (segmenters: 4-D outputs), else None.
+    """
     from medzoo.datasets import records, splits
     from medzoo.training.fit import read_config
     from medzoo.zoo import saving
@@ -31,11 +37,19 @@ def main(argv=None) -> int:
     images = np.stack([r["image"] for r in recs])
     out = np.asarray(saving.load_model(run_dir / "model.keras").predict(images, verbose=0))
     y = np.array([int(r["label"]) for r in recs])
-    result = {"model": f"medzoo {config['model']}", "train_seconds": config.get("train_seconds"),
-              "epochs_run": config.get("epochs_run"), "n_test": len(recs),
-              "size": int(images.shape[1])}
+    truth = None
     if out.ndim == 4:
         truth = np.stack([np.asarray(r["mask"]).reshape(images.shape[1:3]) > 0 for r in recs])
+    return config, images, out, y, truth
+
+
+def main(argv=None) -> int:
+    run_dir, ds_dir = (Path(a) for a in (argv or sys.argv[1:]))
+    config, images, out, y, truth = predict_held_out(run_dir, ds_dir)
+    result = {"model": f"medzoo {config['model']}", "train_seconds": config.get("train_seconds"),
+              "epochs_run": config.get("epochs_run"), "n_test": len(y),
+              "size": int(images.shape[1])}
+    if truth is not None:
         result["dice"] = round(dice(out[..., 0] >= 0.5, truth), 4)
         result["auc"] = round(auc(y, out.reshape(len(out), -1).max(1)), 4)
     else:

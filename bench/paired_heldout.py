@@ -15,22 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).parent))
+from heldout import predict_held_out  # noqa: E402  (numpy-only imports; TF in the call)
+
 
 def _scores(run_dir: Path, ds_dir: Path):
-    from medzoo.datasets import records, splits
-    from medzoo.training.fit import read_config
-    from medzoo.zoo import saving
-
-    config = read_config(run_dir)
-    fold_of = splits.fold_assignment(ds_dir, config["folds"], config["split_seed"])
-    wanted = sorted(r for r, f in fold_of.items() if f == config["test_fold"])
-    recs = list(records.read_records(ds_dir, wanted))
-    images = np.stack([r["image"] for r in recs])
-    out = np.asarray(saving.load_model(run_dir / "model.keras").predict(images, verbose=0))
-    y = np.array([int(r["label"]) for r in recs])
-    if out.ndim != 4:
+    _, _, out, y, truth = predict_held_out(run_dir, ds_dir)
+    if truth is None:
         return y, out[:, 1], None
-    truth = np.stack([np.asarray(r["mask"]).reshape(images.shape[1:3]) > 0 for r in recs])
     pred = out[..., 0] >= 0.5
     inter = (pred & truth).sum((1, 2))
     denom = pred.sum((1, 2)) + truth.sum((1, 2))

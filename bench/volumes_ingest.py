@@ -2,7 +2,7 @@
 
 For each slice count N (default 100 and 200) two phantom CT series of 512 × 512 × N (one with
 lesions, one without, each at its own spacing) are written with ``synth --volumes``, then
-ingested with ``--spacing auto`` in a fresh process whose peak RSS (ru_maxrss) is read. A
+ingested with ``--spacing auto`` in a fresh process whose peak RSS (VmHWM) is read. A
 baseline process imports the same modules and reads one slice, so the line shows what the
 volume adds. One series is ``512 * 512 * N * 4`` bytes as float32 (the decoded volume); the
 ratio ``(peak − baseline) / series bytes`` should stay about constant as N grows — memory grows
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -25,18 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-def _peak_kib() -> float:
-    """This process' peak RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork and exec,
-    so a child would report its parent's peak (here: the synth's) when that is higher."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return float(line.split()[1])
-    except OSError:
-        pass
-    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+sys.path.insert(0, str(Path(__file__).parent))
+from _rss import growth, peak_mib, series_memory  # noqa: E402
 
 
 def _child(mode: str, dicom_dir: str, out: str) -> None:
@@ -53,7 +42,7 @@ def _child(mode: str, dicom_dir: str, out: str) -> None:
         first = sorted(Path(dicom_dir).rglob("*.dcm"))[0]
         dicom.read_modality_values(first)
         extra = {}
-    print(json.dumps({"peak_mib": _peak_kib() / 1024.0, "seconds": time.perf_counter() - start,
+    print(json.dumps({"peak_mib": peak_mib(), "seconds": time.perf_counter() - start,
                       **extra}))
 
 
@@ -86,22 +75,17 @@ def main() -> None:
             synth_s = time.perf_counter() - start
             base = _measure("baseline", dicom_dir, work / f"none-{n}")
             run = _measure("ingest", dicom_dir, work / f"ds-{n}")
-            series_mib = args.size * args.size * n * 4 / 1024**2
-            added = run["peak_mib"] - base["peak_mib"]
-            rows.append((n, series_mib, base["peak_mib"], run["peak_mib"], added / series_mib))
+            series_mib, ratio, memory = series_memory(args.size, n, run, base)
+            rows.append((n, series_mib, run["peak_mib"], ratio))
             print(f"{args.size}x{args.size}x{n}: synth 2 series {synth_s:.1f} s; ingest "
-                  f"{run['seconds']:.1f} s (target spacing {run['target_spacing']}); peak RSS "
-                  f"{run['peak_mib']:.0f} MiB, baseline {base['peak_mib']:.0f} MiB, one series "
-                  f"float32 {series_mib:.0f} MiB → (peak − baseline) / series = "
-                  f"{added / series_mib:.2f}", flush=True)
+                  f"{run['seconds']:.1f} s (target spacing {run['target_spacing']}); {memory}",
+                  flush=True)
             shutil.rmtree(dicom_dir, ignore_errors=True)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     if len(rows) > 1:
-        (n0, s0, _, p0, r0), (n1, s1, _, p1, r1) = rows[0], rows[-1]
-        print(f"slices x{n1 / n0:.2f} → series bytes x{s1 / s0:.2f}, peak RSS x{p1 / p0:.2f}, "
-              f"memory per series byte {r0:.2f} → {r1:.2f}")
+        print(growth(rows))
 
 
 if __name__ == "__main__":

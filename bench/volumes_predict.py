@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -32,17 +31,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-def _peak_mib() -> float:
-    """This process' peak RSS (VmHWM: ru_maxrss carries a parent's peak over fork and exec)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return float(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+sys.path.insert(0, str(Path(__file__).parent))
+from _rss import growth, peak_mib, series_memory  # noqa: E402
 
 
 def _child(mode: str, model: str, dicom_dir: str, out: str) -> None:
@@ -62,7 +52,7 @@ def _child(mode: str, model: str, dicom_dir: str, out: str) -> None:
         from medzoo.deploy import predict, predict_volume  # noqa: F401
 
         OnnxModel(model)
-    print(json.dumps({"peak_mib": _peak_mib(), "seconds": time.perf_counter() - start}))
+    print(json.dumps({"peak_mib": peak_mib(), "seconds": time.perf_counter() - start}))
 
 
 def _measure(mode: str, model: Path, dicom_dir: Path, out: Path) -> dict:
@@ -123,22 +113,16 @@ def main() -> None:
             run = _measure("predict", model, dicom_dir, work / f"pred-{n}")
             with open(work / f"pred-{n}" / "predictions.csv", newline="") as fh:
                 series_s = float(next(csv.DictReader(fh))["seconds"])
-            series_mib = args.size * args.size * n * 4 / 1024**2
-            added = run["peak_mib"] - base["peak_mib"]
-            rows.append((n, series_mib, run["peak_mib"], added / series_mib))
+            series_mib, ratio, memory = series_memory(args.size, n, run, base)
+            rows.append((n, series_mib, run["peak_mib"], ratio))
             print(f"{args.size}x{args.size}x{n}: synth {synth_s:.1f} s; predict {run['seconds']:.1f} s "
-                  f"(process), {series_s:.1f} s per series (predictions.csv); peak RSS "
-                  f"{run['peak_mib']:.0f} MiB, baseline {base['peak_mib']:.0f} MiB, one series "
-                  f"float32 {series_mib:.0f} MiB → (peak − baseline) / series = "
-                  f"{added / series_mib:.2f}", flush=True)
+                  f"(process), {series_s:.1f} s per series (predictions.csv); {memory}", flush=True)
             shutil.rmtree(dicom_dir, ignore_errors=True)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     if len(rows) > 1:
-        (n0, s0, p0, r0), (n1, s1, p1, r1) = rows[0], rows[-1]
-        print(f"slices x{n1 / n0:.2f} → series bytes x{s1 / s0:.2f}, peak RSS x{p1 / p0:.2f}, "
-              f"memory per series byte {r0:.2f} → {r1:.2f}")
+        print(growth(rows))
 
 
 if __name__ == "__main__":

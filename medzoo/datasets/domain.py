@@ -131,11 +131,17 @@ def object_facts(ds, modality_values: np.ndarray | None) -> dict:
     """
     facts = header_facts(ds)
     if modality_values is not None and facts["samples"] == 1:
-        values = np.asarray(modality_values, dtype=np.float64)
-        finite = values[np.isfinite(values)]
-        facts["histogram"] = intensity_bins(finite)
-        facts["median"] = float(np.median(finite)) if finite.size else None
+        facts.update(intensity_facts(modality_values))
     return facts
+
+
+def intensity_facts(values) -> dict:
+    """``histogram`` (:func:`intensity_bins`) and ``median`` of one image's sampled values
+    (finite ones; median None when there are none)."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    return {"histogram": intensity_bins(finite),
+            "median": float(np.median(finite)) if finite.size else None}
 
 
 def _count(table: dict, key) -> None:
@@ -241,14 +247,14 @@ class DomainAccumulator:
 def describe(domain) -> str:
     """One line for people: what the images were, e.g. ``"CT; MONOCHROME2; body part CHEST;
     pixel spacing 0.7–0.9 mm; 512 × 512 px; modality values p1–p99 -1024 – 1100"``."""
-    if not isinstance(domain, dict) or not domain.get("modalities"):
+    if not isinstance(domain, dict) or not (domain.get("modalities") or domain.get("images")):
         return "unknown (not recorded at ingest)"
 
     def span(pair, unit=""):
         lo, hi = pair
         return (f"{lo:.4g}" if lo == hi else f"{lo:.4g}–{hi:.4g}") + unit
 
-    parts = [", ".join(domain["modalities"]),
+    parts = [", ".join(domain.get("modalities") or {}) or "modality unknown",
              ", ".join(domain.get("photometric_interpretations") or {})]
     if domain.get("body_parts"):
         parts.append("body part " + ", ".join(domain["body_parts"]))

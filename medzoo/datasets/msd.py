@@ -25,6 +25,10 @@ Records follow the native-volume contract (docs/internals.md "Native-spacing vol
 ``direction`` (LPS) and the ``original_*`` grid (the case's own). The array axes are the NIfTI's
 voxel axes reversed (``data[i, j, k]`` → ``array[k, j, i]``), so ``direction`` may be any
 orthonormal matrix; the stored grid keeps voxel (0, 0, 0) and the direction.
+
+``dataset.json`` ``domain`` is DICOM volume ingest's schema, from what the NIfTI files and the
+channel names know (:mod:`medzoo.datasets.msd_domain`): the modality where a channel's name says
+it, spacing, size and stored intensities of every slice of every written case.
 """
 
 from __future__ import annotations
@@ -33,15 +37,15 @@ import collections
 import json
 import os
 import re
-import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from medzoo.datasets import deid, manifest, records, splits, volume_dir, volumes
+from medzoo.datasets import deid, manifest, msd_domain, records, splits, volume_dir, volumes
 from medzoo.datasets import plan as planning
 from medzoo.datasets.annotations import AnnotationError
+from medzoo.datasets.domain import DomainAccumulator
 from medzoo.datasets.label_maps import SeriesRejected
 from medzoo.datasets.nifti import LPS_TO_RAS, load_nifti
 from medzoo.errors import InputError
@@ -290,6 +294,7 @@ def ingest_msd(root, out, *, spacing="auto", memory_gb: float = planning.DEFAULT
     layout = read_layout(root)
     cases, label_classes = layout["cases"], layout["label_classes"]
     channel_names = layout["channel_names"] or ["channel0"]
+    codes = msd_domain.channel_modalities(channel_names)
     key = deid.load_or_create_key(key_file)
     rejected, loaded, samples = [], [], []
     sample_n = max(1000, planning.SAMPLE_VALUES // max(1, len(cases)))
@@ -326,13 +331,12 @@ def ingest_msd(root, out, *, spacing="auto", memory_gb: float = planning.DEFAULT
     has_mask = any(case["label"] is not None for case, _, _ in loaded)
     classes = manifest.order_classes(name for _, _, name in loaded)
     class_index = {c: i for i, c in enumerate(classes)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp, lock = volume_dir.work_dir(out)
-    try:
-        index, stats = [], [0.0, 0.0, 0]
+    with volume_dir.building(out) as tmp:
+        index, stats, domain = [], [0.0, 0.0, 0], DomainAccumulator()
         with records.ShardWriter(tmp / "shards", records_per_shard) as writer:
             for case, grid, name in loaded:  # pass 2: normalise, resample, write
                 image, labels, _ = load_case(case, len(channel_names), label_classes)
+                facts = msd_domain.case_facts(image, grid["spacing"], codes)  # stored values
                 image = _normalise(image, plan["normalization"])
                 try:
                     image, mask = volumes.fit_to_plan(image, labels, grid["spacing"], plan,
@@ -340,6 +344,7 @@ def ingest_msd(root, out, *, spacing="auto", memory_gb: float = planning.DEFAULT
                 except SeriesRejected as exc:
                     reject(case, exc.reason)
                     continue
+                domain.add(facts)  # written cases only, in case order
                 record_id = f"r{len(index) + 1:06d}"
                 writer.write(records.record_features(
                     record_id, image, class_index[name], mask, spacing=plan["target_spacing"],
@@ -371,13 +376,8 @@ def ingest_msd(root, out, *, spacing="auto", memory_gb: float = planning.DEFAULT
             tmp, index, rejected, classes, label_classes, plan, fingerprint, stats, len(cases),
             folds, seed, key, has_mask, channels=len(channel_names),
             extra_info={"source_layout": layout["layout"],
-                        "channel_names": list(channel_names)})
-        volume_dir.publish(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        os.close(lock)
+                        "channel_names": list(channel_names),
+                        "domain": msd_domain.summary(domain, channel_names, codes)})
     summary.update(layout=layout["layout"], channels=len(channel_names),
                    strict_failed=bool(strict and summary["rejected"]), out=str(out))
     return summary

@@ -188,12 +188,22 @@ def plan_batch(patch, memory_gb: float, widths, dataset_voxels: float, channels:
     return max(2, min(fit, cover))
 
 
-def _triple(value, name, kind=float):
+def positive_triple(values, kind=float) -> list | None:
+    """``values`` as three positive finite ``kind`` numbers (z, y, x); None when they are not.
+
+    Callers raise their own error (an argument's name, a CLI option's), saying what was received.
+    """
     try:
-        out = [kind(v) for v in value]
-    except (TypeError, ValueError):
-        out = []
-    if len(out) != 3 or not all(math.isfinite(v) and v > 0 for v in out):
+        out = [kind(v) for v in values]
+        valid = len(out) == 3 and all(v > 0 and math.isfinite(v) for v in out)
+    except (TypeError, ValueError, OverflowError):  # int(inf), isfinite of a 400-digit int
+        return None
+    return out if valid else None
+
+
+def _triple(value, name, kind=float):
+    out = positive_triple(value, kind)
+    if out is None:
         raise ValueError(f"Argument `{name}` must be 3 positive numbers (z, y, x). "
                          f"Received: {name}={value!r}")
     return out

@@ -3,13 +3,14 @@
 
 Everything is written into a hidden work folder beside OUT (:func:`work_dir`, locked while the
 ingest runs; a killed run's folder is removed by the next), then renamed to OUT
-(:func:`publish`). :func:`write_dataset_tables` writes index.csv, rejected.csv, warnings.csv,
+(:func:`publish`); :func:`building` does both around a ``with`` block. :func:`write_dataset_tables` writes index.csv, rejected.csv, warnings.csv,
 plan.json, fingerprint.json and dataset.json and checks inputs = loaded + rejected.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import math
 import os
 import shutil
@@ -69,6 +70,22 @@ def work_dir(out: Path):
     lock = os.open(tmp / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(lock, fcntl.LOCK_EX)
     return tmp, lock
+
+
+@contextlib.contextmanager
+def building(out: Path):
+    """The work folder of dataset dir ``out`` (:func:`work_dir`), for the ``with`` block to
+    fill: published as ``out`` (:func:`publish`) when the block ends, removed when it raises."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp, lock = work_dir(out)
+    try:
+        yield tmp
+        publish(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        os.close(lock)
 
 
 def write_dataset_tables(tmp, index, rejected, classes, label_classes, plan, fingerprint, stats,

@@ -27,9 +27,7 @@ modality values of the slices pass 1 samples (up to :data:`SAMPLE_SLICES` per se
 from __future__ import annotations
 
 import collections
-import math
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -62,6 +60,11 @@ def _bar(iterable, desc: str, progress, **kw):
                disable=None if progress is None else not progress, **kw)
 
 
+def sample_slices(n: int) -> np.ndarray:
+    """Indices of up to :data:`SAMPLE_SLICES` slices of ``n``, evenly spaced, first and last."""
+    return np.unique(np.linspace(0, n - 1, min(SAMPLE_SLICES, n)).round().astype(int))
+
+
 def parse_spacing(spacing):
     """``"auto"`` → None; ``"Z,Y,X"`` or a 3-sequence → three positive floats (mm).
 
@@ -72,12 +75,8 @@ def parse_spacing(spacing):
     """
     if spacing is None or (isinstance(spacing, str) and spacing.strip().lower() == "auto"):
         return None
-    try:
-        parts = spacing.split(",") if isinstance(spacing, str) else list(spacing)
-        values = [float(v) for v in parts]
-    except (TypeError, ValueError):
-        values = []
-    if len(values) != 3 or not all(math.isfinite(v) and v > 0 for v in values):
+    values = planning.positive_triple(spacing.split(",") if isinstance(spacing, str) else spacing)
+    if values is None:
         raise InputError(f"--spacing must be auto or three positive numbers Z,Y,X in mm. "
                          f"Received: {spacing!r}")
     return values
@@ -87,11 +86,8 @@ def parse_triple(text, name: str):
     """``"D,H,W"`` → three positive ints (None stays None)."""
     if text is None:
         return None
-    try:
-        values = [int(v) for v in (text.split(",") if isinstance(text, str) else text)]
-    except (TypeError, ValueError):
-        values = []
-    if len(values) != 3 or min(values) < 1:
+    values = planning.positive_triple(text.split(",") if isinstance(text, str) else text, int)
+    if values is None:
         raise InputError(f"{name} must be three positive integers D,H,W. Received: {text!r}")
     return values
 
@@ -211,9 +207,7 @@ def fingerprint_series(row, label_classes, key: bytes, segment_map=None, sample_
     if row.mask is not None:
         labels, classes = load_label_map(row.mask, geometry, label_classes, segment_map)
         labels = remap(labels, classes, label_classes)
-    picks = np.unique(np.linspace(0, len(sorted_files) - 1, min(SAMPLE_SLICES,
-                                                                len(sorted_files))).round()
-                      .astype(int))
+    picks = sample_slices(len(sorted_files))
     values, fg, sampled = [], [], {}
     for k in picks:
         try:
@@ -482,9 +476,7 @@ def ingest_volumes(dicom_dir, labels_csv, out, *, spacing="auto", label_classes=
     print("medzoo ingest: plan\n" + planning.describe(plan), file=sys.stderr)
     class_index = {c: i for i, c in enumerate(classes)}
     has_mask = any(r.mask is not None for r in rows)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp, lock = volume_dir.work_dir(out)
-    try:
+    with volume_dir.building(out) as tmp:
         index, stats, domain = [], [0.0, 0.0, 0], DomainAccumulator()
         bar = _bar(None, "ingest", progress, total=len(items))
         with records.ShardWriter(tmp / "shards", records_per_shard) as writer:
@@ -524,12 +516,6 @@ def ingest_volumes(dicom_dir, labels_csv, out, *, spacing="auto", label_classes=
         summary = volume_dir.write_dataset_tables(tmp, index, rejected, classes, label_classes, plan,
                                        fingerprint, stats, n_inputs, folds, seed, key, has_mask,
                                        extra_info={"domain": domain.summary()})
-        volume_dir.publish(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        os.close(lock)
     summary.update(strict_failed=bool(strict and summary["rejected"]), out=str(out))
     return summary
 

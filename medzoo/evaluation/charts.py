@@ -118,6 +118,17 @@ def _band_text(n_boot: int, groups_given: bool) -> str:
             f"{'patients' if groups_given else 'records'})")
 
 
+def _unit_square(ax, title: str, ns, xlabel: str, ylabel: str) -> None:
+    """The square both curve charts share: fractions 0–1 on both axes (a little headroom at 1),
+    the title with the curves' sample sizes."""
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_aspect("equal")
+    ax.set_xlabel(xlabel, fontsize=FONT)
+    ax.set_ylabel(ylabel, fontsize=FONT)
+    ax.set_title(f"{title} (n={'/'.join(str(n) for n in sorted(ns))})", fontsize=FONT + 1)
+
+
 def plot_roc(curves: Mapping[str, tuple], path, *, title: str = "ROC curve", n_boot: int = 0,
              seed: int = 0) -> Path:
     """ROC curves with AUC and counts in the legend, optionally with bootstrap bands.
@@ -152,12 +163,8 @@ def plot_roc(curves: Mapping[str, tuple], path, *, title: str = "ROC curve", n_b
                             color=line.get_color(), lw=0)
             grouped = grouped or g is not None
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance (AUC 0.5)")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
-    ax.set_aspect("equal")
-    ax.set_xlabel("1 − specificity (false-positive rate, fraction)", fontsize=FONT)
-    ax.set_ylabel("Sensitivity (true-positive rate, fraction)", fontsize=FONT)
-    ax.set_title(f"{title} (n={'/'.join(str(n) for n in sorted(ns))})", fontsize=FONT + 1)
+    _unit_square(ax, title, ns, "1 − specificity (false-positive rate, fraction)",
+                 "Sensitivity (true-positive rate, fraction)")
     if n_boot:
         ax.text(0.98, 0.02 + 0.07 * (len(curves) + 1), _band_text(n_boot, grouped), ha="right", va="bottom",
                 fontsize=FONT - 3, color="#444", transform=ax.transAxes)
@@ -197,12 +204,8 @@ def plot_pr(curves: Mapping[str, tuple], path, *, title: str = "Precision–reca
             grouped = grouped or g is not None
     for prev in sorted(prevalences):
         ax.axhline(prev, ls="--", color="grey", lw=1, label=f"chance (prevalence {prev:.3f})")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
-    ax.set_aspect("equal")
-    ax.set_xlabel("Recall (sensitivity, fraction)", fontsize=FONT)
-    ax.set_ylabel("Precision (positive predictive value, fraction)", fontsize=FONT)
-    ax.set_title(f"{title} (n={'/'.join(str(n) for n in sorted(ns))})", fontsize=FONT + 1)
+    _unit_square(ax, title, ns, "Recall (sensitivity, fraction)",
+                 "Precision (positive predictive value, fraction)")
     if n_boot:
         ax.text(0.02, 0.02 + 0.07 * (len(curves) + len(prevalences)), _band_text(n_boot, grouped),
                 ha="left", va="bottom", fontsize=FONT - 3, color="#444", transform=ax.transAxes)

@@ -12,7 +12,10 @@ import numpy as np
 import pytest
 
 from medzoo.datasets import records
+from medzoo.datasets.domain import describe
 from medzoo.datasets.msd import ingest_msd
+from medzoo.datasets.msd_domain import channel_modality
+from medzoo.deploy import domain as deploy_domain
 
 SHAPE = (20, 16, 6)  # NIfTI voxel axes (x, y, z)
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -120,9 +123,47 @@ def test_msd_multichannel_ingest(msd_dir, tmp_path):
     for row in index:
         assert folds.setdefault(row["patient"], row["fold"]) == row["fold"]
     assert len(folds) == 5
+    _check_mr_domain(info["domain"], [_case(n)[0] for n in range(5)])
     written = "".join(p.read_text(errors="ignore") for p in ds.iterdir() if p.is_file()
                       and p.name != "rejected.csv")
     assert "phantom_" not in written and "Phantom" not in written
+
+
+def _assert_percentiles(intensity, values):
+    """The domain's percentiles are those of ``values`` to within its asinh bins (1.6 %)."""
+    for p in ("p1", "p50", "p99"):
+        expected = np.percentile(values, float(p[1:]))
+        assert abs(intensity[p] - expected) <= 0.02 * abs(expected) + 0.5, (p, expected)
+
+
+def _check_mr_domain(domain, images):
+    """The MSD fixture's domain: FLAIR and T1w are MR; every slice of both channels of the 5
+    written cases counted (not the 2 rejected); grid facts of DICOM's schema; intensities as
+    stored (channel 1 = 0.5 × channel 0 + 100), not the z-scores written to the records."""
+    assert domain["images"] == 5 * 2 * 6 and domain["modalities"] == {"MR": 60}
+    assert domain["channels"] == [{"name": "FLAIR", "modality": "MR"},
+                                  {"name": "T1w", "modality": "MR"}]
+    assert domain["photometric_interpretations"] == {"MONOCHROME2": 60}
+    assert domain["samples_per_pixel"] == [1]
+    assert domain["pixel_spacing_mm"] == [0.7, 0.8] and domain["slice_spacing_mm"] == [2.5, 2.5]
+    assert domain["rows"] == [16, 16] and domain["columns"] == [20, 20]
+    assert domain["sop_classes"] == {} and domain["slice_thickness_mm"] is None
+    values = np.concatenate([np.r_[im.ravel(), im.ravel() * 0.5 + 100] for im in images])
+    intensity = domain["intensity"]
+    assert intensity["unit"] == "value as stored in the NIfTI (after scl_slope / scl_inter)"
+    assert intensity["pixels_sampled"] == values.size  # 6 slices: all sampled, every pixel
+    _assert_percentiles(intensity, values)
+    lo, hi = intensity["image_median"]  # slice medians: channel 0 ≈ 0, channel 1 ≈ 100
+    assert -3 < lo < 3 and 98 < hi < 104
+    assert describe(domain) == ("MR; MONOCHROME2; pixel spacing 0.7–0.8 mm; slice spacing "
+                                "2.5 mm; 16 × 20 px; modality values p1–p99 "
+                                f"{intensity['p1']:.4g} – {intensity['p99']:.4g}")
+    # predict's check (medzoo.deploy.domain) reads it: a CT series at 3 mm in-plane is refused
+    ct = {"modalities": ["CT"], "photometric": ["MONOCHROME2"], "samples": [1],
+          "pixel_spacing": [3.0, 3.0], "rows": [16, 16], "columns": [20, 20], "median": 0.0}
+    assert deploy_domain.reasons(domain, ct) == [
+        "modality CT (trained on MR)",
+        "pixel spacing 3 mm outside 0.35–1.6 mm (training 0.7–0.8 mm, ÷/× 2)"]
 
 
 def test_nnunet_v2_ct_via_cli(tmp_path):
@@ -158,6 +199,11 @@ def test_nnunet_v2_ct_via_cli(tmp_path):
     assert not recs[-1]["mask"].any()  # case4: no label map
     index = _csv(ds / "index.csv")
     assert [r["has_mask"] for r in index] == ["1", "1", "1", "0"]
+    domain = info["domain"]  # CT: modality values are HU as stored (image × 10 − 900)
+    assert domain["modalities"] == {"CT": 24} and domain["slice_spacing_mm"] == [2.5, 2.5]
+    _assert_percentiles(domain["intensity"],
+                        np.concatenate([_case(n)[0].ravel() * 10 - 900 for n in (0, 1, 2, 4)]))
+    assert "modality unknown" not in proc.stderr
 
 
 def test_not_a_layout(tmp_path):
@@ -259,3 +305,33 @@ def test_case_too_small_for_the_patch_is_rejected(tmp_path):
                   "padding would fill more than half)"}]
     recs = [records.parse_record(r) for r in _read(ds)]
     assert [r["image"].shape for r in recs] == [(6, 16, 20, 1)] * 3
+
+
+def test_channel_names_without_a_modality_leave_it_unknown_and_say_so(tmp_path, capsys):
+    """nnU-Net normalisation names (noNorm, zscore) are no modality: the domain records the
+    grid and intensities, no modality, and ingest says so; MR sequence names map to MR."""
+    assert [channel_modality(n) for n in ("CT", "MRI", "MR", "T2", "ADC", "t1gd", "T2 FLAIR",
+                                          "PET", "noNorm", "zscore", "rescale_to_0_1")] == [
+        "CT", "MR", "MR", "MR", "MR", "MR", "MR", "PT", None, None, None]
+    root = tmp_path / "Dataset003_Unknown"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    for n in range(2):
+        image, labels = _case(n)
+        _save(image, root / "imagesTr" / f"case{n}_0000.nii.gz")
+        _save(image + 5, root / "imagesTr" / f"case{n}_0001.nii.gz")
+        _save(labels, root / "labelsTr" / f"case{n}.nii.gz")
+    (root / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "T2", "1": "noNorm"},
+        "labels": {"background": 0, "organ": 1, "tumour": 2}}))
+    ingest_msd(root, tmp_path / "ds", folds=2, key_file=tmp_path / "key")
+    assert ("medzoo ingest: domain: modality unknown for channel(s) 'noNorm' (expected a "
+            "dataset.json channel name saying CT, MR / MRI, an MR sequence such as T2 or ADC, "
+            "or PET); predict cannot check the modality") in capsys.readouterr().err
+    domain = json.loads((tmp_path / "ds" / "dataset.json").read_text())["domain"]
+    assert domain["images"] == 2 * 2 * 6 and domain["modalities"] == {"MR": 12}
+    assert domain["channels"] == [{"name": "T2", "modality": "MR"},
+                                  {"name": "noNorm", "modality": "unknown"}]
+    assert domain["pixel_spacing_mm"] == [0.7, 0.8] and domain["rows"] == [16, 16]
+    only_unknown = dict(domain, modalities={})
+    assert describe(only_unknown).startswith("modality unknown; MONOCHROME2; pixel spacing")

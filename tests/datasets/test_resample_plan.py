@@ -123,3 +123,23 @@ def test_plan_overrides_and_normalisation_per_modality():
     assert z.mean() == pytest.approx(0, abs=1e-6) and z.std() == pytest.approx(1, abs=1e-5)
     with pytest.raises(ValueError, match="patch_size"):
         planning.make_plan(_fingerprint(), patch_size=[0, 64, 64])
+
+
+def test_spacing_and_patch_options_share_one_rule_with_their_own_errors():
+    from medzoo.datasets import volumes
+    from medzoo.errors import InputError
+
+    assert volumes.parse_spacing("2.5, 0.7,0.7") == [2.5, 0.7, 0.7]
+    assert volumes.parse_spacing(" AUTO ") is None
+    assert volumes.parse_triple("16,48,48", "--patch-size") == [16, 48, 48]
+    assert volumes.parse_triple(None, "--patch-size") is None
+    for bad in ("1,2", "1,0,1", "1,nan,1", "1,inf,1", "a,b,c", 5):
+        with pytest.raises(InputError, match=r"--spacing must be auto or three positive numbers"):
+            volumes.parse_spacing(bad)
+    for bad in ("16,48", "16,0,48", "16,48.5,48", "1" * 400 + ",1,1"):
+        with pytest.raises(InputError, match=r"--patch-size must be three positive integers "
+                                             r"D,H,W\. Received: '"):
+            volumes.parse_triple(bad, "--patch-size")
+    for key, bad in (("target_spacing", [1.0, -1.0, 1.0]), ("patch_size", [16, float("inf"), 16])):
+        with pytest.raises(ValueError, match=rf"Argument `{key}` must be 3 positive numbers"):
+            planning.make_plan(_fingerprint(), **{key: bad})

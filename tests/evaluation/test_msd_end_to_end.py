@@ -71,6 +71,10 @@ def test_decathlon_ingest_train_export_evaluate(tmp_path):
     _medzoo("export", run, "--out", models)
     exports = sorted(p for p in models.glob("*/*") if (p / "model.onnx").is_file())
     assert len(exports) == 1
+    card = json.loads((exports[0] / "model_card.json").read_text())
+    assert card["domain"]["modalities"] == {"CT": 3 * 16 + 3 * 8}  # every slice of 6 cases
+    assert card["domain"]["pixel_spacing_mm"] == [0.8, 0.8]
+    assert card["domain"]["slice_spacing_mm"] == [2.5, 5.0]
     _medzoo("evaluate", exports[0], "--data", ds, "--out", out, "--bootstrap", "0")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["volume"] is True and sorted(metrics["per_class"]) == CLASSES
