@@ -61,8 +61,12 @@ COLOUR_PHOTOMETRIC = ("RGB", "YBR", "PALETTE")
 
 
 def is_known(domain) -> bool:
-    """True when ``domain`` is a recorded domain (not ``"unknown"`` or missing)."""
-    return isinstance(domain, dict) and bool(domain.get("modalities"))
+    """True when ``domain`` is a recorded domain (not ``"unknown"`` or missing).
+
+    A domain with images but no modality (a NIfTI dataset whose channel names map to none) is
+    known: its spacing, size and intensity rules still apply; the modality rule is skipped.
+    """
+    return isinstance(domain, dict) and bool(domain.get("modalities") or domain.get("images"))
 
 
 def series_facts(object_facts: list[dict], median: float | None = None) -> dict:
@@ -144,7 +148,7 @@ def reasons(domain, facts: dict) -> list[str]:
         out.append(f"not a diagnostic image ({kind})")
     trained = sorted(domain.get("modalities") or {})
     other = [m for m in facts.get("modalities") or [] if m not in trained]
-    if other:
+    if other and trained:
         out.append(f"modality {', '.join(other)} (trained on {', '.join(trained)})")
     trained_photometric = sorted(domain.get("photometric_interpretations") or {})
     trained_colour = any(_is_colour(p, None) for p in trained_photometric) or any(

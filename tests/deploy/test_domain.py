@@ -145,6 +145,20 @@ def test_rules_and_their_tolerances():
     assert "0.3–1.6 mm" in found[0]
 
 
+def test_a_domain_without_modality_still_checks_spacing_size_and_intensity():
+    """A NIfTI dataset whose channel names map to no modality (nnU-Net's ``noNorm``) records
+    its images' grid and intensities: predict checks those and skips only the modality rule."""
+    trained = {"images": 12, "modalities": {}, "pixel_spacing_mm": [0.7, 0.8], "rows": [16, 16],
+               "columns": [16, 16], "intensity": {"p1": 0.0, "p99": 500.0}}
+    assert domain.is_known(trained)
+    inside = {"modalities": ["MR"], "pixel_spacing": [0.75, 0.75], "rows": [16, 16],
+              "columns": [16, 16], "median": 200.0}
+    assert domain.reasons(trained, inside) == []
+    far = dict(inside, modalities=["CT"], pixel_spacing=[3.0, 3.0])
+    assert [r.split(" ")[0] for r in domain.reasons(trained, far)] == ["pixel"]
+    assert not domain.is_known({"images": 0, "modalities": {}})
+
+
 def test_out_of_domain_series_are_listed_not_scored(refused, mixed_dir):
     out, proc = refused
     assert proc.returncode == 0, proc.stderr
