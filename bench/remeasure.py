@@ -192,9 +192,16 @@ def pointing(args) -> dict:
                         name: stats.binomial_test(int(sum(found["hits"][name])), found["n"],
                                                   found["chance"], alternative="greater")
                         for name in METHODS}
+                    # The one-sided test's interval is one-sided too; the table quotes both ends.
+                    found["ci_two_sided"] = {
+                        name: stats.binomial_test(int(sum(found["hits"][name])), found["n"],
+                                                  found["chance"], alternative="two-sided")["ci"]
+                        for name in METHODS}
                 entry[split] = found
-                rates = ", ".join(f"{name} {np.mean(found['hits'][name]):.2f}" for name in METHODS) \
-                    if found["n"] else "no correctly called lesion image"
+                rates = ", ".join(
+                    f"{name} {np.mean(found['hits'][name]):.2f} "
+                    f"[{found['ci_two_sided'][name][0]:.2f}, {found['ci_two_sided'][name][1]:.2f}]"
+                    for name in METHODS) if found["n"] else "no correctly called lesion image"
                 print(f"{level} {model} {split}: {found['n']} of {found['n_lesion']} lesion "
                       f"images called correctly; {rates}", flush=True)
             result["levels"].setdefault(level, {})[model] = entry
