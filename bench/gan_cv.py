@@ -13,9 +13,9 @@ generates the harder phantoms; ``--score keras`` scores each arm's Keras model o
 fold directly instead of exporting it (cheaper; the same probabilities up to parity) and adds
 DeLong and McNemar on the pooled out-of-fold predictions of the two arms (same records):
 
-    PYTHONPATH=$PWD nice -n 10 python bench/gan_cv.py --difficulty medium --size 64 \
-        --patients 24 --slices 2 --folds 4 --model resnet --epochs 15 --gan-epochs 4 --score keras \
-        --out /tmp/remeasure/gan
+    PYTHONPATH=$PWD nice -n 10 python bench/gan_cv.py --difficulty medium --size 64 \\
+        --patients 24 --slices 2 --folds 4 --model resnet --epochs 15 --gan-epochs 4 \\
+        --score keras --out /tmp/remeasure/gan
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ re-measurement as run for docs/remeasure.md (under ``nice``, on a shared 2-core 
 
     # (a) the GAN augmenter: with vs without, a GAN per fold trained on that fold's training part
     PYTHONPATH=$PWD nice -n 10 python bench/gan_cv.py --difficulty medium --size 64 \\
-        --patients 24 --slices 2 --folds 4 --model resnet --epochs 15 --gan-epochs 4 --score keras \\
-        --out /tmp/remeasure/gan
+        --patients 24 --slices 2 --folds 4 --model resnet --epochs 15 --gan-epochs 4 \\
+        --score keras --out /tmp/remeasure/gan
     # (b) --balance sample / weights vs plain at 1:9, out-of-fold over every fold
     PYTHONPATH=$PWD nice -n 10 python bench/remeasure.py balance --out /tmp/remeasure/balance
     # (c) the pointing game of `medzoo explain` at easy vs medium
