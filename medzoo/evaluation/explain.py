@@ -30,7 +30,8 @@ def last_conv_layer(model) -> str:
     map for a model without a pooling layer.
 
     Walks from the last ``Conv2D`` forward through the layers that keep its shape (normalisation,
-    activation), so the map is taken after the non-linearity, at the convolution's resolution.
+    residual addition, activation), so the map is taken after the non-linearity, at the
+    convolution's resolution, on the features the head pools.
 
     Raises
     ------
@@ -45,8 +46,10 @@ def last_conv_layer(model) -> str:
         raise InputError(f"model {model.name!r} has no 2D convolution layer for Grad-CAM")
     chosen = convs[-1]
     same_shape = _shape(layers[chosen])
+    # through the residual Add too: in a ResNet the last convolution is a branch, and only the
+    # sum with the shortcut (then its ReLU) carries everything the score is computed from
     while chosen + 1 < len(layers) and _shape(layers[chosen + 1]) == same_shape and (
-            type(layers[chosen + 1]).__name__ in ("BatchNormalization", "ReLU", "Activation")):
+            type(layers[chosen + 1]).__name__ in ("BatchNormalization", "ReLU", "Activation", "Add")):
         chosen += 1
     return layers[chosen].name
 
@@ -206,14 +209,14 @@ def overlay_png(image: np.ndarray, heats: dict, path, *, mask: np.ndarray | None
 
     The lesion mask, where known, is drawn as a white contour on every heat-map panel.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     from medzoo.figures import save_figure
 
-    fig, axes = plt.subplots(1, 1 + len(heats), figsize=(3 * (1 + len(heats)), 3.2))
+    # a bare Figure, not pyplot's: pyplot keeps every figure open until closed, so a dataset's
+    # overlays would pile up in memory ("More than 20 figures have been opened")
+    fig = Figure(figsize=(3 * (1 + len(heats)), 3.2))
+    axes = fig.subplots(1, 1 + len(heats), squeeze=False)[0]
     grey = image[..., 0] if image.ndim == 3 else image
     for ax in axes:
         ax.imshow(grey, cmap="gray", vmin=0, vmax=1)

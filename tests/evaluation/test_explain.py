@@ -104,3 +104,37 @@ def test_overlays_of_confident_cases_reach_the_report(explained):
     assert "<h2>Explanations</h2>" in html and html.count("case\" src=\"data:image/png") == len(
         summary["cases"])
     assert not any(c["record_id"] in html for c in summary["cases"])  # no record ids in reports
+
+
+@pytest.mark.parametrize("name", ["resnet", "cnn", "mobilenet_v3"])
+def test_grad_cam_layer_is_the_map_the_head_pools_or_a_pooling_every_path_crosses(name):
+    """Grad-CAM must explain features the score is computed from. In the ResNet the last
+    convolution is a residual branch: the explained map is the Add + ReLU after it, the very
+    tensor the global pooling reads (taking the branch's normalisation scored 0/8 on the
+    pointing game at easy, docs/remeasure.md)."""
+    from medzoo.evaluation.explain import explained_layer
+    from medzoo.zoo import registry
+
+    model = registry.build(name, input_shape=(32, 32, 1), num_classes=2)
+    chosen = model.get_layer(explained_layer(model))
+    kind = type(chosen).__name__
+    if kind in ("MaxPooling2D", "AveragePooling2D"):  # the seed CNN: its first pooling
+        return
+    readers = [layer for layer in model.layers
+               if any(node.input_tensors and any(t is chosen.output for t in node.input_tensors)
+                      for node in getattr(layer, "_inbound_nodes", []))]
+    assert [type(r).__name__ for r in readers] in (["GlobalMaxPooling2D"],
+                                                   ["GlobalAveragePooling2D"]), (name, kind)
+
+
+def test_overlays_do_not_pile_up_open_figures(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from medzoo.evaluation.explain import overlay_png
+
+    before = len(plt.get_fignums())
+    for i in range(25):
+        overlay_png(np.zeros((16, 16)), {"grad-cam": np.ones((16, 16))}, tmp_path / f"o{i}.png",
+                    mask=np.eye(16, dtype=bool))
+    assert len(plt.get_fignums()) == before
+    assert (tmp_path / "o24.png").stat().st_size > 0 and (tmp_path / "o24.svg").is_file()
