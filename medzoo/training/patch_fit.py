@@ -116,8 +116,10 @@ def train_patches(model: str, ds_dir, run_dir, *, info: dict, epochs: int | None
         config["init_layers"] = fit.transfer_weights(net, Path(init_from))
     if freeze:
         config["frozen_layers"] = fit.freeze_encoder(net, model)
-    net.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=losses.DiceCELoss(),
-                metrics=[losses.ForegroundDice()])
+    # batch Dice (nnU-Net's 3D default): per-patch Dice punishes any lesion probability in the
+    # many patches without a lesion, and the network learns to predict none (docs/volumes-model.md)
+    net.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                loss=losses.DiceCELoss(batch_dice=True), metrics=[losses.ForegroundDice()])
     started = time.monotonic()
     net.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose,
             callbacks=fit._callbacks(run_dir, patience, epochs))

@@ -205,23 +205,37 @@ class DiceCELoss(keras.losses.Loss):
     1 − mean soft Dice over the foreground classes (background excluded, as nnU-Net does).
 
     ``y_true``: one-hot ``(B, *spatial, K)``; ``y_pred``: softmax probabilities, same shape.
+    ``batch_dice`` (nnU-Net's default for 3D): each class's Dice is computed over the whole
+    batch of patches rather than per patch. Per patch, a class absent from the patch scores
+    smooth / (its predicted mass + smooth) — near 0 for any prediction at all — so with small
+    structures (a lesion is absent from most patches) the loss teaches the network never to
+    predict them; over the batch, a lesion in any patch makes its Dice a real overlap measure.
     """
 
-    def __init__(self, smooth: float = 1e-5, ce_weight: float = 1.0, name: str = "dice_ce",
-                 **kwargs):
+    def __init__(self, smooth: float = 1e-5, ce_weight: float = 1.0, batch_dice: bool = False,
+                 name: str = "dice_ce", **kwargs):
         super().__init__(name=name, **kwargs)
         self.smooth = float(smooth)
         self.ce_weight = float(ce_weight)
+        self.batch_dice = bool(batch_dice)
 
     def call(self, y_true, y_pred):
         y_true = ops.cast(y_true, y_pred.dtype)
-        ce = ops.mean(keras.losses.categorical_crossentropy(y_true, y_pred),
-                      axis=tuple(range(1, len(y_pred.shape) - 1)))
+        spatial = tuple(range(1, len(y_pred.shape) - 1))
+        ce = ops.mean(keras.losses.categorical_crossentropy(y_true, y_pred), axis=spatial)
+        if self.batch_dice:
+            axes = (0, *spatial)
+            intersection = ops.sum(y_true * y_pred, axis=axes)
+            total = ops.sum(y_true, axis=axes) + ops.sum(y_pred, axis=axes)
+            dice = ((2.0 * intersection + self.smooth) / (total + self.smooth))[1:]
+            # one value for the batch, carried by every sample (the batch mean is unchanged)
+            return 1.0 - ops.mean(dice) + self.ce_weight * ce
         dice = multiclass_soft_dice(y_true, y_pred, self.smooth)[:, 1:]
         return 1.0 - ops.mean(dice, axis=-1) + self.ce_weight * ce
 
     def get_config(self):
-        return {**super().get_config(), "smooth": self.smooth, "ce_weight": self.ce_weight}
+        return {**super().get_config(), "smooth": self.smooth, "ce_weight": self.ce_weight,
+                "batch_dice": self.batch_dice}
 
 
 @keras.saving.register_keras_serializable(package="medzoo")

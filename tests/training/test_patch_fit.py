@@ -54,6 +54,26 @@ def test_dice_ce_loss_values():
     assert float(metric.result()) == pytest.approx(0.5)  # class 1 missed (0), class 2 absent (1)
 
 
+def test_batch_dice_does_not_punish_a_lesion_guess_in_a_patch_without_one():
+    """Two patches: the first holds a 2-voxel lesion, predicted exactly; the second none, with
+    a 0.5 lesion guess on one voxel. Per patch, the second's lesion Dice is smooth / (0.5 +
+    smooth) ≈ 0, a loss of ~0.5 for one half-voxel; over the batch the lesion Dice is
+    2·2 / (2 + 2.5) = 0.889."""
+    from medzoo.zoo.losses import DiceCELoss
+
+    y = np.zeros((2, 1, 2, 2, 2), np.float32)
+    y[..., 0] = 1
+    y[0, 0, 0, :] = [0, 1]
+    pred = y.copy()
+    pred[1, 0, 1, 1] = [0.5, 0.5]
+    ce = float(np.mean(-np.log(np.sum(y * np.clip(pred, 1e-7, 1), -1))))
+    per_patch = float(DiceCELoss()(y, pred))
+    batch = float(DiceCELoss(batch_dice=True)(y, pred))
+    assert per_patch - ce == pytest.approx(0.5, abs=1e-3)  # (0 + 1) / 2 patches
+    assert batch - ce == pytest.approx(1 - 4 / 4.5, abs=1e-3)
+    assert DiceCELoss.from_config(DiceCELoss(batch_dice=True).get_config()).batch_dice
+
+
 def test_models_that_cannot_train_on_patches_are_refused(volume_ds, tmp_path):
     from medzoo.training.fit import train
 
