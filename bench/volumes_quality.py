@@ -15,6 +15,17 @@ Three stages, two venvs (TensorFlow and torch are never installed together):
     # 3. score MONAI's predictions with medzoo's metrics; print both (/work/venv)
     PYTHONPATH=$PWD python bench/volumes_quality.py score --out /tmp/vq
 
+At full phantom size (192 × 192 × 40, the plan's patch overridden to 32 × 64 × 64 so that two
+CPU cores get through 40 epochs in well under an hour):
+
+    PYTHONPATH=$PWD python bench/volumes_quality.py medzoo --synth --out /tmp/vqf --patients 24 \
+        --patch-size 32,64,64 --epochs 40
+    PYTHONPATH=$PWD /work/venv-bench/bin/python bench/volumes_quality.py monai --out /tmp/vqf --epochs 40
+    PYTHONPATH=$PWD python bench/volumes_quality.py score --out /tmp/vqf
+
+medzoo's 3D loss computes Dice over the batch (nnU-Net's 3D default); MONAI's stage does the
+same unless ``--no-batch-dice`` (MONAI's own default, Dice per patch).
+
 By default the phantoms are ``tests/volume_data.py``'s (an "organ" ellipsoid and a small "lesion"
 sphere, 2 × 1 × 1 mm). With ``--synth`` they are ``medzoo data synth --volumes`` chest CTs (lungs,
 heart, 3–20 mm lesions in half of the patients, each patient at its own spacing), ingested with
@@ -152,7 +163,9 @@ def stage_monai(args) -> None:
                  for _, lab in volumes]
     net = BasicUNet(spatial_dims=3, in_channels=1, out_channels=n_classes,
                     features=(8, 8, 16, 32, 64, 8))
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
+    # batch=True: Dice over the whole batch, as medzoo's 3D training (and nnU-Net) computes it
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False,
+                         batch=args.batch_dice)
     optimizer = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
     rng = np.random.default_rng(args.seed)
     steps = math.ceil(PATCHES_PER_VOLUME * len(train_ids) / batch)
@@ -179,7 +192,7 @@ def stage_monai(args) -> None:
                                              overlap=0.5, mode="gaussian", sigma_scale=0.125)
             predictions[k] = probs[0].argmax(0).numpy().astype(np.uint8)
     np.savez(out / "monai_predictions.npz", **predictions)
-    info = {"train_seconds": round(seconds, 1), "epochs": args.epochs,
+    info = {"train_seconds": round(seconds, 1), "epochs": args.epochs, "batch_dice": args.batch_dice,
             "parameters": int(sum(p.numel() for p in net.parameters())), "n_test": len(test_ids)}
     (out / "monai.json").write_text(json.dumps(info, indent=2) + "\n")
     print(json.dumps(info, indent=2))
@@ -227,6 +240,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=192, help="--synth: in-plane pixels")
     parser.add_argument("--slices", type=int, default=40, help="--synth: slices per series")
     parser.add_argument("--patch-size", default=None, help="--synth: D,H,W overriding the plan's")
+    parser.add_argument("--batch-dice", action=argparse.BooleanOptionalAction, default=True,
+                        help="monai: Dice over the batch (medzoo's 3D loss) or per patch "
+                             "(MONAI's DiceCELoss default)")
     args = parser.parse_args()
     {"medzoo": stage_medzoo, "monai": stage_monai, "score": stage_score}[args.stage](args)
 
