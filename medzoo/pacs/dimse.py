@@ -6,6 +6,7 @@ See :mod:`medzoo.pacs.client` for the rules both clients keep.
 from __future__ import annotations
 
 import threading
+import time
 
 from medzoo.errors import InputError
 from medzoo.pacs.client import (DEFAULT_CALLING_AET, DEFAULT_TIMEOUT, DimseAddress, InstanceFailed,
@@ -23,6 +24,10 @@ _COMMON_STORAGE_CLASSES = (
     "1.2.840.10008.5.1.4.1.1.20", "1.2.840.10008.5.1.4.1.1.66.4",  # NM, SEG
     "1.2.840.10008.5.1.4.1.1.88.33", "1.2.840.10008.5.1.4.1.1.88.34",  # comprehensive (3D) SR
 )
+
+
+QUICK_DROP_RETRIES = 2  # extra association attempts after a connection dropped at once
+QUICK_DROP_SECONDS = 2.0
 
 
 class DimseClient:
@@ -51,13 +56,21 @@ class DimseClient:
 
     def _associate(self, ae, during: str, **kwargs):
         a = self.address
-        with quiet_libraries():
-            assoc = ae.associate(a.host, a.port, ae_title=a.called_aet, **kwargs)
-        if assoc.is_established:
-            return assoc
-        if assoc.is_rejected:
-            raise PacsError(f"{self.where} rejected the association for {during} (does it know "
-                            f"calling AET {self.calling_aet}? see --calling-aet/--called-aet)")
+        for attempt in range(QUICK_DROP_RETRIES + 1):
+            started = time.monotonic()
+            with quiet_libraries():
+                assoc = ae.associate(a.host, a.port, ae_title=a.called_aet, **kwargs)
+            if assoc.is_established:
+                return assoc
+            if assoc.is_rejected:
+                raise PacsError(f"{self.where} rejected the association for {during} (does it "
+                                f"know calling AET {self.calling_aet}? see --calling-aet/"
+                                f"--called-aet)")
+            # a node that closes the connection at once (a busy Orthanc sometimes drops it
+            # before its A-ASSOCIATE-RJ is read) is asked again; a timeout is not repeated
+            if time.monotonic() - started > QUICK_DROP_SECONDS:
+                break
+            time.sleep(0.2 * (attempt + 1))
         raise TransientError("no association (connection refused, dropped or timed out)",
                              connection=True)
 
