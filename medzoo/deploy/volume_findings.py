@@ -106,8 +106,8 @@ def render_volume_report(study: dict, model: dict, disclaimer: str) -> str:
             lines += ["", "No lesion found."]
         lines += ["", f"DICOM SEG: `{series['seg']}`", ""]
     if study.get("not_analysed"):
-        from medzoo.deploy.findings import _not_analysed_lines
+        from medzoo.deploy.findings import not_analysed_lines
 
-        lines += [*_not_analysed_lines(study["not_analysed"]), ""]
+        lines += [*not_analysed_lines(study["not_analysed"]), ""]
     lines += ["---", "", disclaimer, ""]
     return "\n".join(lines)

@@ -136,7 +136,7 @@ def export_run(run_dir, base, *, name: str | None = None, version: int | None = 
         model_card = card.build_card(
             config=config, name=name, version=version, parameters=int(model.count_params()),
             signatures=signatures, metrics=metrics, parity=report, blessed=blessed,
-            reasons=reasons, artefacts=card.artefact_hashes(staging), versions=_versions(),
+            reasons=reasons, artefacts=card.artefact_hashes(staging), versions=software_versions(),
             domain=metadata["domain"], ood=ood_info)
         model_card["input"]["inputs"] = declared
         if len(declared) > 1:
@@ -237,7 +237,7 @@ def export_generator(gan_run, base, *, name: str = "gan", version: int | None = 
                          "trained_on": gan_config["trained_on"]},
             "intended_use": "Synthetic training images for data augmentation only. Generated "
                             "images are not patient images and must never be read as such.",
-            "parity": report, "versions": _versions(),
+            "parity": report, "versions": software_versions(),
             "artefacts": card.artefact_hashes(staging)})
         fsio.write_text(staging / "NOT_BLESSED",
                         "generator: synthetic images are for augmentation, not diagnosis\n")
@@ -305,7 +305,8 @@ def _blessed_metrics(version_dir: Path) -> dict:
     return fsio.read_json(version_dir / "model_card.json")["metrics"].get("metrics", {})
 
 
-def _versions() -> dict:
+def software_versions() -> dict:
+    """medzoo's version and those of the libraries that wrote and check an export."""
     import keras
     import onnx
     import onnxruntime

@@ -92,7 +92,7 @@ def export_volume_run(run_dir: Path, config: dict, final_dir: Path, *, bless_if=
     import tf2onnx
 
     from medzoo.export import blessing, card, parity, saved_model
-    from medzoo.export.exporter import _versions
+    from medzoo.export.exporter import software_versions
     from medzoo.export.versions import staged_version
     from medzoo.zoo import saving
 
@@ -140,7 +140,7 @@ def export_volume_run(run_dir: Path, config: dict, final_dir: Path, *, bless_if=
         model_card = card.build_card(
             config=config, name=name, version=version, parameters=int(model.count_params()),
             signatures=[SIGNATURE], metrics=metrics, parity=report, blessed=blessed,
-            reasons=reasons, artefacts=card.artefact_hashes(staging), versions=_versions(),
+            reasons=reasons, artefacts=card.artefact_hashes(staging), versions=software_versions(),
             domain=metadata["domain"])
         model_card.update(volume_card_sections(config, metadata["domain"]))
         fsio.write_json(staging / "model_card.json", model_card)
