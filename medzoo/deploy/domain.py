@@ -160,23 +160,19 @@ def reasons(domain, facts: dict) -> list[str]:
                    f"trained on greyscale {', '.join(trained_photometric)})")
     elif trained_colour and not series_colour and facts.get("photometric"):
         out.append(f"greyscale image ({', '.join(facts['photometric'])}; trained on colour)")
-    for what, trained_key, fact_key in (("pixel spacing", "pixel_spacing_mm", "pixel_spacing"),
-                                        ("slice spacing", "slice_spacing_mm", "slice_spacing")):
+    # grid rules: the series' range must lie within the training range widened by a factor
+    for what, trained_key, fact_key, factor, unit in (
+            ("pixel spacing", "pixel_spacing_mm", "pixel_spacing", SPACING_FACTOR, " mm"),
+            ("slice spacing", "slice_spacing_mm", "slice_spacing", SPACING_FACTOR, " mm"),
+            ("rows", "rows", "rows", SIZE_FACTOR, ""),
+            ("columns", "columns", "columns", SIZE_FACTOR, "")):
         trained = domain.get(trained_key)
         if trained and facts.get(fact_key):
-            allowed = (trained[0] / SPACING_FACTOR, trained[1] * SPACING_FACTOR)
+            allowed = (trained[0] / factor, trained[1] * factor)
             if _outside(facts[fact_key], allowed):
-                out.append(f"{what} {_range_text(facts[fact_key])} mm outside "
-                           f"{_g(allowed[0])}–{_g(allowed[1])} mm (training "
-                           f"{_range_text(trained)} mm, ÷/× {SPACING_FACTOR:g})")
-    for key in ("rows", "columns"):
-        trained_span = domain.get(key)
-        if trained_span and facts.get(key):
-            allowed = (trained_span[0] / SIZE_FACTOR, trained_span[1] * SIZE_FACTOR)
-            if _outside(facts[key], allowed):
-                out.append(f"{key} {_range_text(facts[key])} outside {_g(allowed[0])}–"
-                           f"{_g(allowed[1])} (training {_range_text(trained_span)}, "
-                           f"÷/× {SIZE_FACTOR:g})")
+                out.append(f"{what} {_range_text(facts[fact_key])}{unit} outside "
+                           f"{_g(allowed[0])}–{_g(allowed[1])}{unit} (training "
+                           f"{_range_text(trained)}{unit}, ÷/× {factor:g})")
     intensity = domain.get("intensity") or {}
     median = facts.get("median")
     lo, hi = (intensity.get(p) for p in INTENSITY_PERCENTILES)

@@ -189,11 +189,11 @@ class IoUScore(keras.metrics.MeanMetricWrapper):
         return {"threshold": self.threshold, "name": self.name, "dtype": self.dtype}
 
 
-def multiclass_soft_dice(y_true, y_pred, smooth: float = 1e-5):
+def multiclass_soft_dice(y_true, y_pred, smooth: float = 1e-5, *, over_batch: bool = False):
     """Per-sample, per-class soft Dice ``(B, K)`` of one-hot ``y_true`` and softmax ``y_pred``
-    (both ``(B, *spatial, K)``)."""
+    (both ``(B, *spatial, K)``); with ``over_batch``, per class over the whole batch ``(K,)``."""
     y_true = ops.cast(y_true, y_pred.dtype)
-    axes = tuple(range(1, len(y_pred.shape) - 1))
+    axes = tuple(range(0 if over_batch else 1, len(y_pred.shape) - 1))
     intersection = ops.sum(y_true * y_pred, axis=axes)
     total = ops.sum(y_true, axis=axes) + ops.sum(y_pred, axis=axes)
     return (2.0 * intersection + smooth) / (total + smooth)
@@ -221,17 +221,11 @@ class DiceCELoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         y_true = ops.cast(y_true, y_pred.dtype)
-        spatial = tuple(range(1, len(y_pred.shape) - 1))
-        ce = ops.mean(keras.losses.categorical_crossentropy(y_true, y_pred), axis=spatial)
-        if self.batch_dice:
-            axes = (0, *spatial)
-            intersection = ops.sum(y_true * y_pred, axis=axes)
-            total = ops.sum(y_true, axis=axes) + ops.sum(y_pred, axis=axes)
-            dice = ((2.0 * intersection + self.smooth) / (total + self.smooth))[1:]
-            # one value for the batch, carried by every sample (the batch mean is unchanged)
-            return 1.0 - ops.mean(dice) + self.ce_weight * ce
-        dice = multiclass_soft_dice(y_true, y_pred, self.smooth)[:, 1:]
-        return 1.0 - ops.mean(dice, axis=-1) + self.ce_weight * ce
+        ce = ops.mean(keras.losses.categorical_crossentropy(y_true, y_pred),
+                      axis=tuple(range(1, len(y_pred.shape) - 1)))
+        dice = multiclass_soft_dice(y_true, y_pred, self.smooth, over_batch=self.batch_dice)
+        # over the batch: one value, carried by every sample (the batch mean is unchanged)
+        return 1.0 - ops.mean(dice[..., 1:], axis=-1) + self.ce_weight * ce
 
     def get_config(self):
         return {**super().get_config(), "smooth": self.smooth, "ce_weight": self.ce_weight,
